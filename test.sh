@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Run the test suite (README's test command). Arguments go to pytest, e.g.
+#   ./test.sh -m "not slow"      the fast subset
+set -euo pipefail
+cd "$(dirname "$0")"
+if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
+  ./start.sh --install-only
+fi
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  echo "==> installing Chromium for the browser tests (Debian packages chromium, chromium-driver)"
+  if [ "$(id -u)" = 0 ]; then apt-get install -y chromium chromium-driver; else sudo apt-get install -y chromium chromium-driver; fi
+fi
+# pytest exits 5 when it collected no tests: that is a failure here, never a pass.
+exec .venv/bin/python -m pytest "$@"
