@@ -1,0 +1,215 @@
+"""What every route module shares: the store, the engine, the cameras, templates and i18n.
+
+``AppContext`` is built once per server process (``server.serve``) and handed to each route
+module's ``install(app, ctx)``. Extension points for other parts of the appliance:
+
+- ``ctx.admin_panels``: ``(title, template)`` pairs (or ``(title, template, vars_fn)`` where
+  ``vars_fn(ctx) -> dict``); the Admin page renders each template in a panel titled
+  ``_(title)``. Mark the title with ``catalogue.N_`` so it is extracted for translation.
+- ``ctx.home_buttons``: ``HomeButton`` entries (title, href, roles) shown on the home page
+  beside the built-in ones (e.g. "Import from USB" for supervisors).
+- ``ctx.drafts``: exams being prepared; an image source attaches its picture with
+  ``ctx.drafts.attach_image(draft_id, jpeg_bytes, source)``.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import bottle
+import jinja2
+from markupsafe import Markup, escape
+
+from .. import catalogue
+from .. import i18n as default_i18n
+from ..config import CHECKOUT_DIR, Config
+from . import roles
+from .drafts import DraftStore
+from .sessions import Session, SessionStore
+
+KIOSK_DIR = CHECKOUT_DIR / "kiosk"
+TEMPLATES_DIR = KIOSK_DIR / "templates"
+STATIC_DIR = KIOSK_DIR / "static"
+
+# Keys under which the request's session and language travel in the WSGI environ.
+ENV_SESSION = "bccdms.session"
+ENV_LANG = "bccdms.lang"
+ENV_ANON_CSRF = "bccdms.anon_csrf"
+
+
+@dataclass(frozen=True)
+class HomeButton:
+    title: str                   # English source text, translated at render time
+    href: str
+    roles: tuple[str, ...]
+    icon: str = ""
+
+
+def current_session() -> Session | None:
+    return bottle.request.environ.get(ENV_SESSION)
+
+
+class Translator:
+    """The gettext functions for one language, in the forms templates and Python use.
+
+    ``_("Hello %(name)s", name=x)`` formats after translating, like Jinja2's "newstyle"
+    gettext: the translation is trusted markup, the values are escaped.
+    """
+
+    def __init__(self, translations, *, markup: bool):
+        self._t = translations
+        self._markup = markup
+
+    def gettext(self, text: str, **values) -> str:
+        out = self._t.gettext(text)
+        if self._markup:
+            out = Markup(out)
+            return out % {k: escape(v) for k, v in values.items()} if values else out
+        return out % values if values else out
+
+    def ngettext(self, singular: str, plural: str, n: int, **values) -> str:
+        values.setdefault("num", n)
+        out = self._t.ngettext(singular, plural, n)
+        if self._markup:
+            return Markup(out) % {k: escape(v) for k, v in values.items()}
+        return out % values
+
+
+def request_language(ctx: "AppContext") -> str:
+    lang = bottle.request.environ.get(ENV_LANG)
+    if lang:
+        return lang
+    session = current_session()
+    if session and session.language in ctx.i18n.LANGUAGES:
+        return session.language
+    cookie = bottle.request.get_cookie("bccdms_lang")
+    if cookie in ctx.i18n.LANGUAGES:
+        return cookie
+    return ctx.cfg.ui.default_language if ctx.cfg.ui.default_language in ctx.i18n.LANGUAGES else "en"
+
+
+def _(text: str, **values) -> str:
+    """Translate a Python-side sentence into the current request's language."""
+    ctx = bottle.request.environ.get("bccdms.ctx")
+    if ctx is None:
+        return text % values if values else text
+    return Translator(ctx.i18n.get_translations(request_language(ctx)), markup=False).gettext(text, **values)
+
+
+def ngettext(singular: str, plural: str, n: int, **values) -> str:
+    ctx = bottle.request.environ.get("bccdms.ctx")
+    if ctx is None:
+        values.setdefault("num", n)
+        return (singular if n == 1 else plural) % values
+    return Translator(ctx.i18n.get_translations(request_language(ctx)), markup=False).ngettext(
+        singular, plural, n, **values)
+
+
+class ResultCache:
+    """The engine's last few results by exam uuid, so the heatmap can be drawn on request
+    without running the models again. Bounded: each holds a feature map and an image."""
+
+    def __init__(self, size: int = 6):
+        self._size = size
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, key: str, result: Any) -> None:
+        with self._lock:
+            self._items[key] = result
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def get(self, key: str) -> Any:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
+
+
+class AppContext:
+    def __init__(self, cfg: Config, store, engine, cameras=None, i18n=None):
+        self.cfg = cfg
+        self.store = store
+        self.engine = engine
+        self.cameras = cameras
+        self.i18n = i18n or default_i18n
+        self.admin_panels: list[tuple] = []
+        self.home_buttons: list[HomeButton] = []
+        self.sessions = SessionStore(idle_seconds=cfg.server.idle_logout_minutes * 60)
+        self.drafts = DraftStore(
+            max_pixels=cfg.inference.max_image_pixels,
+            max_bytes=cfg.server.max_upload_mb * 1024 * 1024,
+            check_quality=engine.check_quality if engine is not None else None)
+        self.results = ResultCache()
+        self.templates = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+            autoescape=True,
+            extensions=["jinja2.ext.i18n"],
+            trim_blocks=True, lstrip_blocks=True)
+        # Request-independent fallbacks; render() passes the request's own functions.
+        self.templates.install_null_translations(newstyle=True)
+        self.templates.globals.update(catalogue=catalogue)
+        self.templates.filters["pct"] = _percent
+
+    # -- rendering -------------------------------------------------------------------------
+    def translator(self, lang: str | None = None, *, markup: bool = True) -> Translator:
+        return Translator(self.i18n.get_translations(lang or request_language(self)), markup=markup)
+
+    def render(self, template: str, **values) -> str:
+        session = current_session()
+        lang = request_language(self)
+        tr = self.translator(lang)
+        base = {
+            "_": tr.gettext, "gettext": tr.gettext, "ngettext": tr.ngettext,
+            "lang": lang, "languages": self.i18n.LANGUAGES,
+            "user": session.user if session else None,
+            "csrf_token": session.csrf_token if session else bottle.request.environ.get(ENV_ANON_CSRF, ""),
+            "flashes": session.pop_flashes() if session else [],
+            "idle_seconds": int(self.sessions.idle_seconds),
+            "post_name": self.cfg.post.name,
+            "demo": self.demo_active(),
+            "request_path": bottle.request.path,
+            "ctx": self,
+            "can": lambda permission: roles.allowed(session.user if session else None, permission),
+            "role_label": lambda role: tr.gettext(roles.ROLE_LABELS.get(role, role)),
+        }
+        base.update(values)
+        return self.templates.get_template(template).render(base)
+
+    # -- facts the pages show ---------------------------------------------------------------
+    def demo_active(self) -> bool:
+        """True when any model the box would use is a demo model (every page then says so)."""
+        if self.engine is None:
+            return False
+        try:
+            status = self.engine.status()
+        except Exception:   # a broken pack must not take every page down; Admin shows why
+            return False
+        models = status.get("models", {})
+        items = models.values() if isinstance(models, dict) else models
+        return bool(status.get("demo")) or any(bool(m.get("demo")) for m in items)
+
+    def available_analyses(self) -> list[catalogue.Analysis]:
+        ids = set(self.engine.analyses()) if self.engine is not None else set()
+        return [a for a in catalogue.ANALYSES.values() if a.id in ids]
+
+    def close(self) -> None:
+        if self.cameras is not None:
+            try:
+                self.cameras.stop()
+            except Exception:
+                pass
+        if self.store is not None:
+            self.store.close()
+
+
+def _percent(value: float, digits: int = 0) -> str:
+    try:
+        return f"{float(value) * 100:.{digits}f} %"
+    except (TypeError, ValueError):
+        return ""

@@ -1,0 +1,31 @@
+"""Reading form fields safely: decoded as UTF-8 (Amharic names), trimmed, length-limited."""
+from __future__ import annotations
+
+from bottle import request
+
+from ..errors import UserError
+
+
+def field(name: str, *, max_len: int = 200, strip: bool = True, source=None) -> str:
+    """A text field as typed (UTF-8). Over-long input is refused, never silently cut."""
+    forms = request.forms if source is None else source
+    value = forms.getunicode(name, default="", encoding="utf-8") or ""
+    if strip:
+        value = value.strip()
+    if len(value) > max_len:
+        from .context import _
+        raise UserError(_("A field is too long (%(n)s characters; at most %(max)s).", n=len(value), max=max_len),
+                        _("Shorten it and try again."))
+    return value
+
+
+def query(name: str, *, max_len: int = 100) -> str:
+    return field(name, max_len=max_len, source=request.query)
+
+
+def int_query(name: str, default: int = 0, *, minimum: int = 0, maximum: int = 10**6) -> int:
+    try:
+        value = int(request.query.get(name, default))
+    except (TypeError, ValueError):
+        return default
+    return max(minimum, min(maximum, value))

@@ -1,0 +1,131 @@
+"""``appliance serve``: the kiosk's WSGI server (waitress, several threads).
+
+Bottle's own server is single-threaded and stalls Chromium's parallel requests, so the app
+runs under waitress with ``[server] threads`` worker threads; inference is serialised by the
+engine's own lock, so parallel requests never run two models at once.
+
+Hooks: ``ON_READY`` / ``ON_STOP`` are lists of callables ``hook(server, ctx)`` run once the
+socket is listening (e.g. systemd READY=1 and the watchdog thread) and when the server stops.
+``serve(..., on_ready=[...])`` adds more for one call (tests use it to learn the port).
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import threading
+from typing import Callable, Iterable
+
+from .. import systemd_notify
+from ..config import Config
+from ..errors import UserError
+from .context import AppContext
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[object, AppContext], None]
+ON_READY: list[Hook] = []
+ON_STOP: list[Hook] = []
+# systemd (box part, appliance/systemd_notify.py): READY=1 and the watchdog once listening, SIGHUP
+# reloads the model packs, STOPPING=1 on the way out. Each is a no-op outside systemd.
+ON_READY.append(systemd_notify.on_server_ready)
+ON_STOP.append(systemd_notify.on_server_stop)
+
+
+def build_context(cfg: Config) -> AppContext:
+    """Open the store, the engine (models load lazily) and the cameras for one server process."""
+    from ..inference.engine import Engine
+    from ..store import Store
+    store = Store.open(cfg)
+    try:
+        engine = Engine.from_config(cfg)
+    except Exception:
+        store.close()
+        raise
+    return AppContext(cfg, store, engine, cameras=_open_cameras(cfg, engine))
+
+
+def _open_cameras(cfg: Config, engine):
+    """The one long-lived camera owner, or None when the camera part is not installed."""
+    import appliance.camera as camera_pkg
+    manager_cls = getattr(camera_pkg, "CameraManager", None)
+    if manager_cls is None or cfg.camera.backend == "none":
+        return None
+    return manager_cls(cfg, busy=engine.busy)
+
+
+def create_server(ctx: AppContext, host: str, port: int):
+    import waitress
+    from .app import create_app
+    app = create_app(ctx)
+    limit = ctx.cfg.server.max_upload_mb * 1024 * 1024
+    try:
+        return waitress.create_server(
+            app, host=host, port=port, threads=max(2, ctx.cfg.server.threads),
+            # The app answers a too-large upload with a clear page; waitress stops absurd ones.
+            max_request_body_size=2 * limit + 4 * 1024 * 1024,
+            ident="BCCDMS", clear_untrusted_proxy_headers=True, channel_timeout=120)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise UserError(f"The address {host}:{port} is already in use.",
+                            "Another 'appliance serve' may be running: stop it, or use --port.") from None
+        if exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
+            raise UserError(f"The server cannot listen on {host}:{port} ({exc.strerror}).",
+                            "Check [server] host and port in the configuration.") from None
+        raise
+
+
+def serve(cfg: Config, *, host: str | None = None, port: int | None = None,
+          on_ready: Iterable[Hook] = (), on_stop: Iterable[Hook] = ()) -> None:
+    host = host or cfg.server.host
+    port = cfg.server.port if port is None else port
+    ctx = build_context(cfg)
+    stop_hooks = [*ON_STOP, *on_stop]
+    try:
+        server = create_server(ctx, host, port)
+    except BaseException:
+        ctx.close()
+        raise
+    previous = _stop_on_sigterm()
+    try:
+        log.info("BCCDMS kiosk listening on http://%s:%s", server.effective_host, server.effective_port)
+        for hook in [*ON_READY, *on_ready]:
+            hook(server, ctx)
+        _preload_in_background(ctx)
+        server.run()
+    except (KeyboardInterrupt, SystemExit):
+        log.info("BCCDMS kiosk stopping")
+    finally:
+        for hook in stop_hooks:
+            try:
+                hook(server, ctx)
+            except Exception:
+                log.exception("stop hook failed")
+        server.close()
+        ctx.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_on_sigterm():
+    """systemd stops the service with SIGTERM: leave the loop cleanly (store closed, camera freed)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        raise SystemExit(0)
+    return signal.signal(signal.SIGTERM, stop)
+
+
+def _preload_in_background(ctx: AppContext) -> None:
+    """Load the models while the login screen is shown, so the first diagnosis is not slow."""
+    preload = getattr(ctx.engine, "preload", None)
+    if preload is None:
+        return
+
+    def run():
+        try:
+            preload()
+        except Exception as exc:   # the Admin page and the diagnosis itself report pack problems
+            log.warning("model preload failed: %s", exc)
+    threading.Thread(target=run, name="model-preload", daemon=True).start()

@@ -1,0 +1,228 @@
+/* On-screen keyboard for every text field (Chromium in kiosk mode has none).
+ *
+ * Built on the vendored simple-keyboard. One keyboard panel at the bottom of the screen
+ * opens when a text field gets focus and types into that field. Fields choose a layout with
+ * data-kb="default" | "numeric" | "none" (no keyboard).
+ *
+ * Layout hook (for other scripts, e.g. an Ethiopic layout):
+ *   BCCDMS.keyboard.registerLayout(id, {
+ *     label: "ሀ",                      // text of its button in the keyboard bar
+ *     layout: {default: [...rows], shift: [...rows]},   // simple-keyboard layout object
+ *     display: {...},                  // optional simple-keyboard display map
+ *     onKeyPress: function (button, api) { return true if handled }  // optional
+ *   });
+ * api: insert(text), backspace(), setRows(layoutObject), layoutName(name), field() —
+ * enough for two-step layouts (consonant key → a row of its vowel orders).
+ */
+(function () {
+  "use strict";
+  var SK = window.SimpleKeyboard && (window.SimpleKeyboard.default || window.SimpleKeyboard);
+  var panel = document.getElementById("osk-panel");
+  if (!SK || !panel) { return; }
+
+  var layouts = {};
+  var order = [];
+  var current = "latin";
+  var active = null;          // the field being typed into
+  var keyboard = null;
+  var hideLabel = document.body.dataset.kbHide || "Hide";
+
+  var NUMERIC = {
+    label: "123",
+    layout: { "default": ["1 2 3", "4 5 6", "7 8 9", "+ 0 -", "{bksp} {enter}"] },
+    hidden: true
+  };
+  var LATIN = {
+    label: "ABC",
+    // The apostrophe is on the main rows: Afaan Oromo (Qubee) writes it as a letter (hudhaa).
+    layout: {
+      "default": ["1 2 3 4 5 6 7 8 9 0 {bksp}", "q w e r t y u i o p '", "a s d f g h j k l -",
+                  "{shift} z x c v b n m , . /", "@ {space} {enter}"],
+      "shift": ["! ? # % & ( ) = + _ {bksp}", "Q W E R T Y U I O P '", "A S D F G H J K L :",
+                "{shift} Z X C V B N M ; . /", "@ {space} {enter}"]
+    }
+  };
+
+  function field() { return active; }
+
+  function setFieldValue(value, caret) {
+    if (!active) { return; }
+    var max = active.maxLength > 0 ? active.maxLength : Infinity;
+    if (value.length > max) { value = value.slice(0, max); }
+    active.value = value;
+    if (typeof caret === "number" && active.setSelectionRange && active.type !== "number") {
+      try { active.setSelectionRange(caret, caret); } catch (e) { /* some types refuse */ }
+    }
+    active.dispatchEvent(new Event("input", { bubbles: true }));
+    if (window.BCCDMS && window.BCCDMS.activity) { window.BCCDMS.activity(); }
+  }
+
+  function caretPos() {
+    if (!active) { return 0; }
+    try {
+      return typeof active.selectionStart === "number" ? active.selectionStart : active.value.length;
+    } catch (e) { return active.value.length; }
+  }
+
+  var api = {
+    field: field,
+    insert: function (text) {
+      if (!active) { return; }
+      var pos = caretPos();
+      var end = active.selectionEnd != null ? active.selectionEnd : pos;
+      var v = active.value;
+      setFieldValue(v.slice(0, pos) + text + v.slice(end), pos + text.length);
+      keyboard.setInput(active.value);
+    },
+    backspace: function () {
+      if (!active) { return; }
+      var pos = caretPos();
+      var end = active.selectionEnd != null ? active.selectionEnd : pos;
+      var v = active.value;
+      if (end > pos) { setFieldValue(v.slice(0, pos) + v.slice(end), pos); }
+      else if (pos > 0) {
+        // Remove one whole character (code point), not half of a surrogate pair.
+        var before = Array.from(v.slice(0, pos));
+        before.pop();
+        var head = before.join("");
+        setFieldValue(head + v.slice(pos), head.length);
+      }
+      keyboard.setInput(active.value);
+    },
+    setRows: function (layoutObject) { keyboard.setOptions({ layout: layoutObject }); },
+    layoutName: function (name) { keyboard.setOptions({ layoutName: name }); }
+  };
+
+  function applyLayout(id) {
+    var def = layouts[id];
+    if (!def) { return; }
+    current = id;
+    keyboard.setOptions({ layout: def.layout, layoutName: "default", display: Object.assign(baseDisplay(), def.display || {}) });
+    renderLayoutButtons();
+  }
+
+  function baseDisplay() {
+    return { "{bksp}": "⌫", "{enter}": "↵", "{shift}": "⇧", "{space}": " ", "{lock}": "⇪" };
+  }
+
+  function renderLayoutButtons() {
+    var bar = document.getElementById("osk-layouts");
+    if (!bar) { return; }
+    bar.textContent = "";
+    order.forEach(function (id) {
+      if (layouts[id].hidden) { return; }
+      var b = document.createElement("button");
+      b.type = "button";
+      b.className = "btn" + (id === current ? " btn-selected" : "");
+      b.textContent = layouts[id].label;
+      b.dataset.layout = id;
+      b.addEventListener("mousedown", function (e) { e.preventDefault(); });
+      b.addEventListener("click", function () { applyLayout(id); });
+      bar.appendChild(b);
+    });
+  }
+
+  function onKeyPress(button) {
+    var def = layouts[current];
+    if (def && def.onKeyPress && def.onKeyPress(button, api)) { return; }
+    if (button === "{shift}" || button === "{lock}") {
+      var name = keyboard.options.layoutName === "shift" ? "default" : "shift";
+      if (keyboard.options.layout[name]) { keyboard.setOptions({ layoutName: name }); }
+      return;
+    }
+    if (button === "{enter}") {
+      if (active && active.tagName === "TEXTAREA") { api.insert("\n"); return; }
+      if (active && active.form) { active.form.requestSubmit(); }
+      hide();
+      return;
+    }
+    if (button === "{bksp}") { api.backspace(); return; }
+    if (button === "{space}") { api.insert(" "); return; }
+    if (button.charAt(0) === "{") { return; }
+    api.insert(button);
+    if (keyboard.options.layoutName === "shift" && current === "latin") {
+      keyboard.setOptions({ layoutName: "default" });
+    }
+  }
+
+  function wants(el) {
+    if (!el || el.readOnly || el.disabled) { return false; }
+    if (el.dataset.kb === "none") { return false; }
+    if (el.tagName === "TEXTAREA") { return true; }
+    if (el.tagName !== "INPUT") { return false; }
+    return ["text", "password", "search", "tel", "number", "email", "url", ""].indexOf(el.type) >= 0;
+  }
+
+  function show(el) {
+    active = el;
+    panel.hidden = false;
+    document.body.classList.add("osk-open");
+    var numeric = el.dataset.kb === "numeric" || el.type === "tel" || el.type === "number";
+    if (numeric) { applyLayout("numeric"); }
+    else if (current === "numeric" || !layouts[current]) { applyLayout(preferredLayout()); }
+    keyboard.setInput(el.value);
+    setTimeout(function () { el.scrollIntoView({ block: "center", behavior: "smooth" }); }, 50);
+  }
+
+  function hide() {
+    panel.hidden = true;
+    document.body.classList.remove("osk-open");
+    active = null;
+  }
+
+  function preferredLayout() {
+    var lang = document.body.dataset.lang;
+    for (var i = 0; i < order.length; i++) {
+      if (layouts[order[i]].lang === lang && !layouts[order[i]].hidden) { return order[i]; }
+    }
+    return "latin";
+  }
+
+  keyboard = new SK({
+    onKeyPress: onKeyPress,
+    preventMouseDownDefault: true,    // tapping a key must not take the focus from the field
+    stopMouseDownPropagation: true,
+    disableCaretPositioning: true,    // the field's own caret is the truth (see api.insert)
+    useMouseEvents: false,
+    mergeDisplay: true,
+    display: baseDisplay(),
+    layout: LATIN.layout
+  });
+
+  window.BCCDMS = window.BCCDMS || {};
+  window.BCCDMS.keyboard = {
+    registerLayout: function (id, def) {
+      if (!layouts[id]) { order.push(id); }
+      layouts[id] = def;
+      renderLayoutButtons();
+      if (active && def.lang && def.lang === document.body.dataset.lang) { applyLayout(id); }
+    },
+    use: applyLayout,
+    show: show,
+    hide: hide,
+    api: api
+  };
+  window.BCCDMS.keyboard.registerLayout("latin", Object.assign({ lang: "en" }, LATIN));
+  window.BCCDMS.keyboard.registerLayout("numeric", NUMERIC);
+  // Afaan Oromo is written in the Latin alphabet (Qubee): same keys, apostrophe included.
+  layouts.latin.langs = ["en", "om"];
+
+  document.addEventListener("focusin", function (e) {
+    if (wants(e.target)) { show(e.target); }
+  });
+  document.addEventListener("pointerdown", function (e) {
+    if (panel.hidden) { return; }
+    if (panel.contains(e.target) || wants(e.target)) { return; }
+    hide();
+  });
+  document.addEventListener("input", function (e) {
+    // A physical keyboard (technician) typed: keep the on-screen keyboard in step.
+    if (e.target === active && keyboard) { keyboard.setInput(active.value); }
+  });
+  var hideButton = document.getElementById("osk-hide");
+  if (hideButton) {
+    hideButton.textContent = hideLabel;
+    hideButton.addEventListener("mousedown", function (e) { e.preventDefault(); });
+    hideButton.addEventListener("click", function () { if (active) { active.blur(); } hide(); });
+  }
+})();
