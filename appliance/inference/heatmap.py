@@ -1,0 +1,77 @@
+"""Class-activation heatmaps: where in the image the model found evidence for a class.
+
+For a ResNet, logits = W · mean(features) + b, so the map of class c is
+``CAM_c = ReLU(Σ_k W[c, k] · features[k])`` (Zhou et al., 2016): no gradients, just the
+feature map the runtime already returned and the final layer's weights from the pack.
+
+The map covers only the centre crop the network saw; the rest of the image is dimmed, so
+nobody reads heat into a region the model never looked at.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from .pack import InputSpec
+from .preprocess import center_crop_box, resized_size
+
+OVERLAY_ALPHA = 0.45
+OUTSIDE_DIM = 0.55
+
+
+def class_activation_map(features: np.ndarray, weight: np.ndarray, class_index: int) -> np.ndarray:
+    """(F, h, w) features and (C, F) weights → (h, w) map scaled to [0, 1]."""
+    cam = np.tensordot(weight[class_index].astype(np.float32), features.astype(np.float32), axes=(0, 0))
+    cam = np.maximum(cam, 0.0)
+    top = float(cam.max())
+    return (cam / top).astype(np.float32) if top > 0 else np.zeros_like(cam, dtype=np.float32)
+
+
+def jet(values: np.ndarray) -> np.ndarray:
+    """A jet-like colormap (blue → cyan → yellow → red) for values in [0, 1]; uint8 RGB."""
+    v = np.clip(values, 0.0, 1.0)[..., np.newaxis]
+    centres = np.array([3.0, 2.0, 1.0], dtype=np.float32)   # red, green, blue peak at 3/4, 1/2, 1/4
+    rgb = np.clip(1.5 - np.abs(4.0 * v - centres), 0.0, 1.0)
+    return (rgb * 255.0 + 0.5).astype(np.uint8)
+
+
+def crop_box_in_image(width: int, height: int, spec: InputSpec) -> tuple[float, float, float, float]:
+    """Where the network's crop lies in an image of this size (its coordinates)."""
+    rw, rh = resized_size(width, height, spec)
+    left, top, right, bottom = center_crop_box(rw, rh, spec.size)
+    sx, sy = width / rw, height / rh
+    return (max(0.0, left * sx), max(0.0, top * sy), min(width, right * sx), min(height, bottom * sy))
+
+
+def overlay(image: Image.Image, cam: np.ndarray, spec: InputSpec, max_side: int = 1024) -> Image.Image:
+    """The image (at most ``max_side`` px) with the map blended over the network's crop."""
+    img = image.convert("RGB")
+    scale = min(1.0, max_side / max(img.size))
+    if scale < 1.0:
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                         Image.Resampling.BILINEAR)
+    left, top, right, bottom = (round(v) for v in crop_box_in_image(img.width, img.height, spec))
+    base = np.asarray(img, dtype=np.float32)
+    out = base * OUTSIDE_DIM
+    if right > left and bottom > top:
+        heat = Image.fromarray(cam.astype(np.float32)).resize((right - left, bottom - top),
+                                                              Image.Resampling.BICUBIC)
+        colours = jet(np.asarray(heat)).astype(np.float32)
+        region = base[top:bottom, left:right]
+        out[top:bottom, left:right] = (1.0 - OVERLAY_ALPHA) * region + OVERLAY_ALPHA * colours
+    return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
+
+
+def to_png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    # Level 1: the PNG goes to a browser on the same box or LAN; encoding time matters, size little.
+    image.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def load_classifier(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The pack's ``classifier`` .npz (``weight`` C×F, ``bias`` C), read without pickles."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return np.asarray(npz["weight"], dtype=np.float32), np.asarray(npz["bias"], dtype=np.float32)

@@ -1,0 +1,209 @@
+"""Safe image decoding: whatever a camera, a phone or a USB stick hands us becomes an
+upright RGB image, or a `BadImage` with a sentence a nurse can act on.
+
+Uploads are untrusted, so the size is checked from the header before any pixel is decoded
+(decompression bombs), only common photo formats are opened, and a truncated file is an
+error rather than a half-grey image.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from ..errors import BadImage
+
+# Formats a microscope camera, a phone or a slide scanner export produce. Anything else
+# (PDF, PSD, ICO, EPS — the last one runs Ghostscript) is refused before it is parsed.
+# Phones' multi-picture JPEGs (MPO) open through the JPEG plugin.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "WEBP", "GIF")
+_FORMAT_NAMES = "JPEG, PNG, TIFF, BMP or WebP"
+# Background for images with transparency: a glass slide is white.
+_BACKGROUND = (255, 255, 255)
+
+# Pillow's own bomb check warns at 89 Mpx and raises at 179 Mpx; ours is stricter and
+# configurable, and runs first. Partial decodes are never accepted.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """The upright RGB image and what we know about the file it came from."""
+    image: Image.Image
+    width: int              # of the original, upright (before any reduced decode)
+    height: int
+    format: str | None
+    sha256: str | None      # of the file's bytes; None when we were handed pixels
+    data: bytes | None      # the file's bytes (the store keeps them as they came)
+    reduced: int = 1        # JPEG DCT scaling factor used by the fast decode (1: full size)
+
+    def info(self) -> dict:
+        return {"sha256": self.sha256, "width": self.width, "height": self.height, "format": self.format}
+
+
+def load_image(source: bytes | str | os.PathLike | Image.Image, max_pixels: int, *,
+               min_short_side: int | None = None) -> Image.Image:
+    """Decode ``source`` into an upright RGB PIL image; raise `BadImage` for anything unsafe.
+
+    ``min_short_side``: when given and the file is a JPEG, decode it directly at a reduced
+    scale (libjpeg DCT scaling, 1/2 to 1/8) that keeps the short side at least this long.
+    """
+    return decode(source, max_pixels, min_short_side=min_short_side).image
+
+
+def decode(source: bytes | str | os.PathLike | Image.Image, max_pixels: int, *,
+           min_short_side: int | None = None) -> DecodedImage:
+    """`load_image` plus the file's facts (size, format, sha256, bytes)."""
+    if isinstance(source, Image.Image):
+        return _from_pixels(source, max_pixels)
+    data = _read_bytes(source)
+    if not data:
+        raise BadImage("The image file is empty.", "Capture the image again, or choose another file.")
+    try:
+        img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except UnidentifiedImageError:
+        raise BadImage(f"This file is not an image the appliance can read ({_FORMAT_NAMES}).",
+                       "Choose a photo or a microscope image, or save it as JPEG and try again.") from None
+    except Image.DecompressionBombError:
+        raise _too_large(None) from None
+    except (OSError, SyntaxError, ValueError):
+        raise _damaged() from None
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise _damaged()
+    if width * height > max_pixels:
+        raise _too_large((width, height), max_pixels)
+    fmt = img.format
+    orientation = _exif_orientation(img)
+    reduced = _reduce_while_decoding(img, min_short_side)
+    try:
+        img.load()
+    except Image.DecompressionBombError:
+        raise _too_large((width, height), max_pixels) from None
+    except OSError as exc:
+        if "truncated" in str(exc).lower() or "premature" in str(exc).lower():
+            raise BadImage("The image file is incomplete (it was cut short while copying or uploading).",
+                           "Copy or capture the image again.") from None
+        raise _damaged() from None
+    except (SyntaxError, ValueError, MemoryError):
+        raise _damaged() from None
+    rgb = upright(to_rgb(img), orientation)
+    if orientation in (5, 6, 7, 8):          # rotated by 90°: the original's sides swap
+        width, height = height, width
+    return DecodedImage(rgb, width, height, fmt, hashlib.sha256(data).hexdigest(), data, reduced)
+
+
+def _from_pixels(img: Image.Image, max_pixels: int) -> DecodedImage:
+    if img.width <= 0 or img.height <= 0:
+        raise _damaged()
+    if img.width * img.height > max_pixels:
+        raise _too_large(img.size, max_pixels)
+    rgb = to_rgb(img)
+    return DecodedImage(rgb, rgb.width, rgb.height, img.format, None, None)
+
+
+def _read_bytes(source: bytes | str | os.PathLike) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    path = Path(source)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise BadImage(f"The image file {path} does not exist.", "Check the file name and try again.") from None
+    except IsADirectoryError:
+        raise BadImage(f"{path} is a folder, not an image file.", "Give the path of an image file.") from None
+    except OSError as exc:
+        raise BadImage(f"The image file {path} cannot be read ({exc.strerror}).",
+                       "Check that the file or USB stick is readable.") from None
+
+
+def _too_large(size: tuple[int, int] | None, max_pixels: int | None = None) -> BadImage:
+    what = f" ({size[0]}×{size[1]} pixels)" if size else ""
+    limit = f"; the limit is {max_pixels / 1e6:.0f} megapixels" if max_pixels else ""
+    return BadImage(f"The image is too large to process safely{what}{limit}.",
+                    "Capture it again at the camera's normal resolution, or reduce its size.")
+
+
+def _damaged() -> BadImage:
+    return BadImage("The image file is damaged and cannot be read.",
+                    "Capture the image again, or copy the file again from its source.")
+
+
+def _exif_orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag (1 = upright). A broken EXIF block is ignored, not fatal."""
+    try:
+        return int(img.getexif().get(0x0112, 1) or 1)
+    except Exception:  # noqa: BLE001 - malformed EXIF comes in endless shapes; the pixels may still be fine
+        return 1
+
+
+def _reduce_while_decoding(img: Image.Image, min_short_side: int | None) -> int:
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the short side allows it.
+
+    Decoding fewer pixels is the largest saving for a 5 MP photo feeding a 224-pixel model;
+    the effect on probabilities is measured by bench/bench_imageio.py.
+    """
+    if not min_short_side or img.format not in ("JPEG", "MPO"):
+        return 1
+    before = img.size
+    # A square request keeps both sides >= min_short_side whatever the orientation.
+    if img.draft("RGB" if img.mode == "RGB" else None, (min_short_side, min_short_side)) is None:
+        return 1
+    return max(1, round(before[0] / img.size[0]))
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB, scaling high-bit-depth data and flattening transparency."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode.startswith("I") or mode == "F":
+        return _high_depth_to_rgb(img)
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    try:
+        return img.convert("RGB")
+    except ValueError:
+        raise BadImage(f"The image uses a colour format the appliance cannot read ({mode}).",
+                       "Save it as an ordinary RGB JPEG or PNG and try again.") from None
+
+
+def _high_depth_to_rgb(img: Image.Image) -> Image.Image:
+    """16-bit, 32-bit or float greyscale to 8 bits by its value range, not by clipping
+    (Pillow's own convert clips everything above 255 to white)."""
+    import numpy as np
+
+    arr = np.asarray(img, dtype=np.float64)
+    top = float(arr.max()) if arr.size else 0.0
+    if img.mode == "F" and top <= 1.0:
+        scale = 255.0                         # float images in [0, 1]
+    elif top <= 255:
+        scale = 1.0                           # 8-bit data stored in a wide mode
+    elif top <= 4095:
+        scale = 255.0 / 4095.0                # 12-bit camera data
+    else:
+        scale = 255.0 / 65535.0
+    grey = np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey).convert("RGB")
+
+
+def upright(img: Image.Image, orientation: int) -> Image.Image:
+    """Apply the EXIF orientation as ImageOps.exif_transpose does (the tests compare the two);
+    the tag is read before decoding, and the transposed copy carries no stale tag."""
+    method = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+              6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}.get(orientation)
+    return img.transpose(method) if method is not None else img
+
+
+__all__ = ["ACCEPTED_FORMATS", "DecodedImage", "decode", "load_image"]

@@ -1,0 +1,70 @@
+"""The training-time evaluation transform, in NumPy and Pillow (no torch on the box).
+
+It reproduces ``export.transforms.eval_transform`` step by step — torchvision's
+``Resize(resize)`` on a PIL image (Pillow bilinear, which antialiases), ``CenterCrop(size)``
+with torchvision's rounding, ``ToTensor`` (/255) and ``Normalize(mean, std)`` in float32 —
+so the appliance feeds the network what it was trained and validated on. The parity test
+(tests/test_inference_preprocess.py) holds it to 1e-5 on real images.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from .pack import InputSpec
+
+
+def resized_size(width: int, height: int, spec: InputSpec) -> tuple[int, int]:
+    """The (width, height) torchvision's Resize gives a PIL image of that size."""
+    if spec.policy == "resize_exact":
+        return spec.size, spec.size
+    # torchvision: the short side becomes `resize`, the long side int(resize * long / short).
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = spec.resize, int(spec.resize * long / short)
+    return (new_short, new_long) if width <= height else (new_long, new_short)
+
+
+def center_crop_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
+    """The crop box (left, top, right, bottom) of torchvision's CenterCrop, which rounds half
+    to even through Python's round(); it may extend past the image (padded with black)."""
+    top = int(round((height - size) / 2.0))
+    left = int(round((width - size) / 2.0))
+    return left, top, left + size, top + size
+
+
+def crop_to_model(image: Image.Image, spec: InputSpec) -> Image.Image:
+    """The RGB image the network sees, before scaling and normalisation (size × size)."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    target = resized_size(image.width, image.height, spec)
+    if target != image.size:
+        image = image.resize(target, Image.Resampling.BILINEAR)
+    if image.size == (spec.size, spec.size):
+        return image
+    if image.width < spec.size or image.height < spec.size:
+        return _pad_then_crop(image, spec.size)
+    return image.crop(center_crop_box(image.width, image.height, spec.size))
+
+
+def _pad_then_crop(image: Image.Image, size: int) -> Image.Image:
+    """torchvision pads a too-small image with zeros (left/top get the smaller half) before
+    cropping; only reachable with `resize_exact` smaller than size, kept for exactness."""
+    pad_w, pad_h = max(0, size - image.width), max(0, size - image.height)
+    canvas = Image.new("RGB", (image.width + pad_w, image.height + pad_h))
+    canvas.paste(image, (pad_w // 2, pad_h // 2))
+    return canvas.crop(center_crop_box(canvas.width, canvas.height, size))
+
+
+def normalise(crop: Image.Image, spec: InputSpec) -> np.ndarray:
+    """HWC uint8 → 1×3×H×W float32: /255 then (x - mean) / std, in float32 like torch."""
+    x = np.asarray(crop, dtype=np.float32)
+    x = x / np.float32(255.0)
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    x = (x - mean) / std
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[np.newaxis])
+
+
+def preprocess(image: Image.Image, spec: InputSpec) -> np.ndarray:
+    """An RGB PIL image → the network's input tensor (1×3×size×size float32)."""
+    return normalise(crop_to_model(image, spec), spec)
