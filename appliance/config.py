@@ -82,6 +82,8 @@ class CameraConfig:
     backend: str = "auto"
     device: str = "0"
     folder: str = ""
+    # The folder backend (demo mode, tests) shows each image file this long before the next.
+    folder_seconds_per_image: float = 5.0
     preview_width: int = 640
     preview_height: int = 480
     still_width: int = 0             # 0: the sensor's full resolution
@@ -95,7 +97,10 @@ class CameraConfig:
     lock_exposure: bool = False
     exposure_us: int = 0
     preview_fps: int = 15
-    phone_link_minutes: int = 5
+    # Fractions are allowed (tests use a few seconds).
+    phone_link_minutes: float = 5
+    # With no client asking for frames this long, the preview stops grabbing (saves CPU).
+    preview_idle_seconds: float = 5.0
 
 
 @dataclass
@@ -268,3 +273,12 @@ def _validate(cfg: Config) -> None:
     if cfg.camera.rotation not in (0, 90, 180, 270):
         raise UserError(f"The camera rotation {cfg.camera.rotation} is not 0, 90, 180 or 270.",
                         "Fix [camera] rotation.")
+    cam = cfg.camera
+    if not (1 <= cam.preview_fps <= 60 and cam.preview_width >= 16 and cam.preview_height >= 16):
+        raise UserError("The camera preview settings are out of range.",
+                        "Use [camera] preview_fps from 1 to 60 and a preview size of at least 16 × 16.")
+    if cam.colour_gains and len(cam.colour_gains) != 2:
+        raise UserError("[camera] colour_gains needs two numbers: the red and the blue gain.",
+                        "For example colour_gains = [1.9, 1.6], or leave it empty to lock the measured gains.")
+    if cam.phone_link_minutes <= 0:
+        raise UserError("[camera] phone_link_minutes must be more than 0.", "The usual value is 5.")
