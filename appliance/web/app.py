@@ -25,6 +25,8 @@ ROUTE_MODULES = (
     "routes_static",
     "routes_auth",
     "routes_pages",
+    "routes_browse",
+    "routes_admin",
     "routes_api",
 )
 
@@ -44,7 +46,7 @@ class UserErrorPlugin:
                 return callback(*args, **kwargs)
             except UserError as exc:
                 status = 404 if isinstance(exc, NotFound) else 400
-                message, hint = _(exc.message), _(exc.hint) if exc.hint else None
+                message, hint = self.ctx.error_text(exc)
                 if auth.is_api(bottle.request.path):
                     return bottle.HTTPResponse(status=status, body=json.dumps({"error": message, "hint": hint}),
                                                headers={"Content-Type": "application/json"})

@@ -141,10 +141,9 @@ class AppContext:
         self.admin_panels: list[tuple] = []
         self.home_buttons: list[HomeButton] = []
         self.sessions = SessionStore(idle_seconds=cfg.server.idle_logout_minutes * 60)
-        self.drafts = DraftStore(
-            max_pixels=cfg.inference.max_image_pixels,
-            max_bytes=cfg.server.max_upload_mb * 1024 * 1024,
-            check_quality=engine.check_quality if engine is not None else None)
+        self.drafts = DraftStore(max_bytes=cfg.server.max_upload_mb * 1024 * 1024,
+                                 decode=self._decode_upload,
+                                 check_quality=engine.check_quality if engine is not None else None)
         self.results = ResultCache()
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
@@ -155,6 +154,17 @@ class AppContext:
         self.templates.install_null_translations(newstyle=True)
         self.templates.globals.update(catalogue=catalogue)
         self.templates.filters["pct"] = _percent
+
+    def _decode_upload(self, data: bytes, analysis_id: str):
+        """Safe decode of an uploaded image (the engine's reduced-scale JPEG path when it has one)."""
+        if self.engine is not None:
+            return self.engine.decode(data, catalogue.analysis(analysis_id))
+        from ..inference import imageio
+        return imageio.decode(data, self.cfg.inference.max_image_pixels)
+
+    def error_text(self, exc) -> tuple[str, str | None]:
+        """A UserError's sentence and hint in the request's language."""
+        return self.i18n.error_text(exc, request_language(self))
 
     # -- rendering -------------------------------------------------------------------------
     def translator(self, lang: str | None = None, *, markup: bool = True) -> Translator:

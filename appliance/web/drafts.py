@@ -8,7 +8,6 @@ record store until "Start processing".
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import secrets
 import threading
@@ -18,8 +17,6 @@ from typing import Any, Callable
 
 from ..errors import BadImage, NotFound
 
-# Formats a clinician's image can arrive in (decoded by content, never by file name).
-ACCEPTED_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "WEBP", "MPO")
 PREVIEW_SIDE = 1024
 
 
@@ -33,7 +30,7 @@ class Draft:
     version: int = 0
     source: str | None = None
     image_bytes: bytes | None = None
-    image: Any = None                   # decoded PIL image, upright RGB
+    decoded: Any = None                 # imageio.DecodedImage: upright RGB pixels + file facts
     image_info: dict = field(default_factory=dict)
     preview_jpeg: bytes | None = None
     quality: dict | None = None
@@ -49,12 +46,13 @@ class Draft:
 
 
 class DraftStore:
-    def __init__(self, *, max_pixels: int, max_bytes: int,
-                 check_quality: Callable[[Any], Any] | None = None,
+    def __init__(self, *, max_bytes: int,
+                 decode: Callable[[bytes, str], Any],
+                 check_quality: Callable[[Any, str], Any] | None = None,
                  ttl_seconds: float = 3600, max_drafts: int = 16,
                  clock: Callable[[], float] = time.monotonic):
-        self.max_pixels = max_pixels
         self.max_bytes = max_bytes
+        self._decode = decode
         self._check_quality = check_quality
         self.ttl_seconds = ttl_seconds
         self.max_drafts = max_drafts
@@ -94,28 +92,21 @@ class DraftStore:
         Raises BadImage (nothing changes) for anything that is not a readable image of an
         accepted type and size.
         """
-        self.get(draft_id)
+        analysis = self.get(draft_id).analysis
         if not data:
             raise BadImage("The file is empty.", "Choose an image file from the microscope or camera.")
         if len(data) > self.max_bytes:
             raise BadImage(f"The image is too large ({len(data) / 1e6:.0f} MB; the limit is "
                            f"{self.max_bytes / 1e6:.0f} MB).", "Use a smaller image or a lower camera resolution.")
-        from ..inference.imageio import load_image
-        image = load_image(data, self.max_pixels)
-        fmt = (image.info.get("bccdms_format") or getattr(image, "format", None)
-               or _sniff_format(data))
-        if fmt not in ACCEPTED_FORMATS:
-            raise BadImage(f"This kind of image ({fmt or 'unknown'}) is not accepted.",
-                           "Use a JPEG, PNG, TIFF, BMP or WebP image.")
-        quality = _quality_dict(self._check_quality(image)) if self._check_quality else None
-        preview = _preview_jpeg(image)
-        info = {"width": image.width, "height": image.height, "format": fmt,
-                "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        decoded = self._decode(data, analysis)      # BadImage for anything unsafe or unreadable
+        quality = _quality_dict(self._check_quality(decoded, analysis)) if self._check_quality else None
+        preview = _preview_jpeg(decoded.image)
+        info = dict(decoded.info(), bytes=len(data))
         with self._changed:
             draft = self._drafts.get(draft_id)
             if draft is None:
                 raise NotFound("This exam is no longer open.", "Open the patient again and choose the analysis.")
-            draft.image_bytes, draft.image, draft.image_info = data, image, info
+            draft.image_bytes, draft.decoded, draft.image_info = data, decoded, info
             draft.preview_jpeg, draft.quality, draft.source = preview, quality, source
             draft.version += 1
             self._changed.notify_all()
@@ -150,22 +141,12 @@ class DraftStore:
             del self._drafts[old]
 
 
-def _sniff_format(data: bytes) -> str | None:
-    from PIL import Image
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.format
-    except Exception:  # load_image already accepted it; an unknown format is refused above
-        return None
-
-
 def _quality_dict(report) -> dict:
     if report is None:
         return None
     if isinstance(report, dict):
         return report
-    return {"ok": bool(report.ok), "warnings": list(report.warnings),
-            "metrics": dict(getattr(report, "metrics", {}) or {})}
+    return report.to_json()
 
 
 def _preview_jpeg(image) -> bytes:

@@ -38,7 +38,7 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
             user = ctx.store.users.authenticate(username, password)
         except UserError as exc:
             auth.audit("login_failed", "user", username, actor=username)
-            return _login_failed(ctx, username, _(exc.message), _(exc.hint) if exc.hint else None)
+            return _login_failed(ctx, username, *ctx.error_text(exc))
         auth.start_session(user)
         auth.audit("login", "user", user["username"])
         bottle.redirect("/")
@@ -66,7 +66,7 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
                                               display_name=values["display_name"],
                                               language=ctx.cfg.ui.default_language, by=None)
             except UserError as exc:
-                return _setup_failed(ctx, values, _(exc.message), _(exc.hint) if exc.hint else None)
+                return _setup_failed(ctx, values, *ctx.error_text(exc))
         auth.start_session(user)
         auth.audit("create", "user", user["username"], {"role": "admin", "first_run": True})
         current_session().flash(_("The administrator account is ready. Now create accounts for the nurses and doctors."))

@@ -1,15 +1,298 @@
-"""The kiosk workflow: home, patient, analysis, image, processing, result, decision, print."""
+"""The kiosk workflow: home → patient → analysis → image → processing → result → decision → print.
+
+Patient data never travels in a URL: pages are addressed by record uuids, searches and
+registrations are POSTed and kept in the server-side session (post/redirect/get).
+"""
 from __future__ import annotations
 
-import bottle
+import datetime as dt
+import re
 
-from . import auth
-from .context import AppContext
+import bottle
+from bottle import request
+
+from .. import catalogue
+from ..errors import NotFound, UserError
+from . import auth, views
+from .context import AppContext, _, current_session
+from .forms import field
+
+UUID_RE = r"[0-9a-fA-F-]{32,36}"
+DRAFT_RE = r"[A-Za-z0-9_-]{16,40}"
+IMAGE_EXT = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "TIFF": "tif", "BMP": "bmp", "WEBP": "webp", "GIF": "gif"}
+PID_PATTERN = re.compile(r"^[\w][\w/.\- ]{0,39}$", re.UNICODE)
 
 
 def install(app: bottle.Bottle, ctx: AppContext) -> None:
+    store = ctx.store
+
+    # -- home -------------------------------------------------------------------------------
     @app.get("/")
     def home():
         user = auth.require()
         buttons = [b for b in ctx.home_buttons if user["role"] in b.roles]
         return ctx.render("home.html", home_buttons=buttons)
+
+    # -- find or register a patient ---------------------------------------------------------
+    @app.get("/diagnose")
+    def diagnose_page():
+        auth.require_permission("diagnose")
+        return _diagnose_page(ctx)
+
+    @app.post("/diagnose/search")
+    def search_patients():
+        auth.require_permission("diagnose")
+        current_session().state["patient_search"] = field("q", max_len=100)
+        bottle.redirect("/diagnose#results")
+
+    @app.post("/patients")
+    def register_patient():
+        user = auth.require_permission("diagnose")
+        values = {k: field(k, max_len=n) for k, n in
+                  (("pid", 40), ("full_name", 120), ("address", 200), ("phone", 30),
+                   ("birth_date", 10), ("age_years", 3), ("sex", 10))}
+        try:
+            kwargs = _patient_fields(values)
+            patient = store.patients.register(values["pid"], values["full_name"], by=user["username"], **kwargs)
+        except UserError as exc:
+            existing = getattr(exc, "existing", None)
+            bottle.response.status = 409 if existing else 400
+            message, hint = ctx.error_text(exc)
+            return _diagnose_page(ctx, form=values, error=message, hint=hint, existing=existing)
+        auth.audit("create", "patient", patient["uuid"])
+        current_session().flash(_("Patient registered."), "ok")
+        bottle.redirect(f"/patients/{patient['uuid']}")
+
+    @app.get(f"/patients/<uuid:re:{UUID_RE}>")
+    def patient_page(uuid):
+        user = auth.require_permission("view_records")
+        patient = _patient_or_404(ctx, uuid)
+        exams = sorted(store.exams.for_patient(uuid), key=lambda e: e.get("created_at", ""), reverse=True)
+        auth.audit("view", "patient", uuid)
+        return ctx.render("patient.html", patient=patient, exams=[_exam_row(e) for e in exams],
+                          analyses=ctx.available_analyses() if auth.allowed(user, "diagnose") else [],
+                          unavailable=_unavailable_analyses(ctx), views=views)
+
+    # -- the image step ---------------------------------------------------------------------
+    @app.post("/drafts")
+    def new_draft():
+        user = auth.require_permission("diagnose")
+        patient = _patient_or_404(ctx, field("patient_uuid", max_len=40))
+        analysis_id = field("analysis", max_len=40)
+        if analysis_id not in [a.id for a in ctx.available_analyses()]:
+            raise UserError(_("This analysis is not available on this box."),
+                            _("Choose another analysis, or ask the administrator to install its model."))
+        draft = ctx.drafts.create(user["username"], patient["uuid"], analysis_id)
+        bottle.redirect(f"/drafts/{draft.id}")
+
+    @app.get(f"/drafts/<draft_id:re:{DRAFT_RE}>")
+    def image_step(draft_id):
+        user = auth.require_permission("diagnose")
+        return _image_step_page(ctx, ctx.drafts.get(draft_id, user["username"]))
+
+    @app.get(f"/drafts/<draft_id:re:{DRAFT_RE}>/image.jpg")
+    def draft_image(draft_id):
+        user = auth.require_permission("diagnose")
+        draft = ctx.drafts.get(draft_id, user["username"])
+        if draft.preview_jpeg is None:
+            raise bottle.HTTPError(404)
+        bottle.response.content_type = "image/jpeg"
+        return draft.preview_jpeg
+
+    @app.post(f"/drafts/<draft_id:re:{DRAFT_RE}>/image")
+    def upload_image(draft_id):
+        user = auth.require_permission("diagnose")
+        draft = ctx.drafts.get(draft_id, user["username"])
+        upload = request.files.get("image")
+        try:
+            if upload is None or not upload.raw_filename:
+                raise UserError(_("No image was chosen."), _("Tap “Choose image file” and pick the image."))
+            data = upload.file.read(ctx.drafts.max_bytes + 1)
+            ctx.drafts.attach_image(draft.id, data, "file")
+        except UserError as exc:
+            bottle.response.status = 400
+            message, hint = ctx.error_text(exc)
+            return _image_step_page(ctx, draft, error=message, hint=hint)
+        bottle.redirect(f"/drafts/{draft.id}")
+
+    @app.post(f"/drafts/<draft_id:re:{DRAFT_RE}>/process")
+    def process(draft_id):
+        user = auth.require_permission("diagnose")
+        draft = ctx.drafts.get(draft_id, user["username"])
+        if not draft.has_image:
+            raise UserError(_("There is no image yet."), _("Capture or choose an image first."))
+        patient = _patient_or_404(ctx, draft.patient_uuid)
+        result = ctx.engine.diagnose(draft.decoded, draft.analysis, name=draft.source)
+        exam = store.exams.save(_exam_record(draft, patient, result), draft.image_bytes, by=user["username"])
+        ctx.results.put(exam["uuid"], result)
+        ctx.drafts.discard(draft.id)
+        auth.audit("create", "exam", exam["uuid"], {"analysis": draft.analysis, "source": draft.source})
+        bottle.redirect(f"/exams/{exam['uuid']}")
+
+    # -- result, decision, print ------------------------------------------------------------
+    @app.get(f"/exams/<uuid:re:{UUID_RE}>")
+    def exam_page(uuid):
+        user = auth.require_permission("view_records")
+        exam = _exam_or_404(ctx, uuid)
+        patient = store.patients.get(exam["patient_uuid"]) or {}
+        auth.audit("view", "exam", uuid)
+        analysis = catalogue.analysis(exam["analysis"])
+        return ctx.render("result.html", exam=exam, patient=patient, r=views.result_view(exam["result"]),
+                          views=views, label_classes=analysis.label_classes(),
+                          may_decide=auth.may_decide(user, exam["analysis"]))
+
+    @app.get(f"/exams/<uuid:re:{UUID_RE}>/image.jpg")
+    def exam_image(uuid):
+        auth.require_permission("view_records")
+        exam = _exam_or_404(ctx, uuid)
+        bottle.response.content_type = "image/jpeg"
+        return store.images.thumbnail(exam["image"]["sha256"], size=1024)
+
+    @app.get(f"/exams/<uuid:re:{UUID_RE}>/heatmap.png")
+    def exam_heatmap(uuid):
+        auth.require_permission("view_records")
+        exam = _exam_or_404(ctx, uuid)
+        result = ctx.results.get(uuid)
+        if result is None:
+            # Not in memory any more (server restarted): run the models again on the stored image.
+            result = ctx.engine.diagnose(store.images.path(exam["image"]["sha256"]), exam["analysis"])
+            ctx.results.put(uuid, result)
+        auth.audit("view", "exam_heatmap", uuid)
+        bottle.response.content_type = "image/png"
+        return result.heatmap_png(max_side=1024)
+
+    @app.post(f"/exams/<uuid:re:{UUID_RE}>/decide")
+    def decide(uuid):
+        user = auth.require_permission("view_records")
+        exam = _exam_or_404(ctx, uuid)
+        if not auth.may_decide(user, exam["analysis"]):
+            raise bottle.HTTPError(403)
+        agrees = field("agrees", max_len=5)
+        note = field("note", max_len=1000)
+        if agrees == "yes":
+            label = exam["label"]
+        elif agrees == "no":
+            label = field("label", max_len=60)
+            valid = [c.id for c in catalogue.analysis(exam["analysis"]).label_classes()]
+            if label not in valid:
+                raise UserError(_("Choose the class you found."), _("Tap one of the classes under “Another class”."))
+        else:
+            raise UserError(_("Choose whether you agree with the result."), _("Tap “Agree” or “Another class”."))
+        store.exams.decide(uuid, label, note=note, by=user["username"])
+        auth.audit("decide", "exam", uuid, {"label": label, "agrees": label == exam["label"]})
+        current_session().flash(_("Decision saved."), "ok")
+        bottle.redirect(f"/exams/{uuid}#decision")
+
+    @app.get(f"/exams/<uuid:re:{UUID_RE}>/print")
+    def print_page(uuid):
+        auth.require_permission("view_records")
+        exam = _exam_or_404(ctx, uuid)
+        patient = store.patients.get(exam["patient_uuid"]) or {}
+        auth.audit("print", "exam", uuid)
+        r = views.result_view(exam["result"])
+        return ctx.render("print.html", exam=exam, patient=patient, r=r, views=views,
+                          path_text=views.path_text(r), post_id=store.post_id)
+
+    @app.get(f"/exams/<uuid:re:{UUID_RE}>/report.pdf")
+    def pdf_report(uuid):
+        auth.require_permission("view_records")
+        exam = _exam_or_404(ctx, uuid)
+        patient = store.patients.get(exam["patient_uuid"]) or {}
+        from .report_pdf import exam_report_pdf
+        data = exam_report_pdf(ctx, exam, patient)
+        auth.audit("pdf", "exam", uuid)
+        bottle.response.content_type = "application/pdf"
+        # The file name carries the record's uuid, never the patient's name or id.
+        bottle.response.set_header("Content-Disposition", f'attachment; filename="bccdms-report-{uuid[:8]}.pdf"')
+        return data
+
+
+# -- helpers -------------------------------------------------------------------------------
+def _patient_or_404(ctx: AppContext, uuid: str) -> dict:
+    patient = ctx.store.patients.get(uuid) if uuid else None
+    if patient is None:
+        raise NotFound(_("This patient record does not exist."), _("Search for the patient again."))
+    return patient
+
+
+def _exam_or_404(ctx: AppContext, uuid: str) -> dict:
+    exam = ctx.store.exams.get(uuid)
+    if exam is None:
+        raise NotFound(_("This exam record does not exist."), _("Open it again from Browse records."))
+    return exam
+
+
+def _patient_fields(values: dict) -> dict:
+    """Validate the registration form beyond what the store checks; raise UserError."""
+    if not values["pid"]:
+        raise UserError(_("Enter the card number / patient id."), _("It is written on the patient's card."))
+    if not PID_PATTERN.match(values["pid"]):
+        raise UserError(_("The patient id may only contain letters, digits, spaces and - / ."),
+                        _("Type it as written on the card, for example JU-000123."))
+    if not values["full_name"]:
+        raise UserError(_("Enter the patient's full name."), _("Use the name on the card."))
+    out = {"address": values["address"], "phone": values["phone"]}
+    if values["sex"] in ("female", "male"):
+        out["sex"] = values["sex"]
+    if values["birth_date"]:
+        try:
+            born = dt.date.fromisoformat(values["birth_date"])
+        except ValueError:
+            raise UserError(_("The date of birth is not a valid date."), _("Pick the date with the date field.")) from None
+        if born > dt.date.today():
+            raise UserError(_("The date of birth is in the future."), _("Check the year."))
+        if born.year < dt.date.today().year - 120:
+            raise UserError(_("The date of birth is more than 120 years ago."), _("Check the year."))
+        out["birth_date"] = born.isoformat()
+    elif values["age_years"]:
+        if not values["age_years"].isdigit() or not 0 < int(values["age_years"]) <= 120:
+            raise UserError(_("The age must be a number of years from 1 to 120."), _("Type the approximate age, for example 45."))
+        out["age_years"] = int(values["age_years"])
+    else:
+        raise UserError(_("Enter the date of birth or the approximate age."),
+                        _("If the exact date is not known, type the age in years."))
+    return out
+
+
+def _diagnose_page(ctx: AppContext, *, form=None, error=None, hint=None, existing=None):
+    session = current_session()
+    text = session.state.get("patient_search", "")
+    results = None
+    if text:
+        results = ctx.store.patients.search(text, limit=25)
+        auth.audit("search", "patient", None, {"results": len(results)})
+    return ctx.render("diagnose.html", search=text, results=results, form=form or {}, error=error, hint=hint,
+                      existing=existing, views=views, today=dt.date.today().isoformat())
+
+
+def _exam_row(exam: dict) -> dict:
+    return {"uuid": exam["uuid"], "when": views.local_time(exam.get("created_at")),
+            "analysis": views.analysis_name(exam.get("analysis", "")),
+            "label": views.label_name(exam.get("analysis", ""), exam.get("final_label") or exam.get("label")),
+            "decided": exam.get("status") == "decided" or bool(exam.get("decision")),
+            "demo": bool(exam.get("demo"))}
+
+
+def _unavailable_analyses(ctx: AppContext) -> list:
+    available = {a.id for a in ctx.available_analyses()}
+    return [a for a in catalogue.ANALYSES.values() if a.id not in available]
+
+
+def _image_step_page(ctx: AppContext, draft, *, error=None, hint=None):
+    patient = ctx.store.patients.get(draft.patient_uuid) or {}
+    analysis = catalogue.analysis(draft.analysis)
+    return ctx.render("image_step.html", draft=draft, patient=patient, analysis=analysis, error=error, hint=hint,
+                      max_bytes=ctx.drafts.max_bytes, max_mb=ctx.cfg.server.max_upload_mb)
+
+
+def _exam_record(draft, patient: dict, result) -> dict:
+    info = draft.image_info
+    body = result.to_json()      # its "heatmap" entry says whether one can be drawn (not the image)
+    return {
+        "patient_uuid": patient["uuid"], "patient_pid": patient.get("pid"),
+        "analysis": draft.analysis, "source": draft.source or "file",
+        "image": {"sha256": info["sha256"], "ext": IMAGE_EXT.get(info.get("format") or "", "jpg"),
+                  "width": info["width"], "height": info["height"]},
+        "result": body,
+        "label": result.label, "demo": bool(result.demo),
+    }

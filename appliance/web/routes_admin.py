@@ -1,0 +1,142 @@
+"""Admin: user accounts, the installed models and runtime, storage use, and others' panels."""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import bottle
+
+from ..errors import UserError
+from . import auth
+from .context import AppContext, _, current_session
+from .forms import field
+from .roles import ROLE_LABELS, ROLES
+
+USERNAME_RE = r"[A-Za-z0-9_.@-]{1,64}"
+
+
+def install(app: bottle.Bottle, ctx: AppContext) -> None:
+    store = ctx.store
+    storage = StorageUse(ctx.cfg.data_dir)
+
+    @app.get("/admin")
+    def admin_page():
+        auth.require_permission("manage_users")
+        return _admin_page(ctx, storage)
+
+    @app.post("/admin/users")
+    def create_user():
+        admin = auth.require_permission("manage_users")
+        values = {"username": field("username", max_len=64), "display_name": field("display_name", max_len=100),
+                  "role": field("role", max_len=20)}
+        password, repeat = field("password", max_len=256, strip=False), field("password2", max_len=256, strip=False)
+        try:
+            if values["role"] not in ROLES:
+                raise UserError(_("Choose the role of the new account."), _("Nurse, doctor, supervisor or administrator."))
+            if password != repeat:
+                raise UserError(_("The two passwords are not the same."), _("Type the same password twice."))
+            user = store.users.create(values["username"], password, values["role"], display_name=values["display_name"],
+                                      language=ctx.cfg.ui.default_language, by=admin["username"])
+        except UserError as exc:
+            bottle.response.status = 400
+            return _admin_page(ctx, storage, new_user=values, error=ctx.error_text(exc))
+        auth.audit("create", "user", user["username"], {"role": user["role"]})
+        current_session().flash(_("Account %(name)s created.", name=user["username"]), "ok")
+        bottle.redirect("/admin#users")
+
+    @app.post(f"/admin/users/<username:re:{USERNAME_RE}>/password")
+    def reset_password(username):
+        admin = auth.require_permission("manage_users")
+        _user_or_404(ctx, username)
+        password, repeat = field("password", max_len=256, strip=False), field("password2", max_len=256, strip=False)
+        try:
+            if password != repeat:
+                raise UserError(_("The two passwords are not the same."), _("Type the same password twice."))
+            store.users.set_password(username, password, by=admin["username"])
+        except UserError as exc:
+            bottle.response.status = 400
+            return _admin_page(ctx, storage, error=ctx.error_text(exc))
+        ctx.sessions.delete_user(username)
+        auth.audit("update", "user", username, {"password_reset": True})
+        current_session().flash(_("New password set for %(name)s.", name=username), "ok")
+        bottle.redirect("/admin#users")
+
+    @app.post(f"/admin/users/<username:re:{USERNAME_RE}>/disable")
+    def disable_user(username):
+        admin = auth.require_permission("manage_users")
+        _user_or_404(ctx, username)
+        disabled = field("disabled", max_len=1) == "1"
+        if disabled and username == admin["username"]:
+            raise UserError(_("You cannot disable your own account."), _("Log in as another administrator to do it."))
+        store.users.set_disabled(username, disabled, by=admin["username"])
+        if disabled:
+            ctx.sessions.delete_user(username)
+        auth.audit("update", "user", username, {"disabled": disabled})
+        current_session().flash(_("Account %(name)s disabled.", name=username) if disabled
+                                else _("Account %(name)s enabled.", name=username), "ok")
+        bottle.redirect("/admin#users")
+
+
+def _user_or_404(ctx: AppContext, username: str) -> dict:
+    user = ctx.store.users.get(username)
+    if user is None:
+        raise bottle.HTTPError(404)
+    return user
+
+
+def _admin_page(ctx: AppContext, storage: "StorageUse", *, new_user=None, error=None):
+    try:
+        engine_status = ctx.engine.status()
+    except Exception as exc:   # a broken pack must still leave the admin a page to fix it from
+        engine_status = {"problems": [str(exc)], "models": {}, "packs": []}
+    panels = []
+    for panel in ctx.admin_panels:
+        title, template, *rest = panel
+        values = rest[0](ctx) if rest else {}
+        panels.append({"title": title, "template": template, "values": values})
+    message, hint = error if error else (None, None)
+    return ctx.render("admin.html", users=sorted(ctx.store.users.list(), key=lambda u: u["username"]),
+                      roles=[(r, ROLE_LABELS[r]) for r in ROLES], engine=engine_status, storage=storage.measure(),
+                      panels=panels, new_user=new_user or {}, error=message, hint=hint)
+
+
+class StorageUse:
+    """Disk use of the data folder; the folder walk is cached (thousands of images)."""
+
+    def __init__(self, data_dir: Path, ttl: float = 300.0):
+        self.data_dir = Path(data_dir)
+        self.ttl = ttl
+        self._cached: tuple[float, dict] | None = None
+        self._lock = threading.Lock()
+
+    def measure(self) -> dict:
+        with self._lock:
+            if self._cached and time.monotonic() - self._cached[0] < self.ttl:
+                return self._cached[1]
+            disk = shutil.disk_usage(self.data_dir)
+            parts = {}
+            for child in sorted(self.data_dir.iterdir()) if self.data_dir.is_dir() else []:
+                parts[child.name] = _tree_size(child)
+            info = {"total": disk.total, "free": disk.free, "used": disk.used,
+                    "data": sum(parts.values()), "parts": parts,
+                    "free_fraction": disk.free / disk.total if disk.total else 0.0}
+            self._cached = (time.monotonic(), info)
+            return info
+
+
+def _tree_size(path: Path) -> int:
+    if path.is_symlink():
+        return 0
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total

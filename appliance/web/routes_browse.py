@@ -1,0 +1,181 @@
+"""Browse records, browse the labelled image library, statistics."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+
+import bottle
+
+from .. import catalogue
+from ..errors import UserError
+from . import auth, views
+from .context import AppContext, _, current_session
+from .forms import field, int_query, query
+
+PAGE_SIZE = 25
+THUMBS_PER_PAGE = 48
+SHA256_RE = r"[0-9a-f]{64}"
+
+
+def install(app: bottle.Bottle, ctx: AppContext) -> None:
+    store = ctx.store
+
+    # -- records ---------------------------------------------------------------------------
+    @app.get("/records")
+    def records():
+        auth.require_permission("view_records")
+        filters = current_session().state.get("records_filter", {})
+        page = int_query("page", 1, minimum=1)
+        rows, total = store.exams.query(**_query_args(filters), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
+        pages = max(1, math.ceil(total / PAGE_SIZE))
+        auth.audit("view", "exam_list", None, {"page": page, "rows": len(rows), "filtered": bool(filters)})
+        return ctx.render("records.html", rows=[_record_row(ctx, e) for e in rows], total=total, page=page,
+                          pages=pages, filters=filters, analyses=list(catalogue.ANALYSES.values()),
+                          label_choices=_label_choices())
+
+    @app.post("/records")
+    def set_record_filters():
+        auth.require_permission("view_records")
+        session = current_session()
+        if bottle.request.forms.get("clear"):
+            session.state.pop("records_filter", None)
+            bottle.redirect("/records")
+        filters = {k: field(k, max_len=n) for k, n in
+                   (("analysis", 40), ("pid", 40), ("name", 120), ("date_from", 10), ("date_to", 10), ("label", 60))}
+        _validate_filters(filters)
+        session.state["records_filter"] = {k: v for k, v in filters.items() if v}
+        bottle.redirect("/records")
+
+    # -- image library ---------------------------------------------------------------------
+    @app.get("/images")
+    def images():
+        auth.require_permission("view_records")
+        analysis_id = query("analysis", max_len=40)
+        label = query("label", max_len=60)
+        if analysis_id and analysis_id not in catalogue.ANALYSES:
+            raise UserError(_("There is no such analysis."), _("Choose a folder from the list."))
+        page = int_query("page", 1, minimum=1)
+        folders = []
+        for a in catalogue.ANALYSES.values():
+            for c in a.label_classes():
+                _items, count = store.images.browse(analysis=a.id, label=c.id, offset=0, limit=1)
+                if count:
+                    folders.append({"analysis": a.id, "label": c.id, "count": count,
+                                    "name": f"{_(a.name)} / {_(c.name)}",
+                                    "selected": a.id == analysis_id and c.id == label})
+        items, total = store.images.browse(analysis=analysis_id or None, label=label or None,
+                                           offset=(page - 1) * THUMBS_PER_PAGE, limit=THUMBS_PER_PAGE)
+        pages = max(1, math.ceil(total / THUMBS_PER_PAGE))
+        auth.audit("view", "image_library", None, {"analysis": analysis_id, "label": label, "page": page})
+        return ctx.render("images.html", folders=folders, items=[_image_item(i) for i in items], total=total,
+                          page=page, pages=pages, analysis_id=analysis_id, label=label,
+                          base=f"/images?analysis={analysis_id}&label={label}&")
+
+    @app.get(f"/images/thumb/<sha256:re:{SHA256_RE}>.jpg")
+    def thumbnail(sha256):
+        auth.require_permission("view_records")
+        try:
+            data = store.images.thumbnail(sha256, size=256)
+        except (FileNotFoundError, KeyError):
+            raise bottle.HTTPError(404) from None
+        bottle.response.content_type = "image/jpeg"
+        bottle.response.set_header("Cache-Control", "private, max-age=600")
+        return data
+
+    # -- statistics ------------------------------------------------------------------------
+    @app.get("/statistics")
+    def statistics():
+        user = auth.require_permission("statistics")
+        date_from, date_to = query("from", max_len=10), query("to", max_len=10)
+        for value in (date_from, date_to):
+            if value:
+                _parse_date(value)
+        stats = store.stats(date_from=date_from or None, date_to=date_to or None)
+        charts = _chart_data(stats, by_post=auth.allowed(user, "statistics_by_post"))
+        return ctx.render("statistics.html", stats=stats, charts=charts, charts_json=json.dumps(charts),
+                          date_from=date_from, date_to=date_to)
+
+
+# -- helpers -------------------------------------------------------------------------------
+def _parse_date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise UserError(_("%(value)s is not a date.", value=value), _("Use the date field to pick it.")) from None
+
+
+def _validate_filters(filters: dict) -> None:
+    if filters["analysis"] and filters["analysis"] not in catalogue.ANALYSES:
+        raise UserError(_("There is no such analysis."), _("Choose one from the list."))
+    start = _parse_date(filters["date_from"]) if filters["date_from"] else None
+    end = _parse_date(filters["date_to"]) if filters["date_to"] else None
+    if start and end and start > end:
+        raise UserError(_("The start date is after the end date."), _("Swap the two dates."))
+
+
+def _query_args(filters: dict) -> dict:
+    return {"analysis": filters.get("analysis") or None, "pid": filters.get("pid") or None,
+            "name_prefix": filters.get("name") or None, "date_from": filters.get("date_from") or None,
+            "date_to": filters.get("date_to") or None, "label": filters.get("label") or None}
+
+
+def _label_choices() -> list[tuple[str, str]]:
+    seen: dict[str, str] = {}
+    for a in catalogue.ANALYSES.values():
+        for c in a.label_classes():
+            seen.setdefault(c.id, c.name)
+    return sorted(seen.items(), key=lambda kv: _(kv[1]))
+
+
+def _record_row(ctx: AppContext, exam: dict) -> dict:
+    patient = ctx.store.patients.get(exam.get("patient_uuid")) or {}
+    return {"uuid": exam["uuid"], "when": views.local_time(exam.get("created_at")),
+            "pid": exam.get("patient_pid") or patient.get("pid", ""), "name": patient.get("full_name", ""),
+            "analysis": views.analysis_name(exam.get("analysis", "")),
+            "model_label": views.label_name(exam.get("analysis", ""), exam.get("label")),
+            "final_label": views.label_name(exam.get("analysis", ""), exam.get("final_label")) if exam.get("decision") else "",
+            "decided": bool(exam.get("decision")), "demo": bool(exam.get("demo")),
+            "post": exam.get("post_id", "")}
+
+
+def _image_item(item: dict) -> dict:
+    sha = item.get("sha256", "")
+    exam_uuid = item.get("exam_uuid") or (item.get("exams") or [None])[-1]
+    return {"sha256": sha if re.fullmatch(SHA256_RE, sha or "") else "", "exam_uuid": exam_uuid,
+            "label": views.label_name(item.get("analysis", ""), item.get("label")),
+            "when": views.local_time(item.get("created_at"))}
+
+
+def _chart_data(stats: dict, *, by_post: bool) -> dict:
+    """Counts and prevalence in the shape statistics.js draws (names already translated)."""
+    by_analysis = stats.get("by_analysis", {}) or {}
+    analyses = []
+    for a in catalogue.ANALYSES.values():
+        total = int(_count(by_analysis.get(a.id, 0)))
+        classes = (stats.get("by_class", {}) or {}).get(a.id, {}) or {}
+        rows = []
+        for c in a.label_classes():
+            n = int(_count(classes.get(c.id, 0)))
+            rows.append({"id": c.id, "name": _(c.name), "count": n, "prevalence": (n / total) if total else 0.0})
+        analyses.append({"id": a.id, "name": _(a.name), "total": total, "classes": rows})
+    months = sorted((stats.get("by_month", {}) or {}).items())
+    out = {
+        "analyses": analyses,
+        "months": [{"month": m, "count": int(_count(v))} for m, v in months],
+        "labels": {"count": _("Exams"), "prevalence": _("Share of exams (%)")},
+    }
+    if by_post:
+        out["posts"] = [{"post": p, "count": int(_count(v))} for p, v in sorted((stats.get("by_post", {}) or {}).items())]
+    return out
+
+
+def _count(value) -> float:
+    """Counts may come as numbers or as {"exams": n, ...} dicts."""
+    if isinstance(value, dict):
+        for key in ("exams", "count", "total"):
+            if key in value:
+                return value[key]
+        return sum(v for v in value.values() if isinstance(v, (int, float)))
+    return value or 0

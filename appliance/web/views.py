@@ -1,0 +1,117 @@
+"""Shaping records for the pages: display names in the reader's language, percentages, paths.
+
+Catalogue names are English source strings (marked with ``N_`` in the catalogue); they are
+translated here, at render time, with the request's gettext.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from .. import catalogue
+from .context import _
+
+
+def class_name(model_id: str, class_id: str) -> str:
+    try:
+        return _(catalogue.model(model_id).class_name(class_id))
+    except (KeyError, Exception):
+        return class_id
+
+
+def label_name(analysis_id: str, label_id: str | None) -> str:
+    if not label_id:
+        return ""
+    try:
+        analysis = catalogue.analysis(analysis_id)
+    except Exception:
+        return label_id
+    for c in analysis.label_classes():
+        if c.id == label_id:
+            return _(c.name)
+    for model_id in analysis.model_ids:
+        if label_id in catalogue.model(model_id).class_ids:
+            return class_name(model_id, label_id)
+    return label_id
+
+
+def analysis_name(analysis_id: str) -> str:
+    a = catalogue.ANALYSES.get(analysis_id)
+    return _(a.name) if a else analysis_id
+
+
+def result_view(result: dict) -> dict:
+    """The result JSON as the result page, the print page and the PDF show it."""
+    steps = []
+    by_model = {}
+    for step in result.get("steps", []):
+        model_id = step["model"]
+        probs = step.get("probabilities", {})
+        rows = [{"id": cid, "name": class_name(model_id, cid), "p": float(p), "top": cid == step.get("top")}
+                for cid, p in sorted(probs.items(), key=lambda kv: -kv[1])]
+        view = {"model": model_id, "model_name": _(catalogue.model(model_id).name) if model_id in catalogue.MODELS else model_id,
+                "version": step.get("version", ""), "demo": bool(step.get("demo")), "rows": rows,
+                "top": step.get("top"), "confidence": float(step.get("confidence", probs.get(step.get("top"), 0.0))),
+                "uncertain": bool(step.get("uncertain"))}
+        steps.append(view)
+        by_model[model_id] = view
+    path = []
+    for model_id, class_id in result.get("path", []):
+        step = by_model.get(model_id)
+        p = next((r["p"] for r in step["rows"] if r["id"] == class_id), None) if step else None
+        path.append({"model": model_id, "class": class_id, "name": class_name(model_id, class_id), "p": p})
+    scope = result.get("out_of_scope") or {}
+    quality = result.get("quality") or {}
+    return {
+        "analysis": result.get("analysis"),
+        "analysis_name": analysis_name(result.get("analysis", "")),
+        "label": result.get("label"),
+        "label_name": label_name(result.get("analysis", ""), result.get("label")),
+        "steps": steps, "path": path,
+        "demo": bool(result.get("demo")) or any(s["demo"] for s in steps),
+        "uncertain": bool(result.get("uncertain")),
+        "out_of_scope": bool(scope.get("flagged")), "out_of_scope_reason": scope.get("reason"),
+        "quality_warnings": [w.get("message", "") for w in quality.get("warnings", [])],
+        "pack": result.get("pack") or {}, "runtime": result.get("runtime"), "precision": result.get("precision"),
+        "timings": result.get("timings_ms") or {},
+        "heatmap": (result.get("heatmap") or {}).get("available", False),
+    }
+
+
+def path_text(view: dict) -> str:
+    """"Malignant 97 % → Ductal carcinoma 88 %" (the cascade in one line)."""
+    parts = []
+    for step in view["path"]:
+        parts.append(f"{step['name']} {step['p'] * 100:.0f} %" if step["p"] is not None else step["name"])
+    return " → ".join(parts)
+
+
+def local_time(iso: str | None) -> str:
+    """A stored UTC time (``...Z``) as the box's local date and time, to the minute."""
+    if not iso:
+        return ""
+    try:
+        moment = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return iso
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def age_text(patient: dict, on: dt.date | None = None) -> str:
+    """"45 years" from the birth date, or "about 45 years" from an approximate age."""
+    on = on or dt.date.today()
+    birth = patient.get("birth_date")
+    if birth:
+        try:
+            born = dt.date.fromisoformat(birth)
+        except ValueError:
+            return birth
+        years = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+        return _("%(years)s years", years=years)
+    if patient.get("age_years") not in (None, ""):
+        return _("about %(years)s years", years=patient["age_years"])
+    return ""
+
+
+def phone_text(phone: str | None) -> str:
+    from ..i18n.names import format_phone
+    return format_phone(phone or "")
