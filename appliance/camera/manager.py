@@ -28,7 +28,6 @@ RETRY_SECONDS = 1.0          # reconnect attempts while a viewer waits
 FIRST_FRAME_WAIT = 5.0       # how long a request waits for the camera to produce a frame
 STALE_SECONDS = 1.0          # a frame older than this is not "live" any more (after an idle pause)
 BUSY_POLL_SECONDS = 0.05
-DESCRIBE_EVERY_SECONDS = 1.0
 
 
 class State:
@@ -96,7 +95,6 @@ class CameraManager:
         self._state = State.OFF
         self._error: CameraUnavailable | None = None
         self._description: dict = {}
-        self._described_at = float("-inf")
         self._frame: Frame | None = None
         self._seq = 0
         self._grab_times: collections.deque[float] = collections.deque(maxlen=30)
@@ -173,7 +171,9 @@ class CameraManager:
             while True:
                 frame, now = self._frame, time.monotonic()
                 if frame is not None:
-                    fresh = after is None and (now - frame.at < STALE_SECONDS or self.busy.is_set())
+                    # After an idle pause the last frame is old news: wait for the next one.
+                    fresh = after is None and (self._state == State.PAUSED or (
+                        self._state == State.LIVE and now - frame.at < STALE_SECONDS))
                     if fresh or (after is not None and frame.seq > after):
                         return frame
                 if self._state in (State.UNAVAILABLE, State.NONE) and self._error is not None:
@@ -237,8 +237,7 @@ class CameraManager:
         with self._device_lock:
             camera = self._ensure_open()
             frame = self._guarded(camera.preview_frame, "The camera stopped", "The preview retries by itself.")
-            if time.monotonic() - self._described_at > DESCRIBE_EVERY_SECONDS:
-                self._refresh_description()
+            self._refresh_description()
         jpeg = encode_jpeg(frame)
         now = time.monotonic()
         with self._changed:
@@ -290,7 +289,6 @@ class CameraManager:
             description = {"backend": camera.backend}
         with self._changed:
             self._description = description
-        self._described_at = time.monotonic()
 
     def _lost(self, error: CameraUnavailable) -> None:
         """The camera stopped answering: release it (a new attempt opens it afresh)."""
