@@ -39,24 +39,35 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> int:
         cfg = load_config(getattr(args, "config", None), getattr(args, "data_dir", None))
         return int(args.func(args, cfg) or 0)
+    return run_reporting_errors("appliance", run, "the technician")
+
+
+def run_reporting_errors(prog: str, run, send_to: str) -> int:
+    """Run a command; user errors become one sentence and a hint on stderr, never a traceback.
+
+    Shared by the ``appliance`` and ``bccdms-export`` console scripts.
+    """
+    try:
+        return run()
     except UserError as exc:
-        print(f"appliance: {exc.message}", file=sys.stderr)
+        print(f"{prog}: {exc.message}", file=sys.stderr)
         if exc.hint:
             print(exc.hint, file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("appliance: interrupted.", file=sys.stderr)
+        print(f"{prog}: interrupted.", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
     except Exception as exc:  # a bug, not the user's doing: one sentence, details on request
         if os.environ.get("BCCDMS_DEBUG"):
             traceback.print_exc()
-        print(f"appliance: an unexpected error happened ({type(exc).__name__}: {exc}).", file=sys.stderr)
-        print("Run the command again with BCCDMS_DEBUG=1 and send the output to the technician.", file=sys.stderr)
+        print(f"{prog}: an unexpected error happened ({type(exc).__name__}: {exc}).", file=sys.stderr)
+        print(f"Run the command again with BCCDMS_DEBUG=1 and send the output to {send_to}.", file=sys.stderr)
         return 1
 
 
