@@ -110,8 +110,15 @@ class ExchangeConfig:
     supervisor_name: str = ""
     # Where removable drives appear; tests point this at a temporary folder.
     usb_roots: list[str] = field(default_factory=lambda: ["/media", "/run/media"])
+    # Also count every folder directly under a root as a drive (tests; sticks mounted by hand).
+    usb_folder_drives: bool = False
     # On a supervisor's box: post id -> post public signing key (base64 Ed25519).
     known_posts: dict[str, str] = field(default_factory=dict)
+    # The supervisor's private key file (empty: <data dir>/keys/supervisor_exchange.key).
+    supervisor_private_key: str = ""
+    # Refuse a bundle that expands beyond this many MB when unpacked (decompression bombs).
+    max_import_mb: int = 20000
+    # DHIS2 mapping file (empty: the built-in appliance/exchange/dhis2_mapping.toml).
     dhis2_mapping: str = ""
 
 

@@ -19,6 +19,8 @@ from ..errors import UserError
 # Order is the order of ``appliance --help``.
 COMMAND_MODULES = (
     "serve",
+    "exchange",
+    "keys",
 )
 
 

@@ -1,0 +1,57 @@
+"""What is inside a bundle's payload (a tar stream), shared by the writer and the reader.
+
+Members, in the order they are written::
+
+    records/patients.jsonl.gz     one patient record per line (identified bundles only)
+    records/exams.jsonl.gz        one exam record per line, with the clinician's decision
+    records/audit_summary.json    counts of audit actions by day, user and action
+    images/<analysis>/<label>/<name>.<ext>   the analysed images, an ImageFolder per analysis
+    exams.csv                     the exams as a spreadsheet (with --csv)
+    manifest.json                 last: sha256 and size of every member above, and what the
+                                  bundle covers (post, kinds, change range, dates, versions)
+
+The reader accepts these names and nothing else, so a crafted member name can never
+choose where a file lands.
+"""
+from __future__ import annotations
+
+import re
+
+from .. import catalogue
+
+MANIFEST_FORMAT = "bccdms-bundle-manifest/1"
+MANIFEST = "manifest.json"
+PATIENTS = "records/patients.jsonl.gz"
+EXAMS = "records/exams.jsonl.gz"
+AUDIT_SUMMARY = "records/audit_summary.json"
+EXAMS_CSV = "exams.csv"
+RECORD_MEMBERS = {PATIENTS: "patients", EXAMS: "exams"}
+FIXED_MEMBERS = {MANIFEST, PATIENTS, EXAMS, AUDIT_SUMMARY, EXAMS_CSV}
+
+KIND_RECORDS = "records"
+KIND_DEIDENTIFIED = "deidentified"
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp")
+UNLABELLED = "unlabelled"
+_IMAGE = re.compile(r"images/([a-z_]{1,64})/([a-z0-9_]{1,64})/([0-9a-f]{16,64})\.([a-z]{3,4})")
+_LABEL = re.compile(r"[a-z0-9_]{1,64}")
+
+
+def image_member(analysis: str, label: str | None, name: str, ext: str) -> str:
+    return f"images/{analysis}/{folder_label(label)}/{name}.{ext}"
+
+
+def folder_label(label: str | None) -> str:
+    return label if label and _LABEL.fullmatch(label) else UNLABELLED
+
+
+def parse_image_member(name: str) -> tuple[str, str, str, str] | None:
+    """(analysis, label, name, ext) for a valid image member name, else None."""
+    m = _IMAGE.fullmatch(name)
+    if not m or m.group(1) not in catalogue.ANALYSES or m.group(4) not in IMAGE_EXTENSIONS:
+        return None
+    return m.group(1), m.group(2), m.group(3), m.group(4)
+
+
+def is_known_member(name: str) -> bool:
+    return name in FIXED_MEMBERS or parse_image_member(name) is not None
