@@ -21,6 +21,9 @@ COMMAND_MODULES = (
     "serve",
     "exchange",
     "keys",
+    "users",
+    "stats",
+    "backup",
 )
 
 

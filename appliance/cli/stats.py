@@ -1,0 +1,55 @@
+"""``appliance stats [--json] [--dhis2 FILE] [--from DATE] [--to DATE]``: counts of the records."""
+from __future__ import annotations
+
+import json
+
+from ..errors import UserError
+
+
+def register(subparsers, common) -> None:
+    p = subparsers.add_parser("stats", parents=[common], help="statistics of the exams (text, JSON or DHIS2)",
+                              description="Counts of exams by analysis, class, month, decision, post and age group.")
+    p.add_argument("--json", action="store_true", help="print one JSON object (exams, patients, by_analysis, by_class, …)")
+    p.add_argument("--dhis2", metavar="FILE", help="also write a DHIS2 data value set to FILE")
+    p.add_argument("--from", dest="date_from", metavar="DATE", help="first day counted (YYYY-MM-DD)")
+    p.add_argument("--to", dest="date_to", metavar="DATE", help="last day counted (YYYY-MM-DD)")
+    p.set_defaults(func=cmd_stats)
+
+
+def cmd_stats(args, cfg) -> int:
+    from ..store import Store
+    with Store.open(cfg) as store:
+        stats = store.stats(date_from=args.date_from, date_to=args.date_to)
+        if args.dhis2:
+            try:
+                from ..exchange.dhis2 import write_data_value_set
+            except ImportError:
+                raise UserError("The DHIS2 export is not available in this version of the appliance.",
+                                "Use 'appliance stats --json' or the CSV export instead.") from None
+            write_data_value_set(store, cfg, args.dhis2)
+    if args.json:
+        print(json.dumps(stats, indent=2, ensure_ascii=False))
+    else:
+        print(render(stats))
+    if args.dhis2 and not args.json:
+        print(f"DHIS2 data value set written to {args.dhis2}.")
+    return 0
+
+
+def render(stats: dict) -> str:
+    from .. import catalogue
+    span = ""
+    if stats.get("date_from") or stats.get("date_to"):
+        span = f" from {(stats.get('date_from') or '…')[:10]} to {(stats.get('date_to') or '…')[:10]}"
+    lines = [f"{stats.get('post_name', '')} ({stats.get('post_id', '')}){span}",
+             f"exams: {stats['exams']}   patients registered: {stats['patients']}   "
+             f"patients examined: {stats['patients_examined']}"]
+    for analysis, n in stats["by_analysis"].items():
+        name = catalogue.ANALYSES[analysis].name if analysis in catalogue.ANALYSES else analysis
+        classes = ", ".join(f"{label} {count}" for label, count in stats["by_class"].get(analysis, {}).items())
+        lines.append(f"  {name}: {n}  ({classes})")
+    if stats["by_decision"]:
+        lines.append("decisions: " + ", ".join(f"{k} {v}" for k, v in stats["by_decision"].items()))
+    if stats["by_month"]:
+        lines.append("by month: " + ", ".join(f"{k} {v}" for k, v in stats["by_month"].items()))
+    return "\n".join(lines)

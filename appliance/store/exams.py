@@ -1,0 +1,298 @@
+"""Exams: one analysed image of a patient, the model's result and the clinician's decision.
+
+The index keeps one small row per exam (no model output, no image data) for the kiosk's
+browse page and the statistics; full records are read from their chunk file when shown.
+A row's ``cell`` — (post, month, analysis, final class, decision, age group) — is shared by
+all rows alike, so statistics over 200,000 exams are one C-level ``Counter`` pass.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Callable
+
+from .. import catalogue
+from ..errors import NotFound, UserError
+from .fields import day_bound, later_than, public, text
+from .kinds import RecordKind, RowIndex
+from .sorted_rows import SortedRows
+
+if TYPE_CHECKING:
+    from .store import Store
+
+SOURCES = ("file", "camera", "phone", "cli")
+MAX_RESULT_BYTES = 256 * 1024
+MAX_NOTE = 2000
+AGE_GROUPS = ((30, "<30"), (40, "30-39"), (50, "40-49"), (60, "50-59"), (999, "60+"))
+UNKNOWN_AGE = "unknown"
+AWAITING, AGREES, DISAGREES = "awaiting", "agrees", "disagrees"
+# When a name or card-number filter matches fewer patients than this, their exams are
+# collected per patient; otherwise the analysis list is scanned. Both are exact.
+_FEW_PATIENTS = 2000
+
+_intern = sys.intern
+
+
+def age_group(age: int | None) -> str:
+    if age is None or age < 0:
+        return UNKNOWN_AGE
+    for upper, name in AGE_GROUPS:
+        if age < upper:
+            return name
+    return UNKNOWN_AGE
+
+
+def decision_of(record: dict) -> str:
+    decision = record.get("decision")
+    if not decision:
+        return AWAITING
+    return AGREES if decision.get("agrees") else DISAGREES
+
+
+class ExamRow:
+    __slots__ = ("uuid", "seq", "chunk", "doc_id", "created_at", "patient_uuid", "analysis", "label",
+                 "final_label", "decision", "post_id", "sha256", "ext", "demo", "age", "key", "cell")
+
+
+class ExamIndex(RowIndex):
+    def __init__(self, age_at: Callable[[str, str], int | None]) -> None:
+        super().__init__()
+        self.ordered = SortedRows()
+        self.by_analysis: dict[str, SortedRows] = {}
+        self.by_patient: dict[str, list[ExamRow]] = {}
+        self._age_at = age_at
+        self._cells: dict[tuple, tuple] = {}
+
+    def _row(self, chunk_no, doc_id, seq, uuid, created_at, patient_uuid, analysis, label, final_label, decision,
+             post_id, sha256, ext, demo) -> ExamRow:
+        row = ExamRow()
+        row.uuid, row.seq, row.chunk, row.doc_id = uuid, seq, chunk_no, doc_id
+        row.created_at, row.patient_uuid = created_at, _intern(patient_uuid)
+        row.analysis, row.label, row.final_label = _intern(analysis), _intern(label), _intern(final_label)
+        row.decision, row.post_id = _intern(decision), _intern(post_id)
+        row.sha256, row.ext, row.demo = sha256, _intern(ext), bool(demo)
+        row.key = (created_at, uuid)
+        self._set_age(row)
+        return row
+
+    def _set_age(self, row: ExamRow) -> None:
+        row.age = self._age_at(row.patient_uuid, row.created_at)
+        cell = (row.post_id, row.created_at[:7], row.analysis, row.final_label, row.decision, age_group(row.age))
+        row.cell = self._cells.setdefault(cell, cell)
+
+    def row_from(self, chunk_no, doc_id, r):
+        image = r.get("image") or {}
+        return self._row(chunk_no, doc_id, r.get("_seq", 0), r["uuid"], r.get("created_at", ""),
+                         r.get("patient_uuid") or "", r.get("analysis", ""), r.get("label") or "",
+                         r.get("final_label") or r.get("label") or "", decision_of(r), r.get("post_id", ""),
+                         image.get("sha256", ""), image.get("ext", ""), r.get("demo"))
+
+    def to_summary(self, r):
+        return [r.doc_id, r.seq, r.uuid, r.created_at, r.patient_uuid, r.analysis, r.label, r.final_label,
+                r.decision, r.post_id, r.sha256, r.ext, r.demo]
+
+    def from_summary(self, chunk_no, item):
+        return self._row(chunk_no, *item)
+
+    def _add(self, row):
+        self.ordered.add(row)
+        rows = self.by_analysis.get(row.analysis)
+        if rows is None:
+            rows = self.by_analysis[row.analysis] = SortedRows()
+        rows.add(row)
+        self.by_patient.setdefault(row.patient_uuid, []).append(row)
+
+    def _drop(self, row):
+        self.ordered.remove(row)
+        self.by_analysis[row.analysis].remove(row)
+        same = self.by_patient.get(row.patient_uuid, [])
+        same[:] = [r for r in same if r is not row]
+
+    def patient_changed(self, patient_uuid: str) -> None:
+        for row in self.by_patient.get(patient_uuid, ()):
+            self._set_age(row)
+
+    # --- queries (under the store's lock) -------------------------------------------------
+
+    def select(self, *, analysis=None, patients: set[str] | None = None, date_from=None, date_to=None,
+               label=None, offset=0, limit=25) -> tuple[list[ExamRow], int]:
+        """Rows matching every filter given, newest first: one page and the total."""
+        if patients is not None and len(patients) < _FEW_PATIENTS:
+            rows = [r for p in patients for r in self.by_patient.get(p, ())]
+            rows.sort(key=lambda r: r.key)
+            patients = None           # already applied
+            low, high = date_from, date_to
+            rows = [r for r in rows if (low is None or r.created_at >= low) and (high is None or r.created_at <= high)]
+        else:
+            base = self.ordered if analysis is None else self.by_analysis.get(analysis, SortedRows())
+            rows = base.between(date_from, date_to) if (date_from or date_to) else base.rows()
+        checks = []
+        if analysis is not None:
+            checks.append(lambda r: r.analysis == analysis)
+        if label is not None:
+            checks.append(lambda r: r.final_label == label)
+        if patients is not None:
+            checks.append(lambda r: r.patient_uuid in patients)
+        total, page, end = 0, [], offset + limit
+        for row in reversed(rows):
+            if all(check(row) for check in checks):
+                if offset <= total < end:
+                    page.append(row)
+                total += 1
+        return page, total
+
+    def stats(self, date_from=None, date_to=None) -> dict[str, Any]:
+        rows = self.ordered.between(date_from, date_to) if (date_from or date_to) else self.ordered.rows()
+        cells = Counter(row.cell for row in rows)
+        out: dict[str, Any] = {"exams": len(rows), "patients_examined": len({r.patient_uuid for r in rows}),
+                               "by_analysis": Counter(), "by_class": {}, "by_month": Counter(),
+                               "by_decision": Counter(), "by_post": Counter(), "by_age_group": Counter()}
+        for (post, month, analysis, label, decision, age), n in cells.items():
+            out["by_analysis"][analysis] += n
+            by_label = out["by_class"].setdefault(analysis, Counter())
+            by_label[label] += n
+            out["by_month"][month] += n
+            out["by_decision"][decision] += n
+            out["by_post"][post] += n
+            out["by_age_group"][age] += n
+        out["cells"] = [{"post_id": post, "month": month, "analysis": analysis, "label": label, "decision": decision,
+                         "age_group": age, "count": n}
+                        for (post, month, analysis, label, decision, age), n in sorted(cells.items())]
+        for key in ("by_analysis", "by_month", "by_decision", "by_post", "by_age_group"):
+            out[key] = dict(sorted(out[key].items()))
+        out["by_class"] = {a: dict(sorted(c.items())) for a, c in sorted(out["by_class"].items())}
+        return out
+
+
+def _labels(analysis: str) -> tuple[str, ...]:
+    return catalogue.all_label_ids()[analysis]
+
+
+def _check_label(analysis: str, label, what: str) -> str:
+    if not isinstance(label, str) or label not in _labels(analysis):
+        raise UserError(f"{label!r} is not a class of {catalogue.analysis(analysis).name}.",
+                        f"The {what} must be one of: {', '.join(_labels(analysis))}.")
+    return label
+
+
+def _check_result(result) -> dict:
+    if result is None:
+        return {}
+    if not isinstance(result, dict):
+        raise UserError("The model result must be a JSON object.", "Run the analysis again.")
+    result = {k: v for k, v in result.items() if k != "heatmap"}
+    try:
+        encoded = json.dumps(result, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"The model result cannot be stored ({exc}).", "Run the analysis again.") from None
+    if len(encoded.encode()) > MAX_RESULT_BYTES:
+        raise UserError("The model result is too large to store.", "Run the analysis again.")
+    return json.loads(encoded)
+
+
+class Exams(RecordKind):
+    kind = "exams"
+    capacity = 64          # ~130 KB a chunk: a save rewrites little, a cold read parses little
+
+    def __init__(self, store: "Store", age_at: Callable[[str, str], int | None]):
+        super().__init__(store, ExamIndex(age_at), open_chunks=64)
+
+    def get(self, uuid: str) -> dict | None:
+        with self._store._reading():
+            row = self.index.by_uuid.get(uuid) if isinstance(uuid, str) else None
+            return public(self._raw(row)) if row else None
+
+    def for_patient(self, patient_uuid: str) -> list[dict]:
+        with self._store._reading():
+            rows = sorted(self.index.by_patient.get(patient_uuid, ()), key=lambda r: r.key, reverse=True)
+            return [public(self._raw(r)) for r in rows]
+
+    def query(self, *, analysis: str | None = None, patient_uuid: str | None = None, pid: str | None = None,
+              name_prefix: str | None = None, date_from=None, date_to=None, label: str | None = None,
+              offset: int = 0, limit: int = 25) -> tuple[list[dict], int]:
+        """Exams matching every filter given, newest first; returns one page and the total.
+
+        ``name_prefix``: every word typed starts a word of the patient's name. ``pid``: the card
+        number (exact, ignoring case and dashes). ``label``: the final class. Dates are inclusive
+        days (``YYYY-MM-DD``) or exact times.
+        """
+        if analysis is not None:
+            catalogue.analysis(analysis)
+        low, high = day_bound(date_from, "start date", end=False), day_bound(date_to, "end date", end=True)
+        offset, limit = max(0, int(offset)), max(0, min(int(limit), 1000))
+        with self._store._reading():
+            patients: set[str] | None = None
+            pidx = self._store.patients.index
+            if patient_uuid is not None:
+                patients = {patient_uuid}
+            if pid is not None:
+                from .patients import pid_key
+                found = {r.uuid for r in pidx.by_pid.get(pid_key(pid), ())}
+                patients = found if patients is None else patients & found
+            if name_prefix is not None and name_prefix.strip():
+                found = pidx.match_name(name_prefix)
+                patients = found if patients is None else patients & found
+            rows, total = self.index.select(analysis=analysis, patients=patients, date_from=low, date_to=high,
+                                            label=label, offset=offset, limit=limit)
+            return [public(self._raw(r)) for r in rows], total
+
+    def save(self, exam: dict, image_bytes: bytes, *, by: str | None) -> dict:
+        """Store an exam and its image. ``exam`` holds ``patient_uuid``, ``analysis``, ``result`` (the
+        engine's JSON) and optionally ``source``, ``label``, ``demo`` and ``decision`` ({label, note})."""
+        if not isinstance(exam, dict):
+            raise UserError("The exam must be a JSON object.", "Run the analysis again.")
+        analysis = catalogue.analysis(exam.get("analysis")).id
+        result = _check_result(exam.get("result"))
+        label = _check_label(analysis, exam.get("label") or result.get("label"), "model's class")
+        source = exam.get("source") or "file"
+        if source not in SOURCES:
+            raise UserError(f"The image source {source!r} is not known.", f"Use one of: {', '.join(SOURCES)}.")
+        decision_in = exam.get("decision")
+        if decision_in is not None and not isinstance(decision_in, dict):
+            raise UserError("The decision must be a JSON object with a label.", "Choose the final class again.")
+        final = _check_label(analysis, decision_in["label"], "decision") if decision_in else label
+        note = text((decision_in or {}).get("note", ""), "note", max_len=MAX_NOTE, multiline=True)
+        demo = bool(exam["demo"]) if "demo" in exam else bool(result.get("demo", False))
+        images = self._store.images
+        with self._store._writing():
+            patient_row = self._store.patients.index.by_uuid.get(exam.get("patient_uuid") or "")
+            if patient_row is None:
+                raise NotFound("The patient of this exam is not registered.", "Register or choose the patient first.")
+            image = images.put(image_bytes)        # durable before the record that points at it
+            record = self._store._new_record({
+                "created_by": by, "patient_uuid": patient_row.uuid, "patient_pid": patient_row.pid,
+                "analysis": analysis, "source": source, "image": image, "result": result,
+                "label": label, "demo": demo, "decision": None, "final_label": label,
+                "status": "awaiting_decision"})
+            if decision_in:
+                record.update(decision={"label": final, "agrees": final == label, "note": note, "by": by,
+                                        "at": record["created_at"]}, final_label=final, status="decided")
+            self._insert(record)
+            self._store._audit(by, "exam.save", "exam", record["uuid"],
+                               {"patient": patient_row.uuid, "analysis": analysis, "label": label})
+            images.file_under(analysis, final, image["sha256"], image["ext"])
+            return public(record)
+
+    def decide(self, uuid: str, label: str, *, note: str = "", by: str | None) -> dict:
+        """Record the clinician's final class beside the model's, and re-file the image under it."""
+        note = text(note, "note", max_len=MAX_NOTE, multiline=True)
+        with self._store._writing():
+            row = self.index.by_uuid.get(uuid) if isinstance(uuid, str) else None
+            if row is None:
+                raise NotFound("This exam is not in the records.", "Open the exam again from the patient's page.")
+            label = _check_label(row.analysis, label, "decision")
+            record = dict(self._raw(row))
+            previous = record.get("final_label")
+            now = later_than(record.get("updated_at"))
+            record.update(decision={"label": label, "agrees": label == record.get("label"), "note": note, "by": by,
+                                    "at": now}, final_label=label, status="decided", updated_at=now)
+            self._replace(row, record)
+            detail = {"label": label, "agrees": label == record.get("label")}
+            if previous != label:
+                detail["previous"] = previous
+            self._store._audit(by, "exam.decide", "exam", uuid, detail)
+            image = record.get("image") or {}
+            if image.get("sha256"):
+                self._store.images.refile(self.index.by_analysis[row.analysis].rows(), {image["sha256"]})
+            return public(record)

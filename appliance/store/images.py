@@ -1,0 +1,208 @@
+"""The labelled image library on disk.
+
+Each analysed image is stored once, named by its content hash:
+``<data>/images/<sha256[:2]>/<sha256>.<ext>``. It also appears, as a hard link (no second
+copy), under its class: ``<data>/library/<analysis>/<label>/<sha256>.<ext>`` — the model's
+class when the exam is saved, re-filed under the clinician's class when they decide otherwise.
+Researchers copy ``library/`` as an organised labelled dataset. The library folders are derived
+from the exam records: :meth:`ImageLibrary.reconcile` re-creates them after a crash or restore.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import io
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+from .. import catalogue
+from ..errors import BadImage, NotFound, UserError
+from .durable import atomic_write, os_error
+
+if TYPE_CHECKING:
+    from .store import Store
+
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "TIFF": "tif", "BMP": "bmp", "WEBP": "webp"}
+THUMB_SIZES = (32, 1024)
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def identify(image_bytes: bytes, max_bytes: int) -> tuple[str, int, int]:
+    """(extension, width, height) of an image, from its header only; ``BadImage`` otherwise."""
+    if not isinstance(image_bytes, (bytes, bytearray, memoryview)) or not image_bytes:
+        raise BadImage("The image is empty.", "Capture or choose the image again.")
+    if len(image_bytes) > max_bytes:
+        raise BadImage(f"The image is too large ({len(image_bytes) / 1e6:.0f} MB; at most {max_bytes / 1e6:.0f} MB).",
+                       "Use a smaller image, or lower the camera's resolution.")
+    from PIL import Image, UnidentifiedImageError   # Pillow only when images are handled
+    try:
+        with Image.open(io.BytesIO(image_bytes)) as im:
+            fmt, (width, height) = im.format, im.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        raise BadImage("This file is not an image the appliance can read.",
+                       "Use a JPEG, PNG, TIFF, BMP or WebP image.") from None
+    if fmt not in EXTENSIONS:
+        raise BadImage(f"Images in {fmt} format are not accepted.", "Use a JPEG, PNG, TIFF, BMP or WebP image.")
+    return EXTENSIONS[fmt], width, height
+
+
+class ImageLibrary:
+    def __init__(self, store: "Store"):
+        self._store = store
+        self.root = store.data_dir / "images"
+        self.library = store.data_dir / "library"
+        self.thumbs = store.data_dir / "thumbs"
+
+    def _file(self, sha256: str, ext: str) -> Path:
+        return self.root / sha256[:2] / f"{sha256}.{ext}"
+
+    def put(self, image_bytes: bytes) -> dict:
+        """Store an image once (durably); returns ``{sha256, ext, width, height}``."""
+        max_bytes = self._store.cfg.server.max_upload_mb * 1024 * 1024
+        ext, width, height = identify(image_bytes, max_bytes)
+        data = bytes(image_bytes)
+        sha = sha256_of(data)
+        path = self._file(sha, ext)
+        if not path.exists():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(path, data)
+            except OSError as exc:
+                raise os_error(exc, path, "save the image") from None
+        return {"sha256": sha, "ext": ext, "width": width, "height": height}
+
+    def path(self, sha256: str) -> Path:
+        if not isinstance(sha256, str) or len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+            raise NotFound("There is no such image.", "Open the exam again.")
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.root / sha256[:2]):
+                if entry.name.startswith(sha256 + "."):
+                    return Path(entry.path)
+        raise NotFound(f"The image {sha256[:12]}… is not on this box.",
+                       "It may have come in a bundle without images.")
+
+    # --- the class folders ---------------------------------------------------------------
+
+    def _class_file(self, analysis: str, label: str, sha256: str, ext: str) -> Path:
+        return self.library / analysis / label / f"{sha256}.{ext}"
+
+    def file_under(self, analysis: str, label: str, sha256: str, ext: str) -> None:
+        """Make the image appear under its class folder (a hard link; a copy where links fail)."""
+        source = self._file(sha256, ext)
+        target = self._class_file(analysis, label, sha256, ext)
+        if target.exists() or not source.exists():
+            return
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                    raise
+                shutil.copyfile(source, target)
+        except OSError as exc:   # derived data: the record is saved; reconcile() repairs this later
+            self._store._warn(f"The image {sha256[:12]} could not be filed under {analysis}/{label} "
+                              f"({exc.strerror}); it will be filed at the next start.")
+
+    def unfile(self, analysis: str, label: str, sha256: str, ext: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._class_file(analysis, label, sha256, ext).unlink()
+
+    def refile(self, exam_rows: Iterable, shas: set[str] | None = None) -> int:
+        """Make class folders agree with the exams: each image under every final label it has.
+
+        ``exam_rows`` are all exam index rows; ``shas`` limits the work to those images (None: all).
+        Returns how many links were added or removed.
+        """
+        wanted: dict[tuple[str, str], set[str]] = {}
+        exts: dict[str, str] = {}
+        for row in exam_rows:
+            if shas is None or row.sha256 in shas:
+                wanted.setdefault((row.analysis, row.sha256), set()).add(row.final_label)
+                exts[row.sha256] = row.ext
+        changed = 0
+        labels = catalogue.all_label_ids()
+        if shas is None:
+            present: dict[tuple[str, str], set[str]] = {}
+            for analysis in labels:
+                for label in labels[analysis]:
+                    with contextlib.suppress(FileNotFoundError):
+                        for entry in os.scandir(self.library / analysis / label):
+                            present.setdefault((analysis, entry.name.split(".")[0]), set()).add(label)
+        for (analysis, sha), want in wanted.items():
+            have = (present.get((analysis, sha), set()) if shas is None else
+                    {label for label in labels.get(analysis, ())
+                     if self._class_file(analysis, label, sha, exts[sha]).exists()})
+            for label in want - have:
+                self.file_under(analysis, label, sha, exts[sha])
+                changed += 1
+            for label in have - want:
+                self.unfile(analysis, label, sha, exts[sha])
+                changed += 1
+        return changed
+
+    def reconcile(self) -> int:
+        """Rebuild the class folders from the exam records (after a restore or an import)."""
+        with self._store._reading():
+            return self.refile(list(self._store.exams.index.by_uuid.values()))
+
+    # --- browsing ------------------------------------------------------------------------
+
+    def browse(self, *, analysis: str | None = None, label: str | None = None, offset: int = 0,
+               limit: int = 48) -> tuple[list[dict], int]:
+        """Distinct images by class, newest first: ``[{sha256, ext, analysis, label, exam_uuid, created_at,
+        path}]`` and the number of images that match."""
+        if analysis is not None:
+            catalogue.analysis(analysis)
+        offset, limit = max(0, int(offset)), max(0, min(int(limit), 500))
+        with self._store._reading():
+            idx = self._store.exams.index
+            rows = idx.by_analysis[analysis].rows() if analysis and analysis in idx.by_analysis else (
+                [] if analysis else idx.ordered.rows())
+            seen: set[tuple[str, str, str]] = set()
+            page: list[dict] = []
+            for row in reversed(rows):
+                if label is not None and row.final_label != label:
+                    continue
+                key = (row.analysis, row.final_label, row.sha256)
+                if key in seen:
+                    continue
+                seen.add(key)
+                if offset < len(seen) <= offset + limit:
+                    page.append({"sha256": row.sha256, "ext": row.ext, "analysis": row.analysis,
+                                 "label": row.final_label, "exam_uuid": row.uuid, "created_at": row.created_at,
+                                 "path": str(self._class_file(row.analysis, row.final_label, row.sha256, row.ext))})
+            return page, len(seen)
+
+    def thumbnail(self, sha256: str, size: int = 256) -> bytes:
+        """A JPEG no larger than ``size`` pixels a side, made once and cached under ``thumbs/``."""
+        if not isinstance(size, int) or not THUMB_SIZES[0] <= size <= THUMB_SIZES[1]:
+            raise UserError(f"A thumbnail size must be {THUMB_SIZES[0]} to {THUMB_SIZES[1]} pixels.",
+                            "Ask for another size.")
+        source = self.path(sha256)
+        cached = self.thumbs / str(size) / sha256[:2] / f"{sha256}.jpg"
+        with contextlib.suppress(FileNotFoundError):
+            return cached.read_bytes()
+        from PIL import Image, ImageOps
+        try:
+            with Image.open(source) as im:
+                im = ImageOps.exif_transpose(im)
+                im.thumbnail((size, size))
+                out = io.BytesIO()
+                im.convert("RGB").save(out, "JPEG", quality=85)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            raise BadImage("This stored image cannot be read any more.", "The file may be damaged; "
+                           "restore it from a backup.") from None
+        data = out.getvalue()
+        with contextlib.suppress(OSError):   # a cache: a full or read-only disk only costs speed
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(cached, data, sync=False)
+        return data

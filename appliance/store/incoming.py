@@ -1,0 +1,70 @@
+"""Checks on records that come from another store (USB bundles, old layouts) before they are merged.
+
+A bundle is signed by its post, but a post can run other software or be damaged: a record that
+would break an index, a query or a statistic is refused with a sentence naming it.
+"""
+from __future__ import annotations
+
+import re
+
+from .. import catalogue
+from ..errors import UserError
+from .fields import clone, is_time, is_uuid, text
+from .users import ROLES, check_username
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _refuse(kind: str, record, why: str) -> UserError:
+    uuid = record.get("uuid") if isinstance(record, dict) else None
+    return UserError(f"A {kind} record{f' ({uuid})' if isinstance(uuid, str) else ''} cannot be imported: {why}.",
+                     "The bundle may be damaged or from incompatible software; ask the post for a new export.")
+
+
+def check_incoming(kind: str, record) -> dict:
+    """A clean copy of ``record`` (private ``_`` keys dropped), or a ``UserError`` saying what is wrong."""
+    if not isinstance(record, dict):
+        raise _refuse(kind, record, "it is not a JSON object")
+    out = {k: clone(v) for k, v in record.items() if isinstance(k, str) and not k.startswith("_")}
+    if not is_uuid(out.get("uuid")):
+        raise _refuse(kind, record, "its uuid is missing or malformed")
+    post_id = out.get("post_id")
+    if not isinstance(post_id, str) or not 0 < len(post_id) <= 64:
+        raise _refuse(kind, record, "its post id is missing")
+    for key in ("created_at", "updated_at"):
+        if not is_time(out.get(key)):
+            raise _refuse(kind, record, f"its {key} is not a UTC time")
+    try:
+        if kind == "users":
+            out["username"] = check_username(out.get("username"))
+            if out.get("role") not in ROLES:
+                raise _refuse(kind, record, f"its role {out.get('role')!r} is not known")
+        elif kind == "patients":
+            from .patients import check_pid
+            out["pid"] = check_pid(out.get("pid"))
+            out["full_name"] = text(out.get("full_name"), "full name", max_len=200, required=True)
+        elif kind == "exams":
+            _check_exam(out, record)
+        elif kind == "audit":
+            text(out.get("action"), "audit action", max_len=64, required=True)
+    except UserError as exc:
+        if exc.message.startswith(f"A {kind} record"):
+            raise
+        raise _refuse(kind, record, exc.message.rstrip(".")) from None
+    return out
+
+
+def _check_exam(out: dict, record: dict) -> None:
+    analysis = out.get("analysis")
+    if analysis not in catalogue.ANALYSES:
+        raise _refuse("exams", record, f"its analysis {analysis!r} is not known")
+    labels = catalogue.all_label_ids()[analysis]
+    for key in ("label", "final_label"):
+        if out.get(key) not in labels:
+            raise _refuse("exams", record, f"its {key} {out.get(key)!r} is not a class of {analysis}")
+    if not is_uuid(out.get("patient_uuid")):
+        raise _refuse("exams", record, "it names no patient")
+    image = out.get("image")
+    if image is not None and (not isinstance(image, dict) or not _SHA256.match(str(image.get("sha256", "")))
+                              or not re.match(r"^[a-z]{3,4}$", str(image.get("ext", "")))):
+        raise _refuse("exams", record, "its image reference is malformed")

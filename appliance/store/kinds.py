@@ -1,0 +1,102 @@
+"""What every kind of record (users, patients, exams, audit) shares: its files and its index."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from .fields import public
+from .partitions import Collection, SummaryIndex
+
+if TYPE_CHECKING:
+    from .store import Store
+
+
+def month_of(record: dict) -> str:
+    """Records are filed by the month they were created in (``2026-11``)."""
+    return record["created_at"][:7]
+
+
+class RowIndex:
+    """Base of the in-memory indexes: one compact row per record, kept per chunk.
+
+    A subclass defines ``row_from(chunk_no, doc_id, record)`` (a record to its row),
+    ``to_summary(row)`` / ``from_summary(chunk_no, item)`` (a row to and from the JSON of the
+    summary cache), and ``_add(row)`` / ``_drop(row)`` for its own lookup structures.
+    """
+
+    def __init__(self) -> None:
+        self.by_uuid: dict[str, Any] = {}
+        self._chunk_rows: dict[int, dict[int, Any]] = {}
+
+    # SummaryIndex protocol
+    def summarize(self, records: list[tuple[int, dict]]) -> list:
+        return [self.to_summary(self.row_from(-1, doc_id, record)) for doc_id, record in records]
+
+    def load_chunk(self, chunk_no: int, summary: list) -> None:
+        for item in summary:
+            self._put(self.from_summary(chunk_no, item))
+
+    def chunk_summary(self, chunk_no: int) -> list:
+        return [self.to_summary(row) for row in self._chunk_rows.get(chunk_no, {}).values()]
+
+    def written(self, chunk_no: int, doc_id: int, record: dict) -> None:
+        self._put(self.row_from(chunk_no, doc_id, record))
+
+    def _put(self, row) -> None:
+        old = self.by_uuid.get(row.uuid)
+        if old is not None:
+            self._drop(old)
+            self._chunk_rows.get(old.chunk, {}).pop(old.doc_id, None)
+        self.by_uuid[row.uuid] = row
+        self._chunk_rows.setdefault(row.chunk, {})[row.doc_id] = row
+        self._add(row)
+
+    def rows_since(self, seq: int) -> list:
+        return sorted((r for r in self.by_uuid.values() if r.seq > seq), key=lambda r: r.seq)
+
+    # for subclasses
+    def row_from(self, chunk_no: int, doc_id: int, record: dict):
+        raise NotImplementedError
+
+    def to_summary(self, row) -> list:
+        raise NotImplementedError
+
+    def from_summary(self, chunk_no: int, item: list):
+        raise NotImplementedError
+
+    def _add(self, row) -> None:
+        pass
+
+    def _drop(self, row) -> None:
+        pass
+
+
+class RecordKind:
+    """One kind of record of a store: its :class:`Collection` and its index."""
+
+    kind = ""
+    capacity = 256
+
+    def __init__(self, store: "Store", index: SummaryIndex, partition_of: Callable[[dict], str] = month_of,
+                 open_chunks: int = 32):
+        self._store = store
+        self.index = index
+        self.collection = Collection(store.dir, self.kind, capacity=self.capacity, index=index,
+                                     partition_of=partition_of, warn=store._warn, open_chunks=open_chunks)
+
+    def _raw(self, row) -> dict:
+        record = self.collection.get(row.chunk, row.doc_id)
+        if record is None:   # the index and the file disagree: only a bug or a hand-edited file does that
+            raise LookupError(f"{self.kind} record {row.uuid} is missing from its file")
+        return record
+
+    def exported(self, record: dict) -> dict:
+        """A stored record as it leaves the store (USB bundles)."""
+        return public(record)
+
+    def _insert(self, record: dict) -> None:
+        record["_seq"] = self._store._next_seq()
+        self.collection.insert(record)
+
+    def _replace(self, row, record: dict) -> None:
+        record["_seq"] = self._store._next_seq()
+        self.collection.replace(row.chunk, row.doc_id, record)

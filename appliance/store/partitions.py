@@ -1,0 +1,245 @@
+"""Records of one kind spread over small TinyDB files, so a write rewrites one small file.
+
+Stock TinyDB rewrites its whole JSON file on every insert, which gets linearly slower as the
+file grows (tinydb #316, #347). Here each kind of record lives in chunk files
+``<store>/<kind>/<partition>/<NNN>.json`` — the partition is the month the record was created
+(``2026-11``) and a month holds as many chunks of ``capacity`` records as it needs — and each
+chunk is an ordinary TinyDB database (one table named after the kind) on
+:class:`~appliance.store.durable.DurableJSONStorage`. A record never moves once written.
+
+A kind's *index* (exams, patients, …) keeps in memory what queries need. It sees each chunk
+as a compact JSON *summary* it computes itself, so summaries can be kept in a cache file and
+start-up only parses the chunks that changed since (see :class:`SummaryIndex`). Parsed chunks
+are kept in a small LRU: records are read from disk on demand, never all held in memory.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Protocol
+
+from tinydb import TinyDB
+
+from .durable import DurableJSONStorage, remove_stale_tmp_files
+
+_CHUNK_FILE = re.compile(r"^(\d{3,})\.json$")
+_PARTITION = re.compile(r"^[0-9A-Za-z_-]{1,32}$")
+
+
+class SummaryIndex(Protocol):
+    def summarize(self, records: list[tuple[int, dict]]) -> Any:
+        """A JSON-able summary of one chunk's records (what the index needs of them)."""
+
+    def load_chunk(self, chunk_no: int, summary: Any) -> None:
+        """Take in a chunk's summary, replacing what an earlier version of that chunk said."""
+
+    def chunk_summary(self, chunk_no: int) -> Any:
+        """The current summary of a chunk (for the summary cache)."""
+
+    def written(self, chunk_no: int, doc_id: int, record: dict) -> None:
+        """A record was inserted or replaced by this process."""
+
+
+class Chunk:
+    __slots__ = ("no", "partition", "number", "path", "ident", "count", "max_seq")
+
+    def __init__(self, no: int, partition: str, number: int, path: Path):
+        self.no, self.partition, self.number, self.path = no, partition, number, path
+        self.ident: tuple[int, int, int] | None = None
+        self.count = 0
+        self.max_seq = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.partition}/{self.number:03d}"
+
+
+def file_ident(st: os.stat_result) -> tuple[int, int, int]:
+    # Every write replaces the file, so the inode changes even within one mtime tick.
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class Collection:
+    def __init__(self, store_dir: Path, kind: str, *, capacity: int, index: SummaryIndex,
+                 partition_of: Callable[[dict], str], warn: Callable[[str], None], open_chunks: int = 32):
+        self.kind = kind
+        self.root = store_dir / kind
+        self.capacity = capacity
+        self.index = index
+        self.partition_of = partition_of
+        self._warn = warn
+        self._open_limit = open_chunks
+        self.chunks: list[Chunk] = []
+        self._by_name: dict[str, Chunk] = {}
+        self._last: dict[str, Chunk] = {}          # partition -> its highest-numbered chunk
+        self._open: OrderedDict[int, TinyDB] = OrderedDict()
+
+    # --- discovering chunks on disk -------------------------------------------------------
+
+    def _disk_chunks(self) -> Iterator[tuple[str, int, Path, os.stat_result]]:
+        try:
+            partitions = sorted(e.name for e in os.scandir(self.root) if e.is_dir() and _PARTITION.match(e.name))
+        except FileNotFoundError:
+            return
+        for partition in partitions:
+            folder = self.root / partition
+            with contextlib.suppress(FileNotFoundError):
+                for entry in os.scandir(folder):
+                    m = _CHUNK_FILE.match(entry.name)
+                    if m:
+                        with contextlib.suppress(FileNotFoundError):
+                            yield partition, int(m.group(1)), Path(entry.path), entry.stat()
+
+    def _chunk(self, partition: str, number: int) -> Chunk:
+        name = f"{partition}/{number:03d}"
+        chunk = self._by_name.get(name)
+        if chunk is None:
+            path = self.root / partition / f"{number:03d}.json"
+            chunk = Chunk(len(self.chunks), partition, number, path)
+            self.chunks.append(chunk)
+            self._by_name[name] = chunk
+            last = self._last.get(partition)
+            if last is None or last.number < number:
+                self._last[partition] = chunk
+        return chunk
+
+    def scan(self, cached: dict[str, dict] | None = None) -> list[Chunk]:
+        """Bring the index up to date with the files on disk; returns the chunks it had to parse.
+
+        ``cached`` maps chunk names to ``{"ident", "count", "max_seq", "summary"}`` from the
+        summary cache; a chunk whose file is unchanged is taken from it without parsing.
+        """
+        parsed: list[Chunk] = []
+        for partition, number, path, st in self._disk_chunks():
+            ident = file_ident(st)
+            chunk = self._chunk(partition, number)
+            if chunk.ident == ident:
+                continue
+            entry = (cached or {}).get(chunk.name)
+            if entry and tuple(entry.get("ident", ())) == ident:
+                chunk.count, chunk.max_seq = int(entry["count"]), int(entry["max_seq"])
+                self.index.load_chunk(chunk.no, entry["summary"])
+            else:
+                self.forget(chunk)
+                records = self.records(chunk)
+                chunk.count = len(records)
+                chunk.max_seq = max((r.get("_seq", 0) for _, r in records), default=0)
+                self.index.load_chunk(chunk.no, self.index.summarize(records))
+                parsed.append(chunk)
+                # A recovery from .prev replaced the file: take the identity of what we read.
+                with contextlib.suppress(FileNotFoundError):
+                    ident = file_ident(chunk.path.stat())
+            chunk.ident = ident
+        return parsed
+
+    def cache_state(self) -> dict[str, dict]:
+        return {c.name: {"ident": list(c.ident), "count": c.count, "max_seq": c.max_seq,
+                         "summary": self.index.chunk_summary(c.no)}
+                for c in self.chunks if c.ident is not None}
+
+    def remove_stale_tmp_files(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.root):
+                if entry.is_dir():
+                    remove_stale_tmp_files(Path(entry.path))
+
+    @property
+    def max_seq(self) -> int:
+        return max((c.max_seq for c in self.chunks), default=0)
+
+    @property
+    def count(self) -> int:
+        return sum(c.count for c in self.chunks)
+
+    # --- reading and writing records ------------------------------------------------------
+
+    def _table(self, chunk: Chunk):
+        db = self._open.get(chunk.no)
+        if db is None:
+            db = TinyDB(chunk.path, storage=DurableJSONStorage, warn=self._warn)
+            self._open[chunk.no] = db
+            while len(self._open) > self._open_limit:
+                _, old = self._open.popitem(last=False)
+                old.close()
+        else:
+            self._open.move_to_end(chunk.no)
+        return db.table(self.kind, cache_size=0)
+
+    def forget(self, chunk: Chunk) -> None:
+        """Drop the parsed copy of a chunk (another process replaced its file)."""
+        db = self._open.pop(chunk.no, None)
+        if db is not None:
+            db.close()
+
+    def forget_all(self) -> None:
+        for db in self._open.values():
+            db.close()
+        self._open.clear()
+
+    def records(self, chunk: Chunk) -> list[tuple[int, dict]]:
+        """The chunk's records as stored (shared: callers must not change them)."""
+        raw = self._table(chunk).storage.read() or {}
+        return [(int(doc_id), record) for doc_id, record in raw.get(self.kind, {}).items()]
+
+    def get(self, chunk_no: int, doc_id: int) -> dict | None:
+        """A stored record (shared: callers must copy it before changing it)."""
+        raw = self._table(self.chunks[chunk_no]).storage.read() or {}
+        return raw.get(self.kind, {}).get(str(doc_id))
+
+    def iter_records(self, chunks: Iterable[Chunk] | None = None) -> Iterator[tuple[int, int, dict]]:
+        for chunk in self.chunks if chunks is None else chunks:
+            for doc_id, record in self.records(chunk):
+                yield chunk.no, doc_id, record
+
+    def _target(self, partition: str) -> Chunk:
+        if not _PARTITION.match(partition):
+            raise ValueError(f"bad partition name {partition!r}")
+        last = self._last.get(partition)
+        if last is not None and last.count < self.capacity:
+            return last
+        return self._chunk(partition, 0 if last is None else last.number + 1)
+
+    def _after_write(self, chunk: Chunk, seq: int) -> None:
+        chunk.max_seq = max(chunk.max_seq, seq)
+        chunk.ident = file_ident(chunk.path.stat())
+
+    def insert(self, record: dict) -> tuple[int, int]:
+        """Write a new record durably; returns its place ``(chunk_no, doc_id)``."""
+        chunk = self._target(self.partition_of(record))
+        doc_id = self._table(chunk).insert(record)
+        chunk.count += 1
+        self._after_write(chunk, record.get("_seq", 0))
+        self.index.written(chunk.no, doc_id, self.get(chunk.no, doc_id))
+        return chunk.no, doc_id
+
+    def replace(self, chunk_no: int, doc_id: int, record: dict) -> None:
+        """Write a new version of a record, durably, in the same place."""
+        chunk = self.chunks[chunk_no]
+
+        def swap(doc: dict) -> None:
+            doc.clear()
+            doc.update(record)
+
+        self._table(chunk).update(swap, doc_ids=[doc_id])
+        self._after_write(chunk, record.get("_seq", 0))
+        self.index.written(chunk.no, doc_id, self.get(chunk.no, doc_id))
+
+    def insert_many(self, records: list[dict]) -> int:
+        """Bulk path for migrations and benchmarks: one file write per chunk filled."""
+        by_partition: dict[str, list[dict]] = {}
+        for record in records:
+            by_partition.setdefault(self.partition_of(record), []).append(record)
+        for partition, group in by_partition.items():
+            while group:
+                chunk = self._target(partition)
+                room = self.capacity - chunk.count
+                part, group = group[:room], group[room:]
+                table = self._table(chunk)
+                table.insert_multiple(part)
+                chunk.count += len(part)
+                self._after_write(chunk, max(r.get("_seq", 0) for r in part))
+                self.index.load_chunk(chunk.no, self.index.summarize(self.records(chunk)))
+        return len(records)

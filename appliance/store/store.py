@@ -1,0 +1,357 @@
+"""The record store: ``Store.open(cfg)`` and everything docs/ARCHITECTURE.md "Record store" lists.
+
+Layout of the data folder::
+
+    store/meta.json                 schema version, generated post id, meta_set() values
+    store/<kind>/<YYYY-MM>/NNN.json records (TinyDB files; .prev = previous generation)
+    store/index/<kind>.json         summary cache: start-up reads only chunks changed since
+    store.seq                       writer lock (flock) and change counter
+    store.lock                      held shared by every open store; restore needs it alone
+    images/, library/, thumbs/      see appliance.store.images
+
+Thread- and process-safe: one writer at a time (``store.seq``), readers in a process share
+one lock with its writers, and a process notices another's writes through the counter.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import secrets
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..config import Config
+from ..errors import StoreError, UserError
+from . import durable, migrations
+from .incoming import check_incoming
+from .audit import AuditLog
+from .durable import atomic_write, os_error
+from .exams import Exams
+from .fields import day_bound, new_uuid, utc_now
+from .history import History
+from .images import ImageLibrary
+from .locking import InstanceLock, StoreLock
+from .meta import Meta
+from .partitions import Chunk
+from .patients import Patients
+from .users import Users
+
+log = logging.getLogger("appliance.store")
+
+KINDS = ("users", "patients", "exams", "audit")
+CACHE_FORMAT = 1
+MERGE_RESULTS = ("inserted", "updated", "unchanged", "older")
+
+
+class Store:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.data_dir = Path(cfg.data_dir)
+        self.dir = self.data_dir / "store"
+        self.warnings: list[str] = []
+        self.post_id = ""
+        self._seq = 0
+        self._seen = -1
+        self._closed = True
+
+    # --- opening and closing -------------------------------------------------------------
+
+    @classmethod
+    def open(cls, cfg: Config) -> "Store":
+        """Open (creating if needed) the store in ``cfg.data_dir``; upgrades an older layout."""
+        store = cls(cfg)
+        store._open()
+        return store
+
+    def _open(self) -> None:
+        from .backup import finish_interrupted_restore
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise os_error(exc, self.data_dir, "create the data folder") from None
+        finish_interrupted_restore(self.data_dir)
+        self._instance = InstanceLock(self.data_dir / "store.lock")
+        self._instance.acquire_shared()
+        self._lock = StoreLock(self.data_dir / "store.seq")
+        try:
+            with self._lock.thread_lock, (self._lock.shared() if self._lock.read_only else self._lock.exclusive()):
+                self._load()
+        except BaseException:
+            self._lock.close()
+            self._instance.release()
+            raise
+        self._closed = False
+
+    def _load(self) -> None:
+        writable = not self._lock.read_only
+        if writable:
+            migrations.upgrade(self.data_dir, self._warn, self.cfg.post.id)
+        elif migrations.stored_version(self.data_dir) not in (None, migrations.SCHEMA_VERSION):
+            raise StoreError("The records are in an older format and the data folder is read-only.",
+                             "Open them once on a writable disk to upgrade them.")
+        self.meta = Meta(self.dir / "meta.json", self._warn)
+        self.post_id = self.cfg.post.id or self.meta.get("post_id") or ""
+        if writable and self.meta.get("schema_version") is None:
+            self.meta.set("schema_version", migrations.SCHEMA_VERSION)
+        if not self.post_id and writable:
+            self.post_id = "post-" + secrets.token_hex(5)
+            self.meta.set("post_id", self.post_id)
+        self.users = Users(self)
+        self.exams = Exams(self, age_at=lambda p, day: self.patients.index.age_at(p, day))
+        self.patients = Patients(self, on_change=self.exams.index.patient_changed)
+        self.audit = AuditLog(self)
+        self._history = History(self)
+        self.images = ImageLibrary(self)
+        self._kinds = {"users": self.users, "patients": self.patients, "exams": self.exams,
+                       "audit": self.audit, "history": self._history}
+        parsed: dict[str, list[Chunk]] = {}
+        for name, kind in self._kinds.items():       # patients before exams: exam rows need ages
+            parsed[name] = kind.collection.scan(self._read_cache(name))
+        self._seq = max([self._lock.read_seq()] + [k.collection.max_seq for k in self._kinds.values()])
+        if writable:
+            for kind in self._kinds.values():
+                kind.collection.remove_stale_tmp_files()
+            self._lock.write_seq(self._seq)
+            self._refile_after_crash(parsed["exams"])
+            if any(parsed.values()):
+                self._write_caches()
+        self._seen = self._seq
+
+    def _refile_after_crash(self, parsed: list[Chunk]) -> None:
+        """Chunks written since the last summary cache may belong to a save cut short before its
+        image reached its class folder: re-file their images."""
+        if not parsed:
+            return
+        rows = list(self.exams.index.by_uuid.values())
+        if len(parsed) * 2 >= len(self.exams.collection.chunks):
+            self.images.refile(rows)
+            return
+        numbers = {c.no for c in parsed}
+        shas = {r.sha256 for r in rows if r.chunk in numbers and r.sha256}
+        self.images.refile(rows, shas)
+
+    def _cache_path(self, kind: str) -> Path:
+        return self.dir / "index" / f"{kind}.json"
+
+    def _read_cache(self, kind: str) -> dict:
+        try:
+            doc = json.loads(self._cache_path(kind).read_bytes())
+            if doc.get("format") == CACHE_FORMAT and doc.get("post_id") == self.post_id:
+                return doc["chunks"]
+        except (OSError, ValueError, KeyError, AttributeError):
+            pass
+        return {}
+
+    def _write_caches(self) -> None:
+        """Save the index summaries (a cache: losing or tearing it only costs start-up time)."""
+        try:
+            (self.dir / "index").mkdir(parents=True, exist_ok=True)
+            for name, kind in self._kinds.items():
+                doc = {"format": CACHE_FORMAT, "post_id": self.post_id, "chunks": kind.collection.cache_state()}
+                atomic_write(self._cache_path(name), durable.encode(doc), sync=False)
+        except OSError as exc:
+            log.info("index cache not written: %s", exc)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        with self._lock.thread_lock:
+            if not self._lock.read_only:
+                with contextlib.suppress(UserError, OSError), self._lock.exclusive():
+                    self._sync()
+                    self._write_caches()
+            for kind in self._kinds.values():
+                kind.collection.forget_all()
+            self.meta.close()
+            self._closed = True
+            self._lock.close()
+            self._instance.release()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def post_name(self) -> str:
+        return self.cfg.post.name
+
+    # --- locking and the change counter ---------------------------------------------------
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        with self._lock.thread_lock:
+            self._check_open()
+            self._sync()
+            yield
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        with self._lock.thread_lock:
+            self._check_open()
+            with self._lock.exclusive(), durable.batch():
+                self._sync()
+                yield
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("The record store is closed.", "Restart the appliance.")
+
+    def _sync(self) -> None:
+        """Take in what other processes wrote since we last looked."""
+        if self._lock.read_seq() == self._seen:
+            return
+        with self._lock.shared():
+            shared = self._lock.read_seq()
+            if self.meta.changed_on_disk():
+                self.meta.reload()
+            for kind in self._kinds.values():
+                kind.collection.scan()
+            self._seq = max(self._seq, shared)
+            self._seen = shared
+
+    def _next_seq(self) -> int:
+        assert self._lock.held_exclusive
+        self._seq = max(self._seq, self._lock.read_seq()) + 1
+        self._lock.write_seq(self._seq)
+        self._seen = self._seq
+        return self._seq
+
+    def _new_record(self, fields: dict) -> dict:
+        now = utc_now()
+        return {"uuid": new_uuid(), "post_id": self.post_id,
+                "created_at": now, "updated_at": now, **fields}
+
+    def _audit(self, actor, action, target_type, target_id=None, detail=None) -> None:
+        """The store's own entry for a change it just made. The change is already on disk, so a
+        failure here is reported as a warning, not as a failed save."""
+        try:
+            self.audit._append(self.audit._entry(actor, action, target_type, target_id, detail))
+        except StoreError as exc:
+            self._warn(f"The audit entry for {action} {target_id} could not be written: {exc.message}")
+
+    def _warn(self, message: str) -> None:
+        log.warning(message)
+        self.warnings.append(message)
+        del self.warnings[:-50]
+
+    # --- statistics ------------------------------------------------------------------------
+
+    def stats(self, *, date_from=None, date_to=None) -> dict:
+        """Counts for the dashboard, ``appliance stats`` and the DHIS2/CSV outputs.
+
+        ``exams``; ``patients`` (registered in the period); ``patients_examined``; ``by_analysis``;
+        ``by_class`` ({analysis: {final class: n}}); ``by_month``; ``by_decision`` (awaiting /
+        agrees / disagrees); ``by_post``; ``by_age_group`` (age at the exam); ``cells`` (the same
+        counts by post, month, analysis, class, decision and age group, for exports).
+        """
+        low, high = day_bound(date_from, "start date", end=False), day_bound(date_to, "end date", end=True)
+        with self._reading():
+            out = self.exams.index.stats(low, high)
+            recent = self.patients.index.recent
+            out["patients"] = len(recent.between(low, high)) if (low or high) else len(recent)
+        out.update(post_id=self.post_id, post_name=self.post_name, date_from=low, date_to=high,
+                   generated_at=utc_now())
+        return out
+
+    # --- backup ---------------------------------------------------------------------------
+
+    def backup(self, to_dir) -> Path:
+        from .backup import backup
+        return backup(self, Path(to_dir))
+
+    @classmethod
+    def restore(cls, from_path, cfg: Config, *, force: bool = False) -> dict:
+        from .backup import restore
+        return restore(Path(from_path), cfg, force=force)
+
+    # --- USB exchange ---------------------------------------------------------------------
+
+    def meta_get(self, key: str, default: Any = None) -> Any:
+        with self._reading():
+            return self.meta.get(key, default)
+
+    def meta_set(self, key: str, value: Any) -> None:
+        with self._writing():
+            self._next_seq()
+            self.meta.set(key, value)
+
+    def change_seq(self) -> int:
+        with self._reading():
+            return self._seq
+
+    def _kind(self, kind: str):
+        if kind not in KINDS:
+            raise UserError(f"There are no records of kind {kind!r}.", f"Use one of: {', '.join(KINDS)}.")
+        return self._kinds[kind]
+
+    def changes(self, kind: str, since_seq: int = 0) -> Iterator[dict]:
+        """Records of ``kind`` written after ``since_seq`` (oldest change first), as they are now.
+        User accounts come without password hashes or lockout state."""
+        records = self._kind(kind)
+        with self._reading():
+            if kind == "audit":
+                places = [(chunk, doc_id) for _, chunk, doc_id in records.since(int(since_seq))]
+            else:
+                places = [(r.chunk, r.doc_id) for r in records.index.rows_since(int(since_seq))]
+        return self._records_at(records, places)
+
+    def _records_at(self, records, places) -> Iterator[dict]:
+        for chunk, doc_id in places:
+            with self._reading():
+                raw = records.collection.get(chunk, doc_id)
+                if raw is None:
+                    continue
+                yield records.exported(raw)
+
+    def merge(self, kind: str, record: dict) -> str:
+        """Take in a record from another store, idempotently, by uuid. Returns "inserted", "updated"
+        (ours was older; it is kept in history), "unchanged", or "older" (ours is newer; the incoming
+        version is kept in history). Images of exams must be put (``images.put``) before their exams."""
+        records = self._kind(kind)
+        incoming = check_incoming(kind, record)
+        with self._writing():
+            if kind == "audit":
+                if records.contains(incoming["uuid"], incoming["created_at"]):
+                    return "unchanged"
+                records._insert(incoming)
+                return "inserted"
+            row = records.index.by_uuid.get(incoming["uuid"])
+            current = dict(records._raw(row)) if row else None
+            if kind == "users":
+                incoming = records.merged(incoming, current)
+            if current is None:
+                records._insert(incoming)
+                self._after_merge(kind, incoming)
+                return "inserted"
+            current.pop("_seq", None)
+            if current == incoming:
+                return "unchanged"
+            if incoming["updated_at"] > current["updated_at"]:
+                self._history.keep(kind, current, "superseded by an import")
+                records._replace(row, incoming)
+                self._after_merge(kind, incoming)
+                return "updated"
+            self._history.keep(kind, incoming, "older than the version here")
+            return "older"
+
+    def _after_merge(self, kind: str, record: dict) -> None:
+        if kind == "exams":
+            image = record.get("image") or {}
+            if image.get("sha256"):
+                self.images.refile(self.exams.index.by_analysis[record["analysis"]].rows(), {image["sha256"]})
+
+    # --- bulk loading (migrations, benchmarks) -----------------------------------------------
+
+    def bulk_insert(self, kind: str, records: list[dict]) -> int:
+        """Write many finished records at once, one file write per chunk, without audit entries.
+        For migrations and benchmarks; records must already be complete and valid."""
+        records_of = self._kinds[kind]
+        with self._writing():
+            for record in records:
+                record["_seq"] = self._next_seq()
+            n = records_of.collection.insert_many(records)
+            self._write_caches()
+            return n
