@@ -28,6 +28,7 @@ ROUTE_MODULES = (
     "routes_browse",
     "routes_admin",
     "routes_api",
+    "routes_camera",
 )
 
 
