@@ -19,6 +19,7 @@ from ..errors import UserError
 # Order is the order of ``appliance --help``.
 COMMAND_MODULES = (
     "serve",
+    "diagnose",
     "exchange",
     "keys",
     "users",

@@ -287,7 +287,7 @@ class Engine:
             image_info=decoded.info(),
             timings_ms=timings,
             skipped=outcome.skipped,
-            image=decoded.image, cam=cam, cam_spec=last.entry.input,
+            image_bytes=decoded.data, image=decoded.image, cam=cam, cam_spec=last.entry.input,
         )
 
 

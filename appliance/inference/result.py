@@ -31,7 +31,9 @@ class DiagnosisResult:
     image_info: dict
     timings_ms: dict[str, float]
     skipped: list[dict] = field(default_factory=list)
-    # For the heatmap, kept in memory only: the decoded image, the last step's map and crop.
+    # Kept in memory only: the file's bytes (what the store saves), and for the heatmap the
+    # decoded image, the last step's activation map and the crop it covers.
+    image_bytes: bytes | None = field(default=None, repr=False)
     image: Image.Image | None = field(default=None, repr=False)
     cam: np.ndarray | None = field(default=None, repr=False)
     cam_spec: InputSpec | None = field(default=None, repr=False)
