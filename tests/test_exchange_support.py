@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,14 +42,17 @@ class World:
     images: list[Path] = field(default_factory=list)
 
     def add_exam(self, pid: str, name: str, *, analysis: str = "pap_smear", label: str = "normal",
-                 image: Path | bytes | None = None, box: Box | None = None, **patient) -> tuple[dict, dict]:
+                 image: Path | bytes | None = None, box: Box | None = None, demo: bool = False,
+                 decide: str | None = None, **patient) -> tuple[dict, dict]:
         box = box or self.post
         store = box.store
         person = store.patients.by_pid(pid) or store.patients.register(pid, name, by="nurse1", **patient)
         data = image if isinstance(image, bytes) else Path(image or self.next_image(analysis)).read_bytes()
         exam = store.exams.save({"patient_uuid": person["uuid"], "analysis": analysis, "source": "file",
-                                 "result": {"label": label, "demo": False, "image": f"{name}.jpg"}},
+                                 "result": {"label": label, "demo": demo, "image": f"{name}.jpg"}},
                                 data, by="nurse1")
+        if decide:
+            exam = store.exams.decide(exam["uuid"], decide, by="doctor1")
         return person, exam
 
     def next_image(self, analysis: str) -> Path:
@@ -88,11 +90,8 @@ def post_config(data_dir: Path, name: str, supervisor_public_key: str):
     return cfg
 
 
-@pytest.fixture
-def world(tmp_path, datasets, monkeypatch):
-    for key in list(os.environ):
-        if key.startswith("BCCDMS_"):
-            monkeypatch.delenv(key)
+def build_world(tmp_path: Path, datasets: Path) -> World:
+    """A supervisor box with its key pair and one post that trusts it (and is trusted by it)."""
     sup_cfg = load_config(data_dir=tmp_path / "supervisor", environ={})
     sup_cfg.post.name = "District office"
     supervisor_key = keys.create_supervisor_key(keys.supervisor_key_path(sup_cfg))
@@ -102,6 +101,12 @@ def world(tmp_path, datasets, monkeypatch):
     stick.mkdir(parents=True)
     w = World(tmp_path, Box(sup_cfg, Store.open(sup_cfg)), Box(post_cfg, Store.open(post_cfg)), stick, datasets)
     w.trust()
+    return w
+
+
+@pytest.fixture
+def world(tmp_path, datasets):
+    w = build_world(tmp_path, datasets)
     yield w
     w.close()
 
@@ -127,9 +132,9 @@ def tar_member(name: str, data: bytes = b"", **attrs) -> tuple[tarfile.TarInfo, 
     return info, data
 
 
-def manifest_for(header: dict, members: list[tuple[tarfile.TarInfo, bytes]], **overrides) -> bytes:
+def manifest_for(header: dict, tar_members: list[tuple[tarfile.TarInfo, bytes]], **overrides) -> bytes:
     listed = {info.name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-              for info, data in members if info.isreg()}
+              for info, data in tar_members if info.isreg()}
     doc = {"format": layout.MANIFEST_FORMAT, **header, "range": {}, "counts": {}, "members": listed}
     doc.update(overrides)
     return json.dumps(doc).encode()

@@ -82,7 +82,10 @@ def _import_lock(cfg) -> Iterator[Path]:
         staging = work / "staging"
         shutil.rmtree(staging, ignore_errors=True)    # left over by an import that was killed
         staging.mkdir()
-        yield staging
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)   # decrypted patient data never lingers
 
 
 def inspect(path, cfg) -> dict:

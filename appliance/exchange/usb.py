@@ -62,9 +62,9 @@ def _under(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def list_drives(cfg) -> list[Drive]:
+def list_drives(cfg, mountinfo: str = "/proc/self/mountinfo") -> list[Drive]:
     roots = [Path(r) for r in cfg.exchange.usb_roots if r]
-    table = mounts()
+    table = mounts(mountinfo)
     seen: dict[Path, str | None] = {}
     for point, device in table.items():
         if any(_under(point, root) for root in roots):
