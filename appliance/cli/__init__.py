@@ -20,6 +20,8 @@ from ..errors import UserError
 COMMAND_MODULES = (
     "serve",
     "diagnose",
+    "models",
+    "doctor",
     "exchange",
     "keys",
     "users",

@@ -1,13 +1,27 @@
-"""GET /healthz: a JSON self-check for systemd, the kiosk launcher and technicians."""
+"""GET /healthz: the doctor's report as JSON, for systemd, the kiosk launcher and technicians.
+
+Public (no login) and cheap: expensive checks (model checksums, runtime, camera) come from the
+``HealthMonitor`` cache and are refreshed in the background. ``/healthz?live=1`` skips every
+check and only proves the server answers (the systemd watchdog asks that every few seconds).
+The status code is 200 whenever the server answers; ``ok`` and ``status`` say how healthy it is,
+so the kiosk still opens (and shows its own banner) on a box with a problem.
+"""
 from __future__ import annotations
 
 import bottle
 
 from .. import __version__
+from ..doctor import HealthMonitor
 
 
 def install(app: bottle.Bottle, ctx) -> None:
+    monitor = HealthMonitor(ctx.cfg, store=getattr(ctx, "store", None), engine=getattr(ctx, "engine", None),
+                            cameras=getattr(ctx, "cameras", None)).start()
+
     @app.get("/healthz")
     def healthz():
         bottle.response.content_type = "application/json"
-        return {"ok": True, "version": __version__, "post_id": ctx.store.post_id if ctx.store else None}
+        bottle.response.set_header("Cache-Control", "no-store")
+        if bottle.request.query.get("live"):
+            return {"ok": True, "live": True, "version": __version__}
+        return monitor.report().to_json()

@@ -1,0 +1,84 @@
+"""``appliance models list [--quiet] | install PATH | rollback``: the installed model packs."""
+from __future__ import annotations
+
+import json
+
+
+def register(subparsers, common) -> None:
+    models = subparsers.add_parser("models", parents=[common], help="list, install or roll back model packs",
+                                   description="Model packs: signed folders of models from the ML team.")
+    sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+
+    p = sub.add_parser("list", parents=[common], help="show the installed packs (exit 1 when none is installed)")
+    p.add_argument("--quiet", action="store_true", help="print nothing; only the exit status says whether a pack is installed")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("install", parents=[common], help="verify a pack (signature, checksums) and make it current")
+    p.add_argument("path", metavar="PATH", help="the pack folder (the one holding manifest.json), e.g. on a USB stick")
+    p.set_defaults(func=cmd_install)
+
+    p = sub.add_parser("rollback", parents=[common], help="go back to the previous pack")
+    p.set_defaults(func=cmd_rollback)
+
+
+def _describe(info) -> str:
+    kind = "DEMO (untrained, not for clinical use)" if info.demo else ("trusted" if info.trusted else "untrusted")
+    head = f"{info.role:<9} {info.pack_id}"
+    if info.problem:
+        return f"{head}  UNUSABLE: {info.problem}\n          {info.path}"
+    models = ", ".join(f"{m} {v}" for m, v in info.models)
+    return (f"{head}  version {info.version or '?'}  {kind}  {len(info.models)} models, "
+            f"{info.size_bytes / 1e6:.0f} MB\n          {models}\n          {info.path}")
+
+
+def cmd_list(args, cfg) -> int:
+    from ..models_admin import PackManager
+    manager = PackManager(cfg)
+    installed = manager.is_installed()
+    if args.quiet:
+        return 0 if installed else 1
+    packs = manager.list()
+    if args.json:
+        print(json.dumps({"installed": installed, "clinical": cfg.clinical,
+                          "packs": [p.to_json() for p in packs]}, indent=2))
+        return 0 if installed else 1
+    if not packs:
+        print("No model pack is installed, and there is no built-in demo pack.")
+    for info in packs:
+        print(_describe(info))
+    if not installed:
+        if cfg.clinical:
+            fallback = "this box is in clinical mode, so no analysis is available"
+        elif any(p.role == "built-in" and not p.problem for p in packs):
+            fallback = "the built-in demo pack is used"
+        else:
+            fallback = "no analysis is available"
+        print(f"No model pack is installed: {fallback}. Install one with 'appliance models install PATH'.")
+    return 0 if installed else 1
+
+
+def _tell_running_server() -> None:
+    from ..models_admin import signal_running_server
+    if signal_running_server():
+        print("The running appliance was asked to load it now.")
+    else:
+        print("If the appliance is running, restart it to use it (sudo systemctl restart bccdms).")
+
+
+def cmd_install(args, cfg) -> int:
+    from ..models_admin import PackManager
+    print(f"Checking the model pack at {args.path} (signature and every file's checksum)...", flush=True)
+    info = PackManager(cfg).install(args.path)
+    print(f"Installed and switched to model pack {info.pack_id} {info.version} "
+          f"({len(info.models)} models{', DEMO' if info.demo else ''}).")
+    _tell_running_server()
+    return 0
+
+
+def cmd_rollback(args, cfg) -> int:
+    from ..models_admin import PackManager
+    info = PackManager(cfg).rollback()
+    print(f"Rolled back: model pack {info.pack_id} {info.version} is current again.")
+    _tell_running_server()
+    return 0
