@@ -39,10 +39,10 @@ def register(store, pid: str = "JU-000001", name: str = "Almaz Tadesse", **kw) -
 
 
 def save_exam(store, patient: dict, analysis: str = "pap_smear", label: str | None = None, seed: int = 0,
-              by: str = "nurse1", **extra) -> dict:
+              by: str = "nurse1", image_size: tuple[int, int] = (64, 48), **extra) -> dict:
     exam = {"patient_uuid": patient["uuid"], "analysis": analysis, "source": "file",
             "result": result_json(analysis, label), **extra}
-    return store.exams.save(exam, jpeg_bytes(seed), by=by)
+    return store.exams.save(exam, jpeg_bytes(seed, image_size), by=by)
 
 
 def snapshot(store) -> dict:

@@ -26,7 +26,7 @@ def cmd_stats(args, cfg) -> int:
             except ImportError:
                 raise UserError("The DHIS2 export is not available in this version of the appliance.",
                                 "Use 'appliance stats --json' or the CSV export instead.") from None
-            write_data_value_set(store, cfg, args.dhis2)
+            write_data_value_set(store, cfg, args.dhis2, date_from=args.date_from, date_to=args.date_to)
     if args.json:
         print(json.dumps(stats, indent=2, ensure_ascii=False))
     else:

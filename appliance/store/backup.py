@@ -58,7 +58,7 @@ def _skipped_store_file(rel: Path) -> bool:
 def _walk(root: Path) -> Iterator[Path]:
     """Regular files below ``root`` (relative paths), in a stable order."""
     for folder, dirs, files in os.walk(root):
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))     # .incoming: files being written
         for name in sorted(files):
             path = Path(folder, name)
             if path.is_file() and not path.is_symlink():

@@ -90,17 +90,38 @@ def _sync_dir_later(path: Path) -> None:
         dirs.add(path)
 
 
-def tmp_path_for(path: Path) -> Path:
-    return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+def tmp_path_for(path: Path, tmp_dir: Path | None = None) -> Path:
+    name = f".{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+    return (tmp_dir or path.parent) / name
 
 
 def is_tmp_name(name: str) -> bool:
     return name.startswith(".") and TMP_MARK in name
 
 
-def write_fsynced(path: Path, data: bytes) -> None:
-    """Create ``path`` (which must not exist) with ``data`` and fsync it."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+def make_dirs(folder: Path, *, sync_now: bool = False) -> None:
+    """Create ``folder`` and missing parents durably: a new folder's own name lives in its
+    parent, which must be synced too, or a power cut can lose the folder and all inside it."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            new.mkdir()
+        if sync_now:
+            fsync_dir(new.parent)
+        else:
+            _sync_dir_later(new.parent)
+
+
+def write_fsynced(path: Path, data: bytes, *, sync_dirs_now: bool = False) -> None:
+    """Create ``path`` (which must not exist) with ``data`` and fsync it; creates its folder."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileNotFoundError:
+        make_dirs(path.parent, sync_now=sync_dirs_now)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         view = memoryview(data)
         while view:
@@ -110,17 +131,24 @@ def write_fsynced(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, keep_previous: bool = False, sync: bool = True) -> None:
+def atomic_write(path: Path, data: bytes, *, keep_previous: bool = False, sync: bool = True,
+                 sync_now: bool = False, tmp_dir: Path | None = None) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, whole.
 
     ``keep_previous`` keeps the replaced generation as ``<name>.prev``. ``sync=False`` is
     for derived files (caches, thumbnails) that may be lost but must never be torn.
+    ``sync_now`` syncs the folder at once even inside a :func:`batch`: for a file that
+    other files written after it will point to (an image before its exam). ``tmp_dir`` (same
+    file system) keeps temporary files out of big folders, so leftovers are cheap to find.
     """
-    tmp = tmp_path_for(path)
+    tmp = tmp_path_for(path, tmp_dir)
+    if tmp_dir is not None:
+        make_dirs(path.parent, sync_now=sync_now)
     try:
         if sync:
-            write_fsynced(tmp, data)
+            write_fsynced(tmp, data, sync_dirs_now=sync_now)
         else:
+            tmp.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(data)
         if keep_previous and path.exists():
             prev = path.with_name(path.name + PREV_SUFFIX)
@@ -132,7 +160,9 @@ def atomic_write(path: Path, data: bytes, *, keep_previous: bool = False, sync: 
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    if sync:
+    if sync_now:
+        fsync_dir(path.parent)
+    elif sync:
         _sync_dir_later(path.parent)
 
 
@@ -248,7 +278,6 @@ class DurableJSONStorage(Storage):
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(self.path, encode(data), keep_previous=True)
         except OSError as exc:
             self.invalidate()

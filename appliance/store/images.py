@@ -14,18 +14,20 @@ import errno
 import hashlib
 import io
 import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from .. import catalogue
 from ..errors import BadImage, NotFound, UserError
-from .durable import atomic_write, os_error
+from .durable import atomic_write, os_error, remove_stale_tmp_files
 
 if TYPE_CHECKING:
     from .store import Store
 
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "TIFF": "tif", "BMP": "bmp", "WEBP": "webp"}
+# Files being written wait here (same file system), so a killed writer's leftovers are found
+# without listing hundreds of thousands of images.
+INCOMING = ".incoming"
 THUMB_SIZES = (32, 1024)
 
 
@@ -59,6 +61,11 @@ class ImageLibrary:
         self.library = store.data_dir / "library"
         self.thumbs = store.data_dir / "thumbs"
 
+    def remove_leftovers(self) -> None:
+        """Delete half-written files of killed writers (call under the writer lock)."""
+        for folder in (self.root, self.library, self.thumbs):
+            remove_stale_tmp_files(folder / INCOMING)
+
     def _file(self, sha256: str, ext: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}.{ext}"
 
@@ -71,8 +78,8 @@ class ImageLibrary:
         path = self._file(sha, ext)
         if not path.exists():
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(path, data)
+                # On disk, folder entry included, before the exam that names it.
+                atomic_write(path, data, sync_now=True, tmp_dir=self.root / INCOMING)
             except OSError as exc:
                 raise os_error(exc, path, "save the image") from None
         return {"sha256": sha, "ext": ext, "width": width, "height": height}
@@ -107,7 +114,7 @@ class ImageLibrary:
             except OSError as exc:
                 if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
                     raise
-                shutil.copyfile(source, target)
+                atomic_write(target, source.read_bytes(), sync=False, tmp_dir=self.library / INCOMING)
         except OSError as exc:   # derived data: the record is saved; reconcile() repairs this later
             self._store._warn(f"The image {sha256[:12]} could not be filed under {analysis}/{label} "
                               f"({exc.strerror}); it will be filed at the next start.")
@@ -204,5 +211,5 @@ class ImageLibrary:
         data = out.getvalue()
         with contextlib.suppress(OSError):   # a cache: a full or read-only disk only costs speed
             cached.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(cached, data, sync=False)
+            atomic_write(cached, data, sync=False, tmp_dir=self.thumbs / INCOMING)
         return data

@@ -49,11 +49,11 @@ def migration(from_version: int) -> Callable[[Migration], Migration]:
     return register
 
 
-def stored_version(data_dir: Path) -> int | None:
+def stored_version(data_dir: Path, warn: Callable[[str], None] = lambda message: None) -> int | None:
     """The schema version of the data folder; None for a new, empty one."""
     meta = data_dir / "store" / "meta.json"
     if meta.exists() or meta.with_name("meta.json.prev").exists():
-        doc = load_json(meta, log.warning) or {}
+        doc = load_json(meta, warn) or {}
         values = {d.get("key"): d.get("value") for d in doc.get("meta", {}).values()}
         return int(values.get("schema_version") or SCHEMA_VERSION)
     if (data_dir / LEGACY_FILE).exists():
@@ -63,7 +63,7 @@ def stored_version(data_dir: Path) -> int | None:
 
 def upgrade(data_dir: Path, warn: Callable[[str], None], post_id: str = "") -> None:
     """Bring the data folder to :data:`SCHEMA_VERSION` (call with the writer lock held)."""
-    version = stored_version(data_dir)
+    version = stored_version(data_dir, warn)
     if version is None or version == SCHEMA_VERSION:
         return
     if version > SCHEMA_VERSION:

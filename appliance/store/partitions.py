@@ -25,7 +25,9 @@ from tinydb import TinyDB
 
 from .durable import DurableJSONStorage, remove_stale_tmp_files
 
-_CHUNK_FILE = re.compile(r"^(\d{3,})\.json$")
+# A chunk whose file is gone but whose previous generation is there is still a chunk: reading
+# it restores the file from .prev (with a warning) instead of losing its records silently.
+_CHUNK_FILE = re.compile(r"^(\d{3,})\.json(\.prev)?$")
 _PARTITION = re.compile(r"^[0-9A-Za-z_-]{1,32}$")
 
 
@@ -89,9 +91,11 @@ class Collection:
             with contextlib.suppress(FileNotFoundError):
                 for entry in os.scandir(folder):
                     m = _CHUNK_FILE.match(entry.name)
+                    if m and m.group(2) and (folder / f"{m.group(1)}.json").exists():
+                        continue
                     if m:
                         with contextlib.suppress(FileNotFoundError):
-                            yield partition, int(m.group(1)), Path(entry.path), entry.stat()
+                            yield partition, int(m.group(1)), folder / f"{m.group(1)}.json", entry.stat()
 
     def _chunk(self, partition: str, number: int) -> Chunk:
         name = f"{partition}/{number:03d}"

@@ -87,7 +87,7 @@ class Store:
         writable = not self._lock.read_only
         if writable:
             migrations.upgrade(self.data_dir, self._warn, self.cfg.post.id)
-        elif migrations.stored_version(self.data_dir) not in (None, migrations.SCHEMA_VERSION):
+        elif migrations.stored_version(self.data_dir, self._warn) not in (None, migrations.SCHEMA_VERSION):
             raise StoreError("The records are in an older format and the data folder is read-only.",
                              "Open them once on a writable disk to upgrade them.")
         self.meta = Meta(self.dir / "meta.json", self._warn)
@@ -112,6 +112,9 @@ class Store:
         if writable:
             for kind in self._kinds.values():
                 kind.collection.remove_stale_tmp_files()
+            self.images.remove_leftovers()
+            for folder in (self.dir, self.dir / "index"):
+                durable.remove_stale_tmp_files(folder)
             self._lock.write_seq(self._seq)
             self._refile_after_crash(parsed["exams"])
             if any(parsed.values()):
