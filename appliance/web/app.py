@@ -29,6 +29,7 @@ ROUTE_MODULES = (
     "routes_admin",
     "routes_api",
     "routes_camera",
+    "routes_exchange",
 )
 
 
