@@ -1,7 +1,17 @@
-"""Languages of the kiosk, the printed report and the PDF.
+"""Languages of the kiosk, the printed report and the PDF: English, Amharic and Afaan Oromo.
 
 Catalogues are gettext ``.po`` files under ``appliance/i18n/locale/<lang>/LC_MESSAGES/``;
-they are compiled in memory when first used, so no compiled ``.mo`` file is needed.
+they are compiled in memory when first used, so no compiled ``.mo`` file is needed (and none
+can go stale). ``python -m appliance.i18n.extract`` extracts the English source strings
+(``appliance/**.py`` and ``kiosk/templates``, see ``babel.cfg``) into ``messages.pot`` and
+merges them into each language's ``.po``.
+
+Strings are marked in Python with ``N_()`` (mark now, translate at display time) or with a
+``gettext``/``ngettext`` call on the object ``get_translations(lang)`` returns.
+
+Errors a user meets are English ``UserError`` sentences; ``error_text(exc, lang)`` shows them
+in the user's language. Sentences with variable parts raise ``TranslatableError`` so the
+catalogue holds one msgid with ``%(name)s`` fields instead of one English sentence per value.
 """
 from __future__ import annotations
 
@@ -13,17 +23,46 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
 
+from ..errors import UserError
+
 LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 DOMAIN = "messages"
 # Language code -> its own name (what a nurse looks for on the language switch).
-LANGUAGES = {"en": "English"}
+LANGUAGES = {
+    "en": "English",
+    "am": "አማርኛ",
+    "om": "Afaan Oromoo",
+}
 DEFAULT_LANGUAGE = "en"
+# Languages that have a catalogue (English is the source language).
+TRANSLATED_LANGUAGES = tuple(code for code in LANGUAGES if code != DEFAULT_LANGUAGE)
+
+
+def N_(text: str) -> str:
+    """Mark a string for extraction without translating it now (gettext's N_ convention)."""
+    return text
+
+
+def language(code: str | None) -> str:
+    """A supported language code for ``code`` ("am", "am-ET", "om_ET" ...), else the default."""
+    if code:
+        base = code.replace("_", "-").split("-")[0].strip().lower()
+        if base in LANGUAGES:
+            return base
+    return DEFAULT_LANGUAGE
+
+
+def catalogue_path(lang: str) -> Path:
+    return LOCALE_DIR / lang / "LC_MESSAGES" / f"{DOMAIN}.po"
 
 
 @lru_cache(maxsize=None)
 def get_translations(lang: str) -> NullTranslations:
-    """gettext-style translations for ``lang``; English (the source language) is the identity."""
-    po = LOCALE_DIR / lang / "LC_MESSAGES" / f"{DOMAIN}.po"
+    """gettext-style translations for ``lang``; English (the source language) is the identity.
+
+    Entries flagged fuzzy in the catalogue are not used: the English source is shown instead.
+    """
+    po = catalogue_path(lang)
     if lang == DEFAULT_LANGUAGE or not po.is_file():
         return NullTranslations()
     with open(po, "rb") as fh:
@@ -32,3 +71,33 @@ def get_translations(lang: str) -> NullTranslations:
     write_mo(buf, catalog, use_fuzzy=False)
     buf.seek(0)
     return Translations(fp=buf, domain=DOMAIN)
+
+
+class TranslatableError(UserError):
+    """A ``UserError`` whose sentences are catalogue msgids with ``%(name)s`` fields.
+
+    ``message``/``hint`` hold the English text with the fields filled in (what the CLI prints);
+    ``msgid``, ``hint_msgid`` and ``fields`` let ``error_text`` translate it for the kiosk.
+    Mark both sentences with ``N_()`` at the raise site so extraction finds them.
+    """
+
+    def __init__(self, message: str, hint: str | None = None, **fields):
+        self.msgid = message
+        self.hint_msgid = hint
+        self.fields = fields
+        super().__init__(_fill(message, fields), _fill(hint, fields) if hint else hint)
+
+
+def _fill(text: str, fields: dict) -> str:
+    return text % fields if fields else text
+
+
+def error_text(exc: UserError, lang: str) -> tuple[str, str | None]:
+    """The error's sentence and hint in ``lang`` (English where the catalogue has no translation)."""
+    t = get_translations(language(lang))
+    if isinstance(exc, TranslatableError):
+        message = _fill(t.gettext(exc.msgid), exc.fields)
+        hint = _fill(t.gettext(exc.hint_msgid), exc.fields) if exc.hint_msgid else None
+        return message, hint
+    message = t.gettext(exc.message) if exc.message else exc.message
+    return message, (t.gettext(exc.hint) if exc.hint else None)
