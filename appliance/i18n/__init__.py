@@ -18,12 +18,12 @@ from __future__ import annotations
 import io
 from functools import lru_cache
 from pathlib import Path
-
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
-from babel.support import NullTranslations, Translations
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from babel.support import NullTranslations
 
 LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 DOMAIN = "messages"
@@ -57,11 +57,17 @@ def catalogue_path(lang: str) -> Path:
 
 
 @lru_cache(maxsize=None)
-def get_translations(lang: str) -> NullTranslations:
+def get_translations(lang: str) -> "NullTranslations":
     """gettext-style translations for ``lang``; English (the source language) is the identity.
 
     Entries flagged fuzzy in the catalogue are not used: the English source is shown instead.
     """
+    # Babel is imported here, not at module level: the store imports the name keys of this
+    # package, and CLI commands that never translate should not pay for it.
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+    from babel.support import NullTranslations, Translations
+
     po = catalogue_path(lang)
     if lang == DEFAULT_LANGUAGE or not po.is_file():
         return NullTranslations()
