@@ -201,6 +201,7 @@ def test_format_date_in_each_language_and_calendar():
     assert format_date(day, "en", "ethiopian", both=True) == "1 Meskerem 2017 E.C. (September 11, 2024 G.C.)"
     assert format_date(day, "om", "gregorian", both=True) == "Fulbaana 11, 2024 ALA (Fulbaana 1, 2017 ALH)"
     assert format_date("2024-09-11", "xx", "gregorian") == "September 11, 2024"   # unknown language: English
+    assert format_date(None, "am", "ethiopian") == "" and format_date("", "om") == ""
 
 
 def test_timestamps_are_shown_as_the_local_day(monkeypatch):

@@ -9,6 +9,13 @@ merges them into each language's ``.po``.
 Strings are marked in Python with ``N_()`` (mark now, translate at display time) or with a
 ``gettext``/``ngettext`` call on the object ``get_translations(lang)`` returns.
 
+The translations are a draft by the engineering team. Clinical terms carry the translator comment
+"needs review by a native-speaking clinician" (and the fuzzy flag where the English should be
+shown until then); ``glossary.csv`` lists every clinical term in English, Amharic and Afaan
+Oromo with its status: ``needs review``, ``draft`` (translator confident, not yet signed off),
+``international term`` (kept in English, as clinicians use it), ``fuzzy`` (not shown yet) or
+``reviewed`` (signed off by a native-speaking clinician; then the comment is removed).
+
 Errors a user meets are English ``UserError`` sentences; ``error_text(exc, lang)`` shows them
 in the user's language. Sentences with variable parts raise ``TranslatableError`` so the
 catalogue holds one msgid with ``%(name)s`` fields instead of one English sentence per value.

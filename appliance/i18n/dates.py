@@ -89,7 +89,10 @@ def format_date(value, lang: str = "en", calendar: str = GREGORIAN, *, style: st
 
     ``style``: ``"long"`` (month names) or ``"short"`` (numbers). ``both``: add the date in the
     other calendar in parentheses, e.g. ``1 Meskerem 2017 E.C. (September 11, 2024 G.C.)``.
+    An empty value (no date recorded) gives an empty string.
     """
+    if value is None or value == "":
+        return ""
     lang = language(lang)
     _check_calendar(calendar)
     day = local_date(value)

@@ -34,6 +34,7 @@ TEMPLATE_FILE = LOCALE_DIR / f"{DOMAIN}.pot"
 COMMENT_TAG = "TRANSLATORS:"
 PROJECT = "BCCDMS"
 COPYRIGHT_HOLDER = "BCCDMS project"
+BUGS_ADDRESS = "the BCCDMS maintainers (issue tracker)"
 
 
 def _version() -> str:
@@ -55,7 +56,7 @@ def extract_messages(root: Path = CHECKOUT) -> Catalog:
         return not rel.parts or (rel.parts[0] in tops and not any(p.startswith((".", "__")) for p in rel.parts))
 
     catalog = Catalog(project=PROJECT, version=_version(), copyright_holder=COPYRIGHT_HOLDER,
-                      charset="utf-8", fuzzy=False)
+                      msgid_bugs_address=BUGS_ADDRESS, charset="utf-8", fuzzy=False)
     for filename, lineno, message, comments, context in extract_from_dir(
             root, method_map, options_map, keywords=DEFAULT_KEYWORDS, comment_tags=(COMMENT_TAG,),
             strip_comment_tags=True, directory_filter=wanted):
@@ -105,6 +106,7 @@ PLURAL_FORMS = {"am": "nplurals=2; plural=(n > 1);"}
 def merged(template: Catalog, lang: str) -> Catalog:
     catalog = load_catalogue(lang)
     catalog.update(template, no_fuzzy_matching=True, update_header_comment=False)
+    catalog.msgid_bugs_address = BUGS_ADDRESS
     if lang in PLURAL_FORMS:
         catalog.mime_headers = [("Plural-Forms", PLURAL_FORMS[lang])]
     return catalog
