@@ -52,13 +52,6 @@ def test_every_string_in_the_code_is_in_every_catalogue(template, catalogue):
     assert not missing, f"{lang}: {len(missing)} untranslated, e.g. {missing[:10]}"
 
 
-def test_catalogue_has_no_strings_the_code_no_longer_uses(template, catalogue):
-    lang, po = catalogue
-    current = {m.id if isinstance(m.id, str) else m.id[0] for m in template if m.id}
-    stale = [m.id for m in po if m.id and (m.id if isinstance(m.id, str) else m.id[0]) not in current]
-    assert not stale, f"{lang}: run `python -m appliance.i18n.extract` to retire {stale[:10]}"
-
-
 def test_translations_keep_every_field(catalogue):
     lang, po = catalogue
     problems = []
