@@ -1,11 +1,13 @@
 """The sub-commands of ``bccdms-export`` (argument parsing and wiring; the work is elsewhere)."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from appliance import catalogue
 from appliance.errors import UserError
+
+from .datasets import LAYOUTS
 
 
 # ---------------------------------------------------------------- keygen
@@ -62,6 +64,159 @@ def register_demo(sub) -> None:
     p.set_defaults(func=_demo)
 
 
+# ---------------------------------------------------------------- train
+
+def _add_data_options(p, required: bool) -> None:
+    p.add_argument("--data", required=required, metavar="PATH",
+                   help="dataset folder (BreakHis, Herlev, Type_1/2/3, class folders) or manifest CSV")
+    p.add_argument("--layout", default="auto", choices=LAYOUTS, help="dataset layout (default: detected)")
+    p.add_argument("--subset", metavar="NAME", help="manifest CSV only: keep rows whose split column is NAME "
+                                                    "(e.g. eval for ../shared/datasets)")
+
+
+def _train(args) -> int:
+    from .train import TrainOptions, train
+    opts = TrainOptions(model_id=args.model, data=args.data, out=args.out, layout=args.layout, subset=args.subset,
+                        arch=args.arch, weights=args.weights, epochs=args.epochs, batch_size=args.batch_size,
+                        lr=args.lr, image_size=args.image_size, val_fraction=args.val_fraction, seed=args.seed,
+                        freeze_backbone=args.freeze_backbone, workers=args.workers, device=args.device,
+                        amp=not args.no_amp, resume=args.resume, force=args.force)
+    train(opts, progress=not args.quiet)
+    return 0
+
+
+def register_train(sub) -> None:
+    p = sub.add_parser("train", help="fine-tune ResNet152 for one model of the catalogue",
+                       description="Fine-tune a torchvision ResNet152 (Adam, cross-entropy, augmentation) for one "
+                                   "catalogue model; keeps the epoch with the lowest validation loss and fits a "
+                                   "temperature on the validation set. The validation split is by patient.")
+    p.add_argument("--model", required=True, choices=list(catalogue.MODELS), help="catalogue model id")
+    _add_data_options(p, required=True)
+    p.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoint.pt, last.pt, split.json)")
+    p.add_argument("--arch", choices=("resnet152", "tiny"), default="resnet152", help="network (tiny: tests)")
+    p.add_argument("--weights", default="imagenet", metavar="imagenet|none|PATH",
+                   help="initial weights: torchvision ImageNet (default; downloaded once), none, or a state dict")
+    p.add_argument("--epochs", type=int, default=20, help="epochs (default 20)")
+    p.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    p.add_argument("--image-size", type=int, default=224, metavar="PX", help="input size (default 224)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share held out for validation (default 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of split and training (default 0)")
+    p.add_argument("--freeze-backbone", action="store_true",
+                   help="train the classifier only (fast on a CPU; the backbone keeps its ImageNet features)")
+    p.add_argument("--workers", type=int, default=2, help="image-loading processes (default 2)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: CUDA when present")
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    p.add_argument("--force", action="store_true", help="start again over an existing run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_train)
+
+
+# ---------------------------------------------------------------- export
+
+def _export(args) -> int:
+    from .pipeline import export_checkpoint
+    export_checkpoint(Path(args.checkpoint), Path(args.out), version=args.version, force=args.force,
+                      progress=not args.quiet)
+    return 0
+
+
+def register_export(sub) -> None:
+    p = sub.add_parser("export", help="checkpoint → ONNX FP32 model folder (logits + features)",
+                       description="Export a trained checkpoint to ONNX FP32 (input 'input', outputs 'logits' and "
+                                   "'features', dynamic batch, opset 18), check it with onnx.checker and against "
+                                   "torch in ONNX Runtime, and write the classifier and model.json beside it.")
+    p.add_argument("--checkpoint", required=True, metavar="FILE", help="checkpoint.pt from 'train'")
+    p.add_argument("--out", required=True, metavar="DIR", help="model folder to write")
+    p.add_argument("--version", help="model version (default: today's date, YYYY.MM.DD)")
+    p.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_export)
+
+
+# ---------------------------------------------------------------- quantize
+
+def _quantize(args) -> int:
+    from .pipeline import quantize_model_folder
+    runtimes = ("onnxruntime", "openvino") if args.runtime == "both" else (args.runtime,)
+    quantize_model_folder(Path(args.model_dir), data=args.data, layout=args.layout, subset=args.subset,
+                          calibration_images=args.calibration_images, seed=args.seed, runtimes=runtimes,
+                          progress=not args.quiet)
+    return 0
+
+
+def register_quantize(sub) -> None:
+    p = sub.add_parser("quantize", help="INT8 for ONNX Runtime and OpenVINO (+ OpenVINO IR FP32)",
+                       description="Quantize a model folder: ONNX Runtime static INT8 (QDQ, per-channel, U8S8, after "
+                                   "quant_pre_process), OpenVINO IR FP32 and NNCF INT8, calibrated on training "
+                                   "images. Reports how many convolutions really run in INT8.")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="model folder written by 'export'")
+    _add_data_options(p, required=False)
+    p.add_argument("--calibration-images", type=int, default=128, metavar="N", help="default 128")
+    p.add_argument("--runtime", choices=("both", "onnxruntime", "openvino"), default="both")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_quantize)
+
+
+# ---------------------------------------------------------------- evaluate
+
+def _evaluate(args) -> int:
+    import json
+    from .evaluate import evaluate, format_report
+    report = evaluate(Path(args.model_dir), checkpoint=args.checkpoint, data=args.data, layout=args.layout,
+                      subset=args.subset, split_side=args.split, limit=args.limit, progress=not args.quiet)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"report written to {args.json}", file=sys.stderr)
+    return 0
+
+
+def register_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="parity (torch/ONNX/INT8/OpenVINO) and accuracy on a labelled set",
+                       description="Run every form of a model (torch from --checkpoint, ONNX FP32, ONNX Runtime INT8, "
+                                   "OpenVINO FP32/INT8) on the same images: top-1 agreement and max |Δlogit| against "
+                                   "the reference, accuracy, balanced accuracy and confusion matrix.")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="model folder from 'export', or PACK/<model id>")
+    _add_data_options(p, required=True)
+    p.add_argument("--checkpoint", metavar="FILE", help="also run the torch model (the parity reference)")
+    p.add_argument("--split", choices=("auto", "val", "train", "all"), default="auto",
+                   help="which images of a dataset trained on (default: its validation side)")
+    p.add_argument("--limit", type=int, metavar="N", help="evaluate a seeded sample of N images")
+    p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_evaluate)
+
+
+# ---------------------------------------------------------------- pack
+
+def _pack(args) -> int:
+    from .pipeline import build_pack
+    build_pack([Path(m) for m in args.model_dirs], Path(args.out), _read_key(args.key), pack_id=args.pack_id,
+               version=args.version, description=args.description or "", include_fp32=not args.no_fp32,
+               force=args.force, progress=not args.quiet)
+    return 0
+
+
+def register_pack(sub) -> None:
+    p = sub.add_parser("pack", help="assemble and sign a model pack from model folders",
+                       description="Copy model folders into a pack, write manifest.json (classes, input, temperature, "
+                                   "validation figures, provenance, sha256 of every file) and sign it with an Ed25519 "
+                                   "key from 'bccdms-export keygen'. A pack may hold any of the seven models.")
+    p.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR", help="model folders (after 'quantize')")
+    p.add_argument("--out", required=True, metavar="DIR", help="pack folder to write")
+    p.add_argument("--key", required=True, metavar="FILE", help="private key from 'bccdms-export keygen'")
+    p.add_argument("--pack-id", help="pack id (default: bccdms-<version>)")
+    p.add_argument("--version", help="pack version (default: today's date)")
+    p.add_argument("--description", help="one line shown to admins")
+    p.add_argument("--no-fp32", action="store_true", help="leave the FP32 files out (smaller pack)")
+    p.add_argument("--force", action="store_true", help="replace the --out folder if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_pack)
+
+
 # ---------------------------------------------------------------- helpers
 
 def _read_key(path: str):
@@ -69,4 +224,6 @@ def _read_key(path: str):
     return signing.read_private_key(Path(path))
 
 
-REGISTER = (register_demo, register_keygen)
+# Order is the order of ``bccdms-export --help``: the pipeline's order.
+REGISTER = (register_train, register_export, register_quantize, register_evaluate, register_pack,
+            register_keygen, register_demo)

@@ -13,9 +13,6 @@ tiny packs signed by a test key, to act as clinical packs.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -46,29 +43,22 @@ def build_demo_pack(out_dir, arch: str = "resnet152", private_key=None, demo: bo
     FP32 ONNX and IR (default: for the tiny architecture only; ResNet152 FP32 is 230 MB a model).
     ``overwrite``: replace an existing folder (otherwise a non-empty ``out_dir`` is refused).
     """
+    from .packing import staged_folder
+
     out_dir = Path(out_dir)
     if arch not in DEFAULT_IMAGE_SIZE:
         raise UserError(f"Unknown architecture {arch!r} for a demo pack.",
                         f"Use one of: {', '.join(DEFAULT_IMAGE_SIZE)}.")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise UserError(f"{out_dir} already exists and is not empty.",
-                        "Choose another --out folder, or pass --force to replace it.")
     size = image_size or DEFAULT_IMAGE_SIZE[arch]
     if include_fp32 is None:
         include_fp32 = arch == "tiny"
     key = private_key or signing.new_private_key()
     say = Progress(progress)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    # Build beside the target and move it in place at the end: a half-built pack never sits at out_dir.
-    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.build-", dir=out_dir.parent) as tmp:
-        work, staging = Path(tmp) / "work", Path(tmp) / "pack"
+    with staged_folder(out_dir, overwrite) as staging:
+        work = staging.parent / "work"     # the shared backbone files, removed with the scratch folder
         work.mkdir()
-        staging.mkdir()
         _build(staging, work, arch, size, key, demo, include_fp32, seed, say)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
     say.say(f"{'demo' if demo else 'test'} pack ({arch}, {size} px, 7 models) written to {out_dir} "
             f"in {time.perf_counter() - started:.0f} s; signing key {signing.public_b64(key)}")
     return out_dir
@@ -139,7 +129,7 @@ def _build(pack_dir: Path, work: Path, arch: str, size: int, key, demo: bool, in
             "kind": "demo" if demo else "synthetic-test",
             "trained": False,
             "data": "none: untrained network, BatchNorm statistics and INT8 calibration on synthetic textures",
-            "builder": "bccdms-export demo", "seed": seed, "torch": torch.__version__,
+            "builder": "bccdms-export demo", "seed": seed, "torch": str(torch.__version__),
             "quantization": quantization,
             "int8_check": writer.check(folder, check_images, reference),
         }

@@ -69,13 +69,8 @@ def build_network(arch: str, num_classes: int, weights: str | Path | None = None
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise UserError(f"The weights file {path} does not exist.", "Check the path given to --weights.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and torch errors all mean "not a weights file"
-        raise UserError(f"{path} is not a PyTorch weights file ({type(exc).__name__}).",
-                        "Pass a .pth file saved with torch.save(model.state_dict(), PATH).") from None
+    from .checkpoint import load_torch_file
+    state = load_torch_file(path, "weights file", "Pass a .pth file saved with torch.save(model.state_dict(), PATH).")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -7,8 +7,13 @@ appliance's own ``load_pack``, so a pack that leaves this module is one the box 
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +37,33 @@ MODEL_JSON = "model.json"
 # A pack must let the box run the model on at least one runtime and draw its heatmap.
 REQUIRED_ANY = (("onnx_int8", "onnx_fp32", "openvino_int8", "openvino_fp32"),)
 REQUIRED_ALL = ("classifier",)
+
+
+def refuse_used_folder(out: Path, overwrite: bool) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise UserError(f"{out} already exists and is not empty.",
+                        "Choose another --out folder, or pass --force to replace it.")
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path, overwrite: bool = False) -> Iterator[Path]:
+    """An empty folder beside ``out`` to build in; when the block succeeds it replaces ``out``.
+
+    A half-built pack never sits at ``out``, and a failed build leaves ``out`` as it was.
+    ``staging.parent`` is a private scratch folder, removed afterwards.
+    """
+    out = Path(out)
+    refuse_used_folder(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.build-", dir=out.parent) as tmp:
+        staging = Path(tmp) / "staging"
+        staging.mkdir()
+        yield staging
+        if out.is_dir() and not out.is_symlink():
+            shutil.rmtree(out)
+        elif out.exists():
+            out.unlink()
+        os.replace(staging, out)
 
 
 def utc_now() -> str:
@@ -98,18 +130,45 @@ def seal_pack(root: Path, models: dict[str, dict], private_key, *, pack_id: str,
 
 
 def read_model_folder(folder: Path) -> tuple[dict[str, Any], dict[str, Path]]:
-    """``model.json`` of a model folder and its files by role (only those present)."""
+    """The metadata of a model folder and its files by role (only those present).
+
+    A model folder is what ``export``/``quantize`` write (metadata in ``model.json``), or a
+    model's folder inside a pack (metadata from the pack's ``manifest.json``).
+    """
     folder = Path(folder)
     meta_path = folder / MODEL_JSON
     if not meta_path.is_file():
-        raise UserError(f"{folder} is not a model folder (it has no {MODEL_JSON}).",
-                        "Pass the --out folder of 'bccdms-export export'.")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise UserError(f"{meta_path} is damaged (not valid JSON).", "Run 'bccdms-export export' again.") from None
+        return _pack_model_folder(folder)
+    meta = _read_json(meta_path)
+    missing = [k for k in ("model_id", "architecture", "classes", "input", "temperature") if k not in meta]
+    if missing:
+        raise UserError(f"{meta_path} lacks {', '.join(missing)}.", "Run 'bccdms-export export' again.")
     files = {role: folder / name for role, name in FILE_NAMES.items() if (folder / name).is_file()}
     return meta, files
+
+
+def _pack_model_folder(folder: Path) -> tuple[dict[str, Any], dict[str, Path]]:
+    manifest_path = folder.parent / "manifest.json"
+    entry = None
+    if manifest_path.is_file():
+        entry = (_read_json(manifest_path).get("models") or {}).get(folder.name)
+    if not isinstance(entry, dict):
+        raise UserError(f"{folder} is not a model folder (it has no {MODEL_JSON}, and is not a model of a pack).",
+                        "Pass the --out folder of 'bccdms-export export', or PACK/<model id>.")
+    meta = {**entry, "model_id": folder.name}
+    files = {role: folder.parent / rel for role, rel in entry.get("files", {}).items()
+             if (folder.parent / rel).is_file()}
+    return meta, files
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError(f"{path} is damaged (not valid JSON).", "Build it again.") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{path} is damaged (not a JSON object).", "Build it again.")
+    return doc
 
 
 def write_model_json(folder: Path, meta: dict[str, Any]) -> Path:
