@@ -87,11 +87,12 @@ def serve(cfg: Config, *, host: str | None = None, port: int | None = None,
         ctx.close()
         raise
     previous = _stop_on_sigterm()
+    preloading = None
     try:
         log.info("BCCDMS kiosk listening on http://%s:%s", server.effective_host, server.effective_port)
         for hook in [*ON_READY, *on_ready]:
             hook(server, ctx)
-        _preload_in_background(ctx)
+        preloading = _preload_in_background(ctx)
         server.run()
     except (KeyboardInterrupt, SystemExit):
         log.info("BCCDMS kiosk stopping")
@@ -105,6 +106,11 @@ def serve(cfg: Config, *, host: str | None = None, port: int | None = None,
         ctx.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        # systemd (box part): a model still compiling in native code when the interpreter exits
+        # aborts the process (std::terminate, exit 134) on a stop during start-up; let it finish
+        # first, well within the unit's TimeoutStopSec.
+        if preloading is not None:
+            preloading.join(timeout=25)
 
 
 def _stop_on_sigterm():
@@ -117,15 +123,17 @@ def _stop_on_sigterm():
     return signal.signal(signal.SIGTERM, stop)
 
 
-def _preload_in_background(ctx: AppContext) -> None:
+def _preload_in_background(ctx: AppContext) -> threading.Thread | None:
     """Load the models while the login screen is shown, so the first diagnosis is not slow."""
     preload = getattr(ctx.engine, "preload", None)
     if preload is None:
-        return
+        return None
 
     def run():
         try:
             preload()
         except Exception as exc:   # the Admin page and the diagnosis itself report pack problems
             log.warning("model preload failed: %s", exc)
-    threading.Thread(target=run, name="model-preload", daemon=True).start()
+    thread = threading.Thread(target=run, name="model-preload", daemon=True)
+    thread.start()
+    return thread
