@@ -1,6 +1,8 @@
 """Post -> stick -> supervisor, on real data folders with real keys: merge, increments, history, replay."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from appliance.errors import UserError
@@ -46,6 +48,8 @@ def test_round_trip_brings_records_and_images_to_the_supervisor(world):
     for e in (exam, breast):
         sha = e["image"]["sha256"]
         assert sup.images.path(sha).read_bytes() == w.post.store.images.path(sha).read_bytes()
+    filed, _ = sup.images.browse(analysis="pap_smear", label="abnormal")
+    assert [i["sha256"] for i in filed] == [exam["image"]["sha256"]] and Path(filed[0]["path"]).is_file()
     stats = sup.stats()
     assert stats["by_post"] == {w.post.store.post_id: 2}
     assert importer.imported_posts(sup)[w.post.store.post_id]["name"] == "Agaro health post"

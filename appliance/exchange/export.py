@@ -5,19 +5,24 @@ store's change counter at the last export that reached the stick whole; the next
 what changed after it. ``full=True`` takes everything. Re-exporting never duplicates anything
 on the supervisor's side, because import merges by uuid.
 
-Memory stays bounded: records stream from the store into compressed temporary files, images
-are read one at a time, and the bundle is encrypted chunk by chunk as it is written.
+Two things happen at once: a thread reads the changed records from the store into compressed
+temporary files and names each new image as it meets it, while the caller's thread streams
+those images into the bundle (read, hash, tar, encrypt, write). Reading records is Python
+work and streaming images is mostly I/O, hashing and AES in C, so the two overlap and an
+export takes about as long as the longer of the two instead of their sum. Memory stays
+bounded: one record, one image and one 1 MiB chunk at a time.
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import os
+import queue
 import re
 import shutil
 import tarfile
+import threading
 import time
 import uuid as uuidlib
 from collections import Counter
@@ -34,7 +39,8 @@ from .workdir import now_iso
 Progress = Callable[[str, int, int], None]
 """progress(stage, done, total): stage is 'records', 'images' or 'done'; done/total in bytes."""
 
-RECORD_KINDS = ("patients", "exams")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_COPY = 1 << 20
 
 
 @dataclass
@@ -77,83 +83,155 @@ def _json_line(record: dict) -> bytes:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8") + b"\n"
 
 
-class _Records:
-    """Records and the image list of one export, gathered into temporary files."""
+# -- reading the records (in a thread) ---------------------------------------------------------
 
-    def __init__(self, tmp: Path, deidentified: bool, want_csv: bool):
-        self.tmp = tmp
+class _Gatherer(threading.Thread):
+    """Reads the changed records into temporary files; hands each new image to ``images``."""
+
+    DONE = None
+
+    def __init__(self, store, cfg, since: int, tmp: Path, deidentified: bool, want_csv: bool):
+        super().__init__(name="export-records", daemon=True)
+        self.store, self.cfg, self.since, self.tmp = store, cfg, since, tmp
         self.deidentified = deidentified
+        self.want_csv = want_csv
+        self.images: queue.Queue = queue.Queue()        # (sha256, member, ext), then DONE
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
         self.files: dict[str, Path] = {}
         self.counts: Counter = Counter()
-        self.images: dict[str, tuple[str, str, str]] = {}   # image sha256 -> (member, analysis, ext)
         self.first_at: str | None = None
         self.last_at: str | None = None
         self.packs: set[tuple[str, str]] = set()
-        self.csv = csvout.ExamCsv(tmp / "exams.csv", deidentified) if want_csv else None
+        self._members: dict[str, str] = {}               # image sha256 -> member name
 
-    def seen(self, record: dict) -> None:
+    def run(self) -> None:
+        try:
+            self._exams()
+            if not self.deidentified:
+                self._patients()
+                self._audit_summary()
+        except BaseException as exc:   # handed to the caller's thread, which raises it
+            self.error = exc
+        finally:
+            self.images.put(self.DONE)
+
+    def _seen(self, record: dict) -> None:
         for key in ("created_at", "updated_at"):
             value = record.get(key)
             if isinstance(value, str):
                 self.first_at = value if self.first_at is None or value < self.first_at else self.first_at
                 self.last_at = value if self.last_at is None or value > self.last_at else self.last_at
 
-
-def _gather(store, cfg, records: _Records, since: int) -> None:
-    pseudonyms = deidentify.Pseudonyms(keys.pseudonym_secret(cfg)) if records.deidentified else None
-    patient_of = lru_cache(maxsize=4096)(store.patients.get)
-    if not records.deidentified:
-        path = records.tmp / "patients.jsonl.gz"
-        with gzip.open(path, "wb", compresslevel=6) as out:
-            for patient in store.changes("patients", since):
-                out.write(_json_line(patient))
-                records.seen(patient)
-                records.counts["patients"] += 1
-        records.files[layout.PATIENTS] = path
-    path = records.tmp / "exams.jsonl.gz"
-    with gzip.open(path, "wb", compresslevel=6) as out:
-        for exam in store.changes("exams", since):
-            records.seen(exam)
-            records.counts["exams"] += 1
-            pack = (exam.get("result") or {}).get("pack") or {}
-            if pack.get("id"):
-                records.packs.add((str(pack.get("id")), str(pack.get("version", ""))))
-            image = exam.get("image") or {}
-            sha = image.get("sha256")
-            member = None
-            if isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha) and exam.get("analysis"):
-                ext = str(image.get("ext") or "jpg").lower()
-                if sha in records.images:
-                    member = records.images[sha][0]
-                elif ext in layout.IMAGE_EXTENSIONS:
-                    if pseudonyms:
-                        # The extension may change to png when the image has to be re-encoded.
-                        member = deidentify.image_member(exam["analysis"], exam.get("final_label"), sha,
-                                                         pseudonyms, ext)
-                    else:
-                        member = layout.image_member(exam["analysis"], exam.get("final_label"), sha, ext)
-                    records.images[sha] = (member, exam["analysis"], ext)
+    def _image_member(self, exam: dict, pseudonyms) -> str | None:
+        image = exam.get("image") or {}
+        sha, ext = image.get("sha256"), str(image.get("ext") or "jpg").lower()
+        if not isinstance(sha, str) or not _SHA256.fullmatch(sha) or ext not in layout.IMAGE_EXTENSIONS \
+                or not exam.get("analysis"):
+            return None
+        if sha not in self._members:
             if pseudonyms:
-                row = deidentify.exam_record(exam, patient_of(exam.get("patient_uuid")), pseudonyms, member)
+                member = deidentify.image_member(exam["analysis"], exam.get("final_label"), sha, pseudonyms, ext)
             else:
-                row = exam
-            out.write(_json_line(row))
-            if records.csv:
-                records.csv.add(row)
-    records.files[layout.EXAMS] = path
-    if not records.deidentified:
+                member = layout.image_member(exam["analysis"], exam.get("final_label"), sha, ext)
+            self._members[sha] = member
+            self.images.put((sha, member, ext))
+        return self._members[sha]
+
+    def _exams(self) -> None:
+        pseudonyms = deidentify.Pseudonyms(keys.pseudonym_secret(self.cfg)) if self.deidentified else None
+        patient_of = lru_cache(maxsize=4096)(self.store.patients.get)
+        table = csvout.ExamCsv(self.tmp / "exams.csv", self.deidentified) if self.want_csv else None
+        path = self.tmp / "exams.jsonl.gz"
+        with gzip.open(path, "wb", compresslevel=6) as out:
+            for exam in self.store.changes("exams", self.since):
+                if self.stop.is_set():
+                    return
+                self._seen(exam)
+                self.counts["exams"] += 1
+                pack = (exam.get("result") or {}).get("pack") or {}
+                if pack.get("id"):
+                    self.packs.add((str(pack.get("id")), str(pack.get("version", ""))))
+                member = self._image_member(exam, pseudonyms)
+                row = exam if not pseudonyms else deidentify.exam_record(
+                    exam, patient_of(exam.get("patient_uuid")), pseudonyms, member)
+                out.write(_json_line(row))
+                if table:
+                    table.add(row)
+        self.files[layout.EXAMS] = path
+        if table:
+            table.close()
+            self.files[layout.EXAMS_CSV] = self.tmp / "exams.csv"
+
+    def _patients(self) -> None:
+        path = self.tmp / "patients.jsonl.gz"
+        with gzip.open(path, "wb", compresslevel=6) as out:
+            for patient in self.store.changes("patients", self.since):
+                if self.stop.is_set():
+                    return
+                out.write(_json_line(patient))
+                self._seen(patient)
+                self.counts["patients"] += 1
+        self.files[layout.PATIENTS] = path
+
+    def _audit_summary(self) -> None:
         summary: Counter = Counter()
-        for entry in store.changes("audit", since):
+        for entry in self.store.changes("audit", self.since):
             day = str(entry.get("at") or entry.get("created_at") or "")[:10]
             summary[(day, str(entry.get("actor", "")), str(entry.get("action", "")))] += 1
-            records.counts["audit"] += 1
-        path = records.tmp / "audit_summary.json"
+            self.counts["audit"] += 1
+        path = self.tmp / "audit_summary.json"
         path.write_text(json.dumps([{"day": d, "actor": a, "action": act, "count": n}
                                     for (d, a, act), n in sorted(summary.items())], ensure_ascii=False))
-        records.files[layout.AUDIT_SUMMARY] = path
-    if records.csv:
-        records.csv.close()
-        records.files[layout.EXAMS_CSV] = records.tmp / "exams.csv"
+        self.files[layout.AUDIT_SUMMARY] = path
+
+
+# -- writing the bundle ------------------------------------------------------------------------
+
+class _TarStream:
+    """A tar stream written straight into the bundle (headers from ``tarfile.TarInfo``).
+
+    Writing members directly, instead of through ``tarfile.TarFile``'s stream buffer, saves
+    one copy of every image: the export is meant to keep up with a plain file copy.
+    """
+
+    def __init__(self, out):
+        self.out = out
+        self.members: dict[str, dict] = {}
+
+    def _header(self, name: str, size: int) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = size, 0o644, int(time.time())
+        try:
+            header = info.tobuf(tarfile.USTAR_FORMAT)     # one block: every name this layout makes fits
+        except ValueError:
+            header = info.tobuf(tarfile.PAX_FORMAT)
+        self.out.write(header)
+
+    def _pad(self, size: int) -> None:
+        if size % tarfile.BLOCKSIZE:
+            self.out.write(bytes(tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE))
+
+    def add(self, name: str, data: bytes, sha256: str | None = None) -> None:
+        self._header(name, len(data))
+        self.out.write(data)
+        self._pad(len(data))
+        self.members[name] = {"sha256": sha256 or hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+    def add_file(self, name: str, path: Path) -> None:
+        """A temporary file of any size, streamed and hashed on the way."""
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            self._header(name, size)
+            while block := fh.read(_COPY):
+                digest.update(block)
+                self.out.write(block)
+        self._pad(size)
+        self.members[name] = {"sha256": digest.hexdigest(), "size": size}
+
+    def close(self) -> None:
+        self.out.write(bytes(2 * tarfile.BLOCKSIZE))      # the end-of-archive marker
 
 
 def _installed_pack(cfg) -> dict | None:
@@ -165,37 +243,59 @@ def _installed_pack(cfg) -> dict | None:
         return None
 
 
-def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mode = 0o644
-    info.mtime = int(time.time())
-    return info
+class _ImageReader(threading.Thread):
+    """Reads, checks (and for research exports strips) the images the gatherer names, a few ahead
+    of the writer: reading and hashing release the GIL, so they overlap with encrypting and writing."""
+
+    DONE = None
+
+    def __init__(self, store, gatherer: _Gatherer):
+        super().__init__(name="export-images", daemon=True)
+        self.store, self.gatherer = store, gatherer
+        self.ready: queue.Queue = queue.Queue(maxsize=16)    # (sha256, member, bytes or None)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while (item := self.gatherer.images.get()) is not _Gatherer.DONE:
+                if self.gatherer.stop.is_set():
+                    break
+                sha, member, ext = item
+                self.ready.put((sha, member, _image_bytes(self.store, sha, ext, self.gatherer.deidentified)))
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.ready.put(self.DONE)
+
+    def drain(self) -> None:
+        """Unblock the thread after the writer gave up."""
+        while self.is_alive():
+            try:
+                self.ready.get(timeout=0.1)
+            except queue.Empty:
+                pass
 
 
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> dict:
-    tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
-    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+def _library_file(store, sha: str, ext: str) -> Path:
+    """The library file of an image: the documented layout first (no folder scan), else ask the store."""
+    path = Path(store.images.root) / sha[:2] / f"{sha}.{ext}"
+    return path if path.is_file() else Path(store.images.path(sha))
 
 
-class _HashingReader:
-    def __init__(self, fh):
-        self._fh = fh
-        self.hash = hashlib.sha256()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._fh.read(n)
-        self.hash.update(data)
+def _image_bytes(store, sha: str, ext: str, deidentified: bool) -> bytes | None:
+    """The image's bytes as they go into the bundle, or None when it is missing or damaged."""
+    try:
+        data = _library_file(store, sha, ext).read_bytes()
+    except (OSError, UserError):
+        return None
+    if hashlib.sha256(data).hexdigest() != sha:
+        return None          # bit rot in the library: never pass damaged data on as if it were whole
+    if not deidentified:
         return data
-
-
-def _add_file(tar: tarfile.TarFile, name: str, path: Path) -> dict:
-    """Stream a (possibly large) temporary file into the bundle, hashing it on the way."""
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        reader = _HashingReader(fh)
-        tar.addfile(_tarinfo(name, size), reader)
-    return {"sha256": reader.hash.hexdigest(), "size": size}
+    try:
+        return deidentify.strip_metadata(data, ext)
+    except Exception:        # Pillow raises many kinds for undecodable files; such an image is skipped
+        return None
 
 
 def export_bundle(store, cfg, to_dir: str | os.PathLike, *, full: bool = False, deidentified: bool = False,
@@ -220,51 +320,32 @@ def export_bundle(store, cfg, to_dir: str | os.PathLike, *, full: bool = False, 
         cursor = None if full else store.meta_get(cursor_key(recipient_raw, kind))
         since = int(cursor["seq"]) if cursor else 0
         seq_to = int(store.change_seq())
-        bundle_id = str(uuidlib.uuid4())
-        result = ExportResult(None, bundle_id, kind, full or not cursor, since, seq_to)
-        tmp_root = work / "tmp"
-        shutil.rmtree(tmp_root, ignore_errors=True)      # left over by an export that was killed
-        tmp_root.mkdir(parents=True)
+        result = ExportResult(None, str(uuidlib.uuid4()), kind, full or not cursor, since, seq_to)
+        tmp = work / "tmp"
+        shutil.rmtree(tmp, ignore_errors=True)      # left over by an export that was killed
+        tmp.mkdir(parents=True)
+        gatherer = _Gatherer(store, cfg, since, tmp, deidentified, csv)
+        reader = _ImageReader(store, gatherer)
         try:
-            report("records", 0, 0)
-            records = _Records(tmp_root, deidentified, csv)
-            _gather(store, cfg, records, since)
-            result.counts = dict(records.counts, images=0)
-            if not records.counts.get("exams") and not records.counts.get("patients"):
-                result.seconds = time.monotonic() - started
-                return result
-            _write_bundle(store, cfg, to_dir, records, result, signing_key, recipient, report)
+            gatherer.start()
+            reader.start()
+            _write_bundle(store, cfg, to_dir, gatherer, reader, result, signing_key, recipient, report)
         finally:
-            shutil.rmtree(tmp_root, ignore_errors=True)
-        store.meta_set(cursor_key(recipient_raw, kind), {
-            "seq": seq_to, "at": now_iso(), "bundle_id": bundle_id, "file": result.path.name,
-            "full": result.full})
+            gatherer.stop.set()
+            reader.drain()
+            gatherer.join()
+            shutil.rmtree(tmp, ignore_errors=True)
+        if result.path is not None:
+            store.meta_set(cursor_key(recipient_raw, kind), {
+                "seq": seq_to, "at": now_iso(), "bundle_id": result.bundle_id, "file": result.path.name,
+                "full": result.full})
     result.seconds = time.monotonic() - started
     report("done", result.size, result.size)
     return result
 
 
-def _image_sources(store, records: _Records) -> list[tuple[str, Path, int]]:
-    sources = []
-    for sha in records.images:
-        path = Path(store.images.path(sha))
-        try:
-            sources.append((sha, path, path.stat().st_size))
-        except OSError:
-            sources.append((sha, path, -1))
-    return sources
-
-
-def _write_bundle(store, cfg, to_dir: Path, records: _Records, result: ExportResult, signing_key, recipient,
-                  report: Progress) -> None:
-    sources = _image_sources(store, records)
-    record_bytes = sum(p.stat().st_size for p in records.files.values())
-    total = record_bytes + sum(max(size, 0) for _, _, size in sources)
-    need = int(total * 1.01) + (4 << 20)
-    free = shutil.disk_usage(to_dir).free
-    if free < need:
-        raise UserError(f"The stick has {free / 1e6:.0f} MB free, and this export needs about {need / 1e6:.0f} MB.",
-                        "Free some space on the stick, or use a bigger one.")
+def _write_bundle(store, cfg, to_dir: Path, gatherer: _Gatherer, reader: _ImageReader, result: ExportResult,
+                  signing_key, recipient, report: Progress) -> None:
     post_id = store.post_id
     created = now_iso()
     header = {"bundle_id": result.bundle_id, "post_id": post_id, "post_name": store.post_name or cfg.post.name,
@@ -274,43 +355,49 @@ def _write_bundle(store, cfg, to_dir: Path, records: _Records, result: ExportRes
     name = f"{_safe_name(post_id)}-{stamp}Z-{result.kind}-{result.bundle_id[:8]}{container.SUFFIX}"
     for stale in to_dir.glob(f".{_safe_name(post_id)}-*{container.SUFFIX}{container.PARTIAL_SUFFIX}"):
         stale.unlink(missing_ok=True)                 # a half bundle from an export that was cut off
+    free = shutil.disk_usage(to_dir).free - (4 << 20)
     writer = container.BundleWriter(to_dir, name, header, signing_key, recipient)
-    done = 0
     try:
-        members: dict[str, dict] = {}
-        with tarfile.open(fileobj=writer, mode="w|", bufsize=container.CHUNK,
-                          copybufsize=container.CHUNK, format=tarfile.PAX_FORMAT) as tar:
-            report("records", 0, total)
-            for member, path in records.files.items():
-                if member == layout.EXAMS_CSV:
-                    continue
-                members[member] = _add_file(tar, member, path)
-                done += path.stat().st_size
-                report("records", done, total)
-            for sha, path, size in sources:
-                member, analysis, ext = records.images[sha]
-                data = _image_bytes(path, sha, ext, records.deidentified)
-                if data is None:
-                    result.skipped_images.append(sha)
-                else:
-                    members[member] = _add_bytes(tar, member, data)
-                done += max(size, 0)
-                report("images", done, total)
-            if layout.EXAMS_CSV in records.files:
-                members[layout.EXAMS_CSV] = _add_file(tar, layout.EXAMS_CSV, records.files[layout.EXAMS_CSV])
-            result.counts["images"] = sum(1 for m in members if m.startswith("images/"))
-            manifest = {
-                "format": layout.MANIFEST_FORMAT, **header,
-                "range": {"seq_from": result.seq_from, "seq_to": result.seq_to, "full": result.full,
-                          "first_record_at": records.first_at, "last_record_at": records.last_at},
-                "software": {"name": "bccdms", "version": __version__},
-                "model_packs": {"installed": _installed_pack(cfg),
-                                "used": [{"id": i, "version": v} for i, v in sorted(records.packs)]},
-                "counts": result.counts,
-                "skipped_images": result.skipped_images,
-                "members": members,
-            }
-            _add_bytes(tar, layout.MANIFEST, json.dumps(manifest, ensure_ascii=False, sort_keys=True).encode("utf-8"))
+        tar = _TarStream(writer)
+        done = known = 0
+        report("images", 0, 0)
+        while (item := reader.ready.get()) is not _ImageReader.DONE:
+            sha, member, data = item
+            if data is None:                          # missing or damaged on this box
+                result.skipped_images.append(sha)
+                continue
+            known += len(data)
+            if known > free:
+                raise UserError(f"The stick is too small for this export: it has {free / 1e6:.0f} MB free.",
+                                "Free some space on the stick, or use a bigger one, then export again.")
+            tar.add(member, data, None if gatherer.deidentified else sha)
+            done += len(data)
+            report("images", done, known)
+        for thread in (reader, gatherer):
+            if thread.error is not None:
+                raise thread.error
+        gatherer.join()                               # its files are complete once it has finished
+        result.counts = dict(gatherer.counts, images=sum(1 for m in tar.members if m.startswith("images/")))
+        if not gatherer.counts.get("exams") and not gatherer.counts.get("patients"):
+            writer.abort()                            # nothing new: no bundle at all
+            return
+        report("records", done, known)
+        for member in (layout.EXAMS, layout.PATIENTS, layout.AUDIT_SUMMARY, layout.EXAMS_CSV):
+            if member in gatherer.files:
+                tar.add_file(member, gatherer.files[member])
+        manifest = {
+            "format": layout.MANIFEST_FORMAT, **header,
+            "range": {"seq_from": result.seq_from, "seq_to": result.seq_to, "full": result.full,
+                      "first_record_at": gatherer.first_at, "last_record_at": gatherer.last_at},
+            "software": {"name": "bccdms", "version": __version__},
+            "model_packs": {"installed": _installed_pack(cfg),
+                            "used": [{"id": i, "version": v} for i, v in sorted(gatherer.packs)]},
+            "counts": result.counts,
+            "skipped_images": result.skipped_images,
+            "members": tar.members,
+        }
+        tar.add(layout.MANIFEST, json.dumps(manifest, ensure_ascii=False, sort_keys=True).encode("utf-8"))
+        tar.close()
         result.path = writer.commit()
         result.size = result.path.stat().st_size
     except OSError as exc:
@@ -320,19 +407,3 @@ def _write_bundle(store, cfg, to_dir: Path, records: _Records, result: ExportRes
     except BaseException:
         writer.abort()
         raise
-
-
-def _image_bytes(path: Path, sha: str, ext: str, deidentified: bool) -> bytes | None:
-    """The image's bytes as they go into the bundle, or None when it is missing or damaged."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    if hashlib.sha256(data).hexdigest() != sha:
-        return None          # bit rot in the library: never pass damaged data on as if it were whole
-    if not deidentified:
-        return data
-    try:
-        return deidentify.strip_metadata(data, ext)
-    except Exception:        # Pillow raises many kinds for undecodable files; such an image is skipped
-        return None

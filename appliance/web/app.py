@@ -74,6 +74,7 @@ def _error_page(ctx: AppContext, status: int, title: str, message: str, hint: st
 def create_app(ctx: AppContext) -> bottle.Bottle:
     app = bottle.Bottle(catchall=True, autojson=True)
     app.config["bccdms.ctx"] = ctx
+    ctx.app = app
     auth.install_guard(app, ctx)
     app.install(UserErrorPlugin(ctx))
     app.error(403)(_error_page(ctx, 403, N_("Not for your role"), N_("Your account cannot open this page."),
