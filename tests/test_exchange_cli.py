@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from appliance.exchange import container, importer, usb
+from appliance.exchange import container, dhis2, importer, usb
 from appliance.exchange.container import BundleRefused
 
 from test_exchange_support import snapshot, world  # noqa: F401
@@ -31,9 +31,12 @@ def _run(*args, check=True, **kw) -> subprocess.CompletedProcess:
     return done
 
 
-def _config_file(path: Path, *, supervisor_public_key: str = "", known_posts: dict | None = None) -> Path:
+def _config_file(path: Path, *, supervisor_public_key: str = "", known_posts: dict | None = None,
+                 dhis2_mapping: Path | None = None) -> Path:
     lines = ["[post]", 'name = "Agaro health post"', "[exchange]",
              f'supervisor_public_key = "{supervisor_public_key}"']
+    if dhis2_mapping:
+        lines.append(f'dhis2_mapping = "{dhis2_mapping}"')
     if known_posts:
         lines.append("[exchange.known_posts]")
         lines += [f'"{k}" = "{v}"' for k, v in known_posts.items()]
@@ -67,6 +70,16 @@ def test_keys_export_and_import_from_the_command_line(world, tmp_path):
     assert report["merged"]["exams"]["inserted"] == 2 and report["images_added"] == 2
     second = _run("import", w.stick, "--data-dir", sup_dir, "--config", sup_cfg)
     assert "already imported; nothing changed" in second.stdout
+
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(dhis2.DEFAULT_MAPPING.read_text().replace(
+        "[org_units]\n", f'[org_units]\n"{shown["post_id"]}" = "OU_AGARO"\n').replace(
+        'count = "decided"', 'count = "all"'))
+    _config_file(sup_cfg, known_posts={shown["post_id"]: shown["signing_key"]}, dhis2_mapping=mapping)
+    _run("stats", "--dhis2", tmp_path / "values.json", "--data-dir", sup_dir, "--config", sup_cfg)
+    values = json.loads((tmp_path / "values.json").read_text())["dataValues"]
+    assert {v["orgUnit"] for v in values} == {"OU_AGARO"} and sum(
+        int(v["value"]) for v in values if v["dataElement"].endswith("_TOTAL")) == 2
 
     missing = _run("import", tmp_path / "nope.bccdms", "--data-dir", sup_dir, "--config", sup_cfg, check=False)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
