@@ -26,6 +26,8 @@ NURSE = ("nurse1", "nurse-pass-2026")
 DOCTOR = ("doctor1", "doctor-pass-2026")
 SUPERVISOR = ("super1", "super-pass-2026")
 
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update"]
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -249,6 +251,15 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
     raise AssertionError("condition not met in time")
 
 
+def browser_login(page, base_url: str, username: str, password: str) -> None:
+    """Log in through the login form of a Playwright page and wait for the home page."""
+    page.goto(base_url + "/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(base_url + "/")
+
+
 # -- fixtures ------------------------------------------------------------------------------
 @pytest.fixture
 def web_cfg(cfg, tiny_pack, pack_key):
@@ -272,3 +283,15 @@ def staffed_server(live_server):
     return live_server
 
 
+
+
+@pytest.fixture
+def browser():
+    """The system Chromium, headless, driven by Playwright (no downloaded browsers)."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()

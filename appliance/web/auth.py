@@ -126,6 +126,16 @@ def end_session() -> None:
     request.environ[ENV_SESSION] = None
 
 
+def anon_csrf_token() -> str:
+    """The CSRF token of a client that is not logged in (bound to a cookie: double submit)."""
+    token = request.environ.get(ENV_ANON_CSRF)
+    if not token:
+        token = new_token()
+        response.set_cookie(ANON_CSRF_COOKIE, token, path="/", httponly=True, samesite="strict")
+        request.environ[ENV_ANON_CSRF] = token
+    return token
+
+
 # -- the global guard ----------------------------------------------------------------------
 def _json_error(status: int, message: str, hint: str | None = None) -> bottle.HTTPResponse:
     return bottle.HTTPResponse(status=status, body=json.dumps({"error": message, "hint": hint}),
@@ -150,7 +160,7 @@ def _too_large(limit_mb: int) -> bottle.HTTPResponse:
         return _json_error(413, message, hint)
     ctx = ctx_of_request()
     body = ctx.render("error.html", title=_("Upload refused"), message=message, hint=hint)
-    return bottle.HTTPResponse(status=413, body=body, headers={"Connection": "close"})
+    return bottle.HTTPResponse(status=413, body=body)
 
 
 def _csrf_ok(expected: str) -> bool:
@@ -196,11 +206,10 @@ def install_guard(app: bottle.Bottle, ctx: AppContext) -> None:
         if session is None:
             if not is_public(path):
                 raise _refuse_anonymous(path)
-            token = request.get_cookie(ANON_CSRF_COOKIE)
-            if not token or len(token) > 100:
-                token = new_token()
-                response.set_cookie(ANON_CSRF_COOKIE, token, path="/", httponly=True, samesite="strict")
-            env[ENV_ANON_CSRF] = token
+            # The pre-login form token; a page that shows a form creates it (see anon_csrf_token),
+            # so parallel requests for static files never replace it.
+            token = request.get_cookie(ANON_CSRF_COOKIE) or ""
+            env[ENV_ANON_CSRF] = token if 20 <= len(token) <= 100 else ""
         if request.method in UNSAFE_METHODS and not _matches(path, CSRF_EXEMPT_PREFIXES):
             expected = session.csrf_token if session else env.get(ENV_ANON_CSRF, "")
             if not _csrf_ok(expected):

@@ -138,6 +138,7 @@ class AppContext:
         self.engine = engine
         self.cameras = cameras
         self.i18n = i18n or default_i18n
+        self.app = None               # the bottle.Bottle, set by create_app
         self.admin_panels: list[tuple] = []
         self.home_buttons: list[HomeButton] = []
         self.sessions = SessionStore(idle_seconds=cfg.server.idle_logout_minutes * 60)
@@ -150,9 +151,14 @@ class AppContext:
             autoescape=True,
             extensions=["jinja2.ext.i18n"],
             trim_blocks=True, lstrip_blocks=True)
-        # Request-independent fallbacks; render() passes the request's own functions.
-        self.templates.install_null_translations(newstyle=True)
-        self.templates.globals.update(catalogue=catalogue)
+        # Globals follow the current request, so macros imported without context (and
+        # {% trans %} blocks) still translate and still get this client's CSRF token.
+        # (Jinja2's "newstyle" wrappers do the %-formatting and escaping.)
+        self.templates.install_gettext_callables(
+            lambda text: self._request_translations().gettext(text),
+            lambda singular, plural, n: self._request_translations().ngettext(singular, plural, n),
+            newstyle=True)
+        self.templates.globals.update(catalogue=catalogue, csrf_token=_RequestCsrfToken())
         self.templates.filters["pct"] = _percent
 
     def _decode_upload(self, data: bytes, analysis_id: str):
@@ -161,6 +167,9 @@ class AppContext:
             return self.engine.decode(data, catalogue.analysis(analysis_id))
         from ..inference import imageio
         return imageio.decode(data, self.cfg.inference.max_image_pixels)
+
+    def _request_translations(self):
+        return self.i18n.get_translations(request_language(self))
 
     def error_text(self, exc) -> tuple[str, str | None]:
         """A UserError's sentence and hint in the request's language."""
@@ -171,6 +180,14 @@ class AppContext:
         return Translator(self.i18n.get_translations(lang or request_language(self)), markup=markup)
 
     def render(self, template: str, **values) -> str:
+        """A whole page: the template with the request's language, user, CSRF token and flashes."""
+        return self._render(template, values, pop_flashes=True)
+
+    def render_fragment(self, template: str, **values) -> str:
+        """A part of a page (an admin panel): like ``render`` but leaves the flash messages."""
+        return self._render(template, values, pop_flashes=False)
+
+    def _render(self, template: str, values: dict, *, pop_flashes: bool) -> str:
         session = current_session()
         lang = request_language(self)
         tr = self.translator(lang)
@@ -178,8 +195,8 @@ class AppContext:
             "_": tr.gettext, "gettext": tr.gettext, "ngettext": tr.ngettext,
             "lang": lang, "languages": self.i18n.LANGUAGES,
             "user": session.user if session else None,
-            "csrf_token": session.csrf_token if session else bottle.request.environ.get(ENV_ANON_CSRF, ""),
-            "flashes": session.pop_flashes() if session else [],
+            "csrf_token": session.csrf_token if session else _anon_csrf_token(),
+            "flashes": session.pop_flashes() if session and pop_flashes else [],
             "idle_seconds": int(self.sessions.idle_seconds),
             "post_name": self.cfg.post.name,
             "demo": self.demo_active(),
@@ -216,6 +233,22 @@ class AppContext:
                 pass
         if self.store is not None:
             self.store.close()
+
+
+class _RequestCsrfToken:
+    """``{{ csrf_token }}`` for templates rendered without the page's context."""
+
+    def __str__(self) -> str:
+        session = current_session()
+        return session.csrf_token if session else _anon_csrf_token()
+
+    def __html__(self) -> str:
+        return str(escape(str(self)))
+
+
+def _anon_csrf_token() -> str:
+    from .auth import anon_csrf_token
+    return anon_csrf_token()
 
 
 def _percent(value: float, digits: int = 0) -> str:

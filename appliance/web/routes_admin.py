@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import bottle
+from markupsafe import Markup
 
 from ..errors import UserError
 from . import auth
@@ -96,7 +97,8 @@ def _admin_page(ctx: AppContext, storage: "StorageUse", *, new_user=None, error=
     for panel in ctx.admin_panels:
         title, template, *rest = panel
         values = rest[0](ctx) if rest else {}
-        panels.append({"title": title, "template": template, "values": values})
+        # The panel template sees its values both as `values` and by name.
+        panels.append({"title": title, "html": Markup(ctx.render_fragment(template, values=values, **values))})
     message, hint = error if error else (None, None)
     return ctx.render("admin.html", users=sorted(ctx.store.users.list(), key=lambda u: u["username"]),
                       roles=[(r, ROLE_LABELS[r]) for r in ROLES], engine=engine_status, storage=storage.measure(),

@@ -210,7 +210,9 @@
   document.addEventListener("focusin", function (e) {
     if (wants(e.target)) { show(e.target); }
   });
-  document.addEventListener("pointerdown", function (e) {
+  // Hide on "click", not "pointerdown": hiding reflows the page, and a button that moved
+  // between pointerdown and pointerup would never receive its click.
+  document.addEventListener("click", function (e) {
     if (panel.hidden) { return; }
     if (panel.contains(e.target) || wants(e.target)) { return; }
     hide();
