@@ -219,5 +219,6 @@ def camera_status(ctx: AppContext) -> dict:
 def qr_svg(url: str) -> str:
     """The link as an inline SVG QR code (no script, no external file: fine under the CSP)."""
     import segno
-    return segno.make(url, error="m").svg_inline(scale=6, border=2, dark="#000", light="#fff",
-                                                 omitsize=False)
+    # A viewBox (omitsize) lets CSS size it; a 4-module quiet zone is what phone cameras expect.
+    return segno.make(url, error="m").svg_inline(scale=6, border=4, dark="#000", light="#fff",
+                                                 omitsize=True)

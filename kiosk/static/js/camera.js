@@ -150,6 +150,7 @@
         qr.innerHTML = res.body.qr_svg;
         qr.dataset.url = res.body.url;
         qr.hidden = false;
+        button.textContent = panel.dataset.msgNewCode;
         var ends = Date.now() + res.body.expires_in * 1000;
         if (timer) { clearInterval(timer); }
         var tick = function () {

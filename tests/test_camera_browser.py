@@ -1,0 +1,161 @@
+"""The camera panel and the phone colposcope in real Chromium (Playwright, system browser).
+
+Kiosk: live preview of the folder camera → Capture → the captured image is shown, processed
+and stored. Phone: the QR code on the kiosk screen is read back from a screenshot with
+OpenCV's QR decoder, a second (mobile) browser opens it and sends a real colposcopy photo,
+and the kiosk page shows it without anyone touching the kiosk.
+Screenshots go to artifacts/screenshots/camera-*.png.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from webutil import NURSE, make_users, start_server, wait_until, web_config
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update"]
+KIOSK = {"width": 800, "height": 480}
+PHONE = {"width": 390, "height": 844}
+SLIDE = "herlev/originals/severe_dysplastic"
+COLPOSCOPY = "iarc_colposcopy/originals/type_3"
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def shots(artifacts_dir):
+    folder = artifacts_dir / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def first_file(folder: Path) -> Path:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))[0]
+
+
+@pytest.fixture
+def server(cfg, tiny_pack, pack_key, tmp_path, datasets):
+    web_config(cfg, tiny_pack, pack_key, lan_host="127.0.0.1")
+    folder = tmp_path / "microscope"
+    folder.mkdir()
+    shutil.copy(first_file(datasets / SLIDE), folder)
+    cfg.camera.backend, cfg.camera.folder = "folder", str(folder)
+    live = start_server(cfg)
+    make_users(live)
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+def kiosk_page(browser, live, analysis: str, pid: str):
+    """A nurse's kiosk on the image step of a new exam; returns (page, draft id, errors).
+    Login and the choice of analysis are the kiosk's own pages (tested in test_browser_kiosk);
+    here the session is made over HTTP and handed to the browser as its cookie."""
+    client = live.client()
+    assert client.login(*NURSE).status == 303
+    patient = live.ctx.store.patients.register(pid, "Almaz Bekele", age_years=38, by="nurse1")
+    draft_id = client.new_draft(patient["uuid"], analysis)
+    context = browser.new_context(viewport=KIOSK, has_touch=True)
+    context.add_cookies([{"name": name, "value": value, "url": live.url} for name, value in client.cookies.items()])
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(f"{live.url}/drafts/{draft_id}")
+    assert page.url.endswith(draft_id), page.url
+    return page, draft_id, errors
+
+
+def test_live_preview_capture_and_analysis_in_chromium(server, browser, shots):
+    page, draft_id, errors = kiosk_page(browser, server, "pap_smear", "JU-000901")
+    preview = page.locator("#camera-preview")
+    preview.wait_for(state="visible", timeout=15000)
+    wait_until(lambda: page.evaluate("document.getElementById('camera-preview').naturalWidth") > 0)
+    assert page.evaluate("document.getElementById('camera-preview').naturalWidth") <= 640
+    wait_until(lambda: "fps" in page.inner_text("#camera-state"), timeout=10)
+    status = server.ctx.cameras.describe()
+    assert status["state"] == "live" and status["preview_fps"] >= 10
+    page.screenshot(path=str(shots / "camera-01-preview.png"))
+
+    capture = page.locator("#camera-capture")
+    assert capture.is_enabled()
+    capture.click()
+    page.locator("#draft-image").wait_for(state="visible", timeout=15000)
+    assert "from the camera" in page.inner_text("#image-step")
+    page.screenshot(path=str(shots / "camera-02-captured.png"))
+    draft = server.ctx.drafts.get(draft_id)
+    captured_sha = hashlib.sha256(draft.image_bytes).hexdigest()
+    # The captured still is the microscope image at full resolution.
+    source = np.asarray(server.ctx.cameras and __import__("PIL.Image").Image.open(
+        first_file(Path(server.cfg.camera.folder))).convert("RGB"))
+    assert (draft.image_info["width"], draft.image_info["height"]) == (source.shape[1], source.shape[0])
+
+    page.click("#start-processing")
+    page.wait_for_url(re.compile(r"/exams/"), timeout=60000)
+    exams, total = server.ctx.store.exams.query(limit=5)
+    assert total == 1 and exams[0]["source"] == "camera" and exams[0]["image"]["sha256"] == captured_sha
+    page.screenshot(path=str(shots / "camera-03-result.png"))
+    assert not errors, errors
+
+
+def read_qr(png: bytes) -> str:
+    import cv2
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    text, _, _ = cv2.QRCodeDetector().detectAndDecode(image)
+    assert text, "the QR code on the kiosk screen cannot be read"
+    return text
+
+
+def test_phone_colposcope_photo_appears_on_the_kiosk(server, browser, datasets, shots):
+    page, draft_id, errors = kiosk_page(browser, server, "cervix_type", "JU-000902")
+    # Cervix type is a phone-first analysis: the QR code is there without a tap.
+    qr = page.locator("#phone-qr svg")
+    qr.wait_for(state="visible", timeout=10000)
+    assert "works once" in page.inner_text("#phone-status")
+    page.screenshot(path=str(shots / "camera-04-phone-qr.png"))
+    png = page.locator("#phone-qr").screenshot()
+    (shots / "camera-04b-qr.png").write_bytes(png)
+    url = read_qr(png)
+    assert url == page.get_attribute("#phone-qr", "data-url")
+    assert re.fullmatch(re.escape(server.url) + r"/phone/[A-Za-z0-9_-]{32}", url)
+
+    phone = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
+    phone_page = phone.new_page()
+    phone_page.goto(url)
+    assert "Almaz" not in phone_page.content() and "JU-000902" not in phone_page.content()
+    phone_page.screenshot(path=str(shots / "camera-05-phone-upload.png"))
+    photo = first_file(datasets / COLPOSCOPY)
+    # Choosing the photo sends it at once (camera.js); no second tap needed.
+    phone_page.set_input_files("#phone-image", str(photo))
+    phone_page.wait_for_selector("#phone-done", timeout=15000)
+    phone_page.screenshot(path=str(shots / "camera-06-phone-sent.png"))
+
+    # The kiosk shows the photo by itself (its page polls for the exam's image).
+    page.locator("#draft-image").wait_for(state="visible", timeout=15000)
+    assert "from the phone" in page.inner_text("#image-step")
+    draft = server.ctx.drafts.get(draft_id)
+    assert draft.image_bytes == photo.read_bytes()
+    page.screenshot(path=str(shots / "camera-07-kiosk-shows-phone-photo.png"))
+
+    # The link is spent: opening it again shows only a refusal.
+    phone_page.goto(url)
+    assert "cannot be used" in phone_page.inner_text("h1")
+    assert not errors, errors
