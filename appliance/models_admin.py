@@ -72,6 +72,11 @@ class PackInfo:
     path: Path
     problem: str | None = None               # why the pack cannot be used now, if it cannot
 
+    @property
+    def manifest_key(self) -> str:
+        """Same id and version: the same pack (as far as a person choosing one can tell)."""
+        return f"{self.pack_id} {self.version}"
+
     def to_json(self) -> dict:
         return {"pack_id": self.pack_id, "version": self.version, "demo": self.demo,
                 "trusted": self.trusted, "created": self.created, "description": self.description,

@@ -19,6 +19,7 @@ from appliance import signing
 from appliance.errors import PackError, UserError
 from appliance.models_admin import PackManager
 from inference_helpers import clone_pack, own_copy, reseal, trusting
+from webutil import ADMIN
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -266,3 +267,125 @@ def test_cli_refusal_is_one_sentence_and_no_traceback(box_cfg, tiny_pack, stick)
     assert not box_cfg.packs_dir.exists() or current_id(box_cfg) is None
     proc = cli(box_cfg, "models", "rollback")
     assert proc.returncode == 2 and "no previous model pack" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# -- the Admin page --------------------------------------------------------------------------
+from webutil import NURSE, live_server, staffed_server, wait_until, web_config  # noqa: E402,F401
+
+
+@pytest.fixture
+def web_cfg(cfg, tiny_pack, pack_key, tmp_path):
+    """The kiosk on the tiny pack, with USB sticks looked for under a temporary /media."""
+    cfg = web_config(cfg, tiny_pack, pack_key)
+    cfg.exchange.usb_roots = [str(tmp_path / "media")]
+    cfg.exchange.usb_folder_drives = True       # every folder there counts as a mounted stick
+    return cfg
+
+
+@pytest.fixture
+def admin(staffed_server):
+    client = staffed_server.client()
+    assert client.login(*ADMIN).status == 303
+    return client
+
+
+def finished_job_page(client) -> str:
+    """The /admin/models page once the background job has ended."""
+    def done():
+        page = client.get("/admin/models").text
+        return page if 'http-equiv="refresh"' not in page else None
+    return wait_until(done, timeout=120, interval=0.2)
+
+
+def engine_pack(live) -> str:
+    return live.ctx.engine.status()["packs"][0]["id"]
+
+
+def test_admin_installs_a_pack_from_a_usb_stick_and_the_engine_uses_it(staffed_server, admin, tiny_pack, pack_key, tmp_path):
+    page = admin.get("/admin").text
+    assert "Model packs" in page and 'id="no-pack-on-stick"' in page
+    source = pack_on(tmp_path / "media" / "STICK", tiny_pack, pack_key, "breast-2026.2", "2.0.0")
+    page = admin.get("/admin").text
+    assert 'data-pack="breast-2026.2"' in page and "Check and install" in page
+
+    res = admin.post("/admin/models/install", {"pack": str(source)})
+    assert res.status == 303 and res.location.endswith("/admin/models")
+    page = finished_job_page(admin)
+    assert "Model pack breast-2026.2 2.0.0 is now in use." in page
+    assert engine_pack(staffed_server) == "breast-2026.2"
+    assert "This pack is the one in use." in admin.get("/admin").text
+    entries, _total = staffed_server.ctx.store.audit.query(action="models.install")
+    assert [(e["actor"], e["target_id"]) for e in entries] == [(ADMIN[0], "breast-2026.2")]
+
+
+def test_admin_rolls_back_and_the_engine_follows(staffed_server, admin, tiny_pack, pack_key, tmp_path):
+    stick = tmp_path / "media" / "STICK"
+    for pack_id in ("pack-a", "pack-b"):
+        admin.post("/admin/models/install", {"pack": str(pack_on(stick, tiny_pack, pack_key, pack_id))})
+        finished_job_page(admin)
+    assert engine_pack(staffed_server) == "pack-b"
+    assert 'id="rollback-form"' in admin.get("/admin").text
+    assert admin.post("/admin/models/rollback").status == 303
+    assert "Model pack pack-a 1.0.0 is now in use." in finished_job_page(admin)
+    assert engine_pack(staffed_server) == "pack-a"
+
+
+def test_untrusted_pack_on_the_stick_is_shown_with_its_problem_and_refused(staffed_server, admin, tiny_pack, tmp_path):
+    source = pack_on(tmp_path / "media" / "STICK", tiny_pack, signing.new_private_key(), "stranger")
+    page = admin.get("/admin").text
+    assert "signed by a key this box does not trust" in page
+    before, in_use = state(staffed_server.cfg), engine_pack(staffed_server)
+    admin.post("/admin/models/install", {"pack": str(source)})      # posted anyway, by hand
+    page = finished_job_page(admin)
+    assert "does not trust" in page and "Nothing was changed" in page
+    assert state(staffed_server.cfg) == before
+    assert engine_pack(staffed_server) == in_use
+
+
+def test_a_path_that_is_not_a_pack_on_a_detected_stick_is_refused(staffed_server, admin, tiny_pack, pack_key, tmp_path):
+    elsewhere = pack_on(tmp_path / "not-a-stick", tiny_pack, pack_key, "sneaky")
+    res = admin.post("/admin/models/install", {"pack": str(elsewhere)})
+    assert res.status == 400 and "There is no model pack there on a USB stick." in res.text
+    assert not staffed_server.cfg.packs_dir.exists() or current_id(staffed_server.cfg) is None
+
+
+def test_only_the_administrator_manages_model_packs(staffed_server, tiny_pack, pack_key, tmp_path):
+    source = pack_on(tmp_path / "media" / "STICK", tiny_pack, pack_key, "pack-a")
+    nurse = staffed_server.client()
+    assert nurse.login(*NURSE).status == 303
+    assert nurse.get("/admin/models").status == 403
+    assert nurse.post("/admin/models/install", {"pack": str(source)}).status == 403
+    assert nurse.post("/admin/models/rollback").status == 403
+    anonymous = staffed_server.client()
+    assert anonymous.get("/admin/models").status in (302, 303, 401)
+    assert current_id(staffed_server.cfg) is None
+
+
+@pytest.mark.browser
+def test_admin_installs_a_pack_in_chromium(staffed_server, tiny_pack, pack_key, tmp_path, artifacts_dir):
+    """The Admin panel at the kiosk's 800x480, touched in real Chromium; screenshots for the admin guide."""
+    from playwright.sync_api import sync_playwright
+    pack_on(tmp_path / "media" / "ML-TEAM", tiny_pack, pack_key, "breast-2026.2", "2.0.0")
+    client = staffed_server.client()
+    assert client.login(*ADMIN).status == 303
+    shots = artifacts_dir / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update"])
+        try:
+            context = browser.new_context(viewport={"width": 800, "height": 480}, has_touch=True)
+            context.add_cookies([{"name": k, "value": v, "url": staffed_server.url} for k, v in client.cookies.items()])
+            page = context.new_page()
+            page.goto(f"{staffed_server.url}/admin")
+            panel = page.locator("#models-panel")
+            panel.scroll_into_view_if_needed()
+            panel.screenshot(path=str(shots / "admin-model-packs.png"))
+            page.locator('form.pack-candidate[data-pack="breast-2026.2"] button').tap()
+            page.wait_for_selector("#models-result", timeout=120_000)
+            assert "breast-2026.2 2.0.0 is now in use" in page.inner_text("#models-result")
+            page.screenshot(path=str(shots / "admin-model-pack-installed.png"))
+        finally:
+            browser.close()
+    assert engine_pack(staffed_server) == "breast-2026.2"

@@ -30,6 +30,7 @@ ROUTE_MODULES = (
     "routes_api",
     "routes_camera",
     "routes_exchange",
+    "routes_models",
 )
 
 
