@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from webutil import wait_until
+
 from appliance.camera import CameraManager, CameraUnavailable
 from appliance.camera.base import Orientation
 from appliance.camera.folder import FolderCamera
@@ -34,16 +36,6 @@ def decode(jpeg: bytes) -> np.ndarray:
 
 def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
-
-
-def wait_for(predicate, timeout: float = 5.0, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture
@@ -166,14 +158,14 @@ def test_folder_removed_during_preview_gives_a_message_and_recovers(camera_cfg, 
         before = cameras.latest()
         image_folder.rename(tmp_path / "unplugged")
         with pytest.raises(CameraUnavailable) as refused:
-            wait_for(lambda: cameras.latest(after=before.seq, timeout=1.0) and False, timeout=3)
+            wait_until(lambda: cameras.latest(after=before.seq, timeout=1.0) and False, timeout=3)
         assert "gone" in refused.value.message and refused.value.hint
         info = cameras.describe()
         assert info["state"] == State.UNAVAILABLE and "gone" in info["message"]
         with pytest.raises(CameraUnavailable):
             cameras.capture()
         (tmp_path / "unplugged").rename(image_folder)
-        frame = wait_for(lambda: _frame_or_none(cameras, info["frame"]), timeout=5)
+        frame = wait_until(lambda: _frame_or_none(cameras, info["frame"]), timeout=5)
         assert frame.seq > info["frame"] and cameras.describe()["state"] == State.LIVE
         assert decode(cameras.capture()).shape[0] > 0
     finally:
@@ -225,11 +217,11 @@ def test_opencv_device_removed_during_preview_gives_a_message_and_recovers(camer
         before = cameras.latest()
         path.rename(tmp_path / "unplugged.avi")
         # The open capture plays to the end of the file, then cannot open it again: unplugged.
-        wait_for(lambda: cameras.describe()["state"] == State.UNAVAILABLE, timeout=5)
+        wait_until(lambda: cameras.describe()["state"] == State.UNAVAILABLE, timeout=5)
         info = cameras.describe()
         assert "does not answer" in info["message"] and "plug it in again" in info["hint"]
         (tmp_path / "unplugged.avi").rename(path)
-        frame = wait_for(lambda: _frame_or_none(cameras, info["frame"]), timeout=5)
+        frame = wait_until(lambda: _frame_or_none(cameras, info["frame"]), timeout=5)
         assert cameras.describe()["state"] == State.LIVE and frame.seq > info["frame"]
     finally:
         cameras.stop()
@@ -253,7 +245,7 @@ def test_preview_pauses_while_a_diagnosis_runs(camera_cfg, image_folder):
     try:
         cameras.latest()
         busy.set()
-        wait_for(lambda: cameras.describe()["state"] == State.PAUSED, timeout=2)
+        wait_until(lambda: cameras.describe()["state"] == State.PAUSED, timeout=2)
         paused_at = cameras.describe()["frame"]
         time.sleep(0.5)
         assert cameras.describe()["frame"] == paused_at           # nothing grabbed, nothing encoded
@@ -270,7 +262,7 @@ def test_preview_stops_grabbing_when_nobody_watches(camera_cfg, image_folder):
     cameras = CameraManager(camera_cfg)
     try:
         cameras.latest()
-        wait_for(lambda: cameras.describe()["state"] == State.IDLE, timeout=3)
+        wait_until(lambda: cameras.describe()["state"] == State.IDLE, timeout=3)
         idle_at = cameras.describe()["frame"]
         time.sleep(0.4)
         assert cameras.describe()["frame"] == idle_at
@@ -295,7 +287,7 @@ def test_one_camera_object_for_the_life_of_the_server(camera_cfg, image_folder):
         for _ in range(3):
             cameras.latest()
             cameras.capture()
-            wait_for(lambda: cameras.describe()["state"] == State.IDLE, timeout=3)
+            wait_until(lambda: cameras.describe()["state"] == State.IDLE, timeout=3)
         assert len(made) == 1
     finally:
         cameras.stop()

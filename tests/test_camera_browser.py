@@ -16,27 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from webutil import NURSE, make_users, start_server, wait_until, web_config
+from PIL import Image
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update"]
+from webutil import NURSE, browser, first_image, make_users, start_server, wait_until, web_config  # noqa: F401
+
 KIOSK = {"width": 800, "height": 480}
 PHONE = {"width": 390, "height": 844}
-SLIDE = "herlev/originals/severe_dysplastic"
-COLPOSCOPY = "iarc_colposcopy/originals/type_3"
+SLIDE = "severe_dysplastic"           # Herlev Pap smear class
+COLPOSCOPY = "type_3"                  # IARC transformation-zone type
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture
@@ -46,16 +35,12 @@ def shots(artifacts_dir):
     return folder
 
 
-def first_file(folder: Path) -> Path:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))[0]
-
-
 @pytest.fixture
 def server(cfg, tiny_pack, pack_key, tmp_path, datasets):
     web_config(cfg, tiny_pack, pack_key, lan_host="127.0.0.1")
     folder = tmp_path / "microscope"
     folder.mkdir()
-    shutil.copy(first_file(datasets / SLIDE), folder)
+    shutil.copy(first_image(datasets, "herlev", SLIDE, kind="originals"), folder)
     cfg.camera.backend, cfg.camera.folder = "folder", str(folder)
     live = start_server(cfg)
     make_users(live)
@@ -104,9 +89,8 @@ def test_live_preview_capture_and_analysis_in_chromium(server, browser, shots):
     draft = server.ctx.drafts.get(draft_id)
     captured_sha = hashlib.sha256(draft.image_bytes).hexdigest()
     # The captured still is the microscope image at full resolution.
-    source = np.asarray(server.ctx.cameras and __import__("PIL.Image").Image.open(
-        first_file(Path(server.cfg.camera.folder))).convert("RGB"))
-    assert (draft.image_info["width"], draft.image_info["height"]) == (source.shape[1], source.shape[0])
+    source = Image.open(next(Path(server.cfg.camera.folder).iterdir()))
+    assert (draft.image_info["width"], draft.image_info["height"]) == source.size
 
     page.click("#start-processing")
     page.wait_for_url(re.compile(r"/exams/"), timeout=60000)
@@ -142,7 +126,7 @@ def test_phone_colposcope_photo_appears_on_the_kiosk(server, browser, datasets, 
     phone_page.goto(url)
     assert "Almaz" not in phone_page.content() and "JU-000902" not in phone_page.content()
     phone_page.screenshot(path=str(shots / "camera-05-phone-upload.png"))
-    photo = first_file(datasets / COLPOSCOPY)
+    photo = first_image(datasets, "iarc_colposcopy", COLPOSCOPY, kind="originals")
     # Choosing the photo sends it at once (camera.js); no second tap needed.
     phone_page.set_input_files("#phone-image", str(photo))
     phone_page.wait_for_selector("#phone-done", timeout=15000)

@@ -14,12 +14,13 @@ import inspect
 import io
 import sys
 import threading
-import time
 import types
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from webutil import wait_until
 
 from appliance.camera import CameraManager, CameraUnavailable
 from appliance.camera.manager import State
@@ -274,22 +275,13 @@ def decode(jpeg: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
 
 
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
 def test_a_whole_session_uses_only_the_picamera2_api_and_one_camera_object(rig, pi_cfg):
     cameras = CameraManager(pi_cfg)
     try:
         for _ in range(3):                                    # watch, capture, walk away; three times
             preview = decode(cameras.preview_jpeg())
             still = decode(cameras.capture())
-            wait_for(lambda: cameras.describe()["state"] == State.IDLE)
+            wait_until(lambda: cameras.describe()["state"] == State.IDLE)
         assert preview.shape == (480, 640, 3)
         assert still.shape == (SENSOR[1], SENSOR[0], 3)
         # The live view and the still show the same colours: BGR888 arrives as [R, G, B].
@@ -395,7 +387,7 @@ def test_cable_pulled_during_preview_gives_a_message_and_recovers(rig, pi_cfg):
     try:
         cameras.latest()
         rig.attached = False
-        wait_for(lambda: cameras.describe()["state"] == State.UNAVAILABLE)
+        wait_until(lambda: cameras.describe()["state"] == State.UNAVAILABLE)
         info = cameras.describe()
         assert "Raspberry Pi camera" in info["message"] and "ribbon cable" in (info["hint"] or "")
         with pytest.raises(CameraUnavailable):
@@ -404,7 +396,7 @@ def test_cable_pulled_during_preview_gives_a_message_and_recovers(rig, pi_cfg):
         assert "cancel_all_and_flush" in names(rig) and rig.instances[0].closed
         gone = cameras.describe()["frame"]
         rig.attached = True
-        wait_for(lambda: cameras.describe()["state"] == State.LIVE)
+        wait_until(lambda: cameras.describe()["state"] == State.LIVE)
         assert cameras.latest(after=gone, timeout=2).seq > gone
         assert len(rig.instances) == 2                      # re-created only after the failure
         assert decode(cameras.capture()).shape == (SENSOR[1], SENSOR[0], 3)
