@@ -108,8 +108,9 @@ def ngettext(singular: str, plural: str, n: int, **values) -> str:
 
 
 class ResultCache:
-    """The engine's last few results by exam uuid, so the heatmap can be drawn on request
-    without running the models again. Bounded: each holds a feature map and an image."""
+    """A small LRU by exam uuid: the engine's last results (the heatmap is drawn on request
+    without running the models again) and the latest preview images. Bounded: each result
+    holds a feature map and an image."""
 
     def __init__(self, size: int = 6):
         self._size = size
@@ -146,6 +147,7 @@ class AppContext:
                                  decode=self._decode_upload,
                                  check_quality=engine.check_quality if engine is not None else None)
         self.results = ResultCache()
+        self.previews = ResultCache(size=16)     # preview JPEGs of the latest exams
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
             autoescape=True,

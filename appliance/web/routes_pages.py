@@ -125,6 +125,7 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         result = ctx.engine.diagnose(draft.decoded, draft.analysis, name=draft.source)
         exam = store.exams.save(_exam_record(draft, patient, result), draft.image_bytes, by=user["username"])
         ctx.results.put(exam["uuid"], result)
+        ctx.previews.put(exam["uuid"], draft.preview_jpeg)   # the result page shows it at once
         ctx.drafts.discard(draft.id)
         auth.audit("create", "exam", exam["uuid"], {"analysis": draft.analysis, "source": draft.source})
         bottle.redirect(f"/exams/{exam['uuid']}")
@@ -146,7 +147,9 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         auth.require_permission("view_records")
         exam = _exam_or_404(ctx, uuid)
         bottle.response.content_type = "image/jpeg"
-        return store.images.thumbnail(exam["image"]["sha256"], size=1024)
+        # Just processed: the image step's preview is this image at the same size; older
+        # exams get the store's cached thumbnail (made once from the original).
+        return ctx.previews.get(uuid) or store.images.thumbnail(exam["image"]["sha256"], size=1024)
 
     @app.get(f"/exams/<uuid:re:{UUID_RE}>/heatmap.png")
     def exam_heatmap(uuid):

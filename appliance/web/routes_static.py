@@ -3,16 +3,38 @@ from __future__ import annotations
 
 import bottle
 
+from ..errors import UserError
+from ..i18n import fonts
 from .context import STATIC_DIR
+
+CACHE = "public, max-age=3600"
 
 
 def install(app: bottle.Bottle, ctx) -> None:
+    @app.get("/static/css/fonts.css")
+    def font_faces():
+        """@font-face rules for Ethiopic text: the box's installed Noto font, served to clients
+        (phones) that do not have it."""
+        bottle.response.content_type = "text/css; charset=utf-8"
+        bottle.response.set_header("Cache-Control", CACHE)
+        return fonts.font_face_css("/static/fonts/")
+
+    @app.get("/static/fonts/<name>")
+    def font_file(name):
+        try:
+            path = fonts.kiosk_font_file(name)
+        except (KeyError, UserError):
+            raise bottle.HTTPError(404) from None
+        res = bottle.static_file(path.name, root=str(path.parent), mimetype="font/ttf")
+        res.set_header("Cache-Control", CACHE)
+        return res
+
     @app.get("/static/<path:path>")
     def static(path):
         # static_file refuses paths outside the root (no "..") and answers 404 for missing files.
         res = bottle.static_file(path, root=str(STATIC_DIR))
         if isinstance(res, bottle.HTTPResponse) and res.status_code == 200:
-            res.set_header("Cache-Control", "public, max-age=3600")
+            res.set_header("Cache-Control", CACHE)
         return res
 
     @app.get("/favicon.ico")

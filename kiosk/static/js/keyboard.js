@@ -173,7 +173,8 @@
   function preferredLayout() {
     var lang = document.body.dataset.lang;
     for (var i = 0; i < order.length; i++) {
-      if (layouts[order[i]].lang === lang && !layouts[order[i]].hidden) { return order[i]; }
+      var def = layouts[order[i]];
+      if (!def.hidden && (def.lang === lang || (def.langs && def.langs.indexOf(lang) >= 0))) { return order[i]; }
     }
     return "latin";
   }
@@ -195,17 +196,16 @@
       if (!layouts[id]) { order.push(id); }
       layouts[id] = def;
       renderLayoutButtons();
-      if (active && def.lang && def.lang === document.body.dataset.lang) { applyLayout(id); }
+      if (active && !def.hidden && def.lang === document.body.dataset.lang) { applyLayout(id); }
     },
     use: applyLayout,
     show: show,
     hide: hide,
     api: api
   };
-  window.BCCDMS.keyboard.registerLayout("latin", Object.assign({ lang: "en" }, LATIN));
-  window.BCCDMS.keyboard.registerLayout("numeric", NUMERIC);
   // Afaan Oromo is written in the Latin alphabet (Qubee): same keys, apostrophe included.
-  layouts.latin.langs = ["en", "om"];
+  window.BCCDMS.keyboard.registerLayout("latin", Object.assign({ lang: "en", langs: ["en", "om"] }, LATIN));
+  window.BCCDMS.keyboard.registerLayout("numeric", NUMERIC);
 
   document.addEventListener("focusin", function (e) {
     if (wants(e.target)) { show(e.target); }
