@@ -291,3 +291,28 @@ def test_first_health_report_does_not_wait_for_the_expensive_checks(healthy, mon
     release.set()
     monitor.wait()
     assert [c.status for c in monitor.report().checks if c.name == "models"] == ["OK"]
+
+
+# -- GET /healthz on the real server ---------------------------------------------------------
+from webutil import live_server, wait_until, web_cfg  # noqa: E402,F401
+
+
+def test_healthz_is_the_doctor_report_as_json_without_login(live_server):
+    client = live_server.client()
+
+    def settled():
+        res = client.get("/healthz")
+        report = res.json()
+        running = any(c["message"].startswith("check running") for c in report["checks"])
+        return None if running else (res, report)
+    res, report = wait_until(settled, timeout=60, interval=0.2)
+    assert res.status == 200 and res.headers["content-type"].startswith("application/json")
+    assert res.headers["cache-control"] == "no-store"
+    assert report["post_id"] == live_server.ctx.store.post_id
+    by_name = {c["name"]: c for c in report["checks"]}
+    assert set(by_name) >= {"config", "runtime", "cpu", "models", "camera", "disk", "clock", "data"}
+    assert by_name["models"]["status"] == "OK" and "checksums OK" in by_name["models"]["message"]
+    assert by_name["runtime"]["message"].startswith("onnxruntime")
+    assert "store opens" in by_name["data"]["message"]
+    live = client.get("/healthz?live=1").json()
+    assert live == {"ok": True, "live": True, "version": report["version"]}

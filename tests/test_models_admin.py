@@ -256,6 +256,16 @@ def test_cli_install_list_rollback(box_cfg, tiny_pack, pack_key, stick):
     assert [(p["pack_id"], p["role"]) for p in as_json["packs"]] == [("pack-b", "current"), ("pack-a", "previous")]
     back = cli(box_cfg, "models", "rollback")
     assert back.returncode == 0 and "pack-a 1.0.0 is current again" in back.stdout
+    from appliance.store import Store
+    store = Store.open(box_cfg)
+    try:
+        entries, _ = store.audit.query()
+    finally:
+        store.close()
+    changes = [(e["action"], e["target_id"]) for e in entries if e["action"].startswith("models.")]
+    assert sorted(changes) == sorted([("models.install", "pack-a"), ("models.install", "pack-b"),
+                                      ("models.rollback", "pack-a")])
+    assert all(e["actor"].startswith("cli:") for e in entries if e["action"].startswith("models."))
 
 
 def test_cli_refusal_is_one_sentence_and_no_traceback(box_cfg, tiny_pack, stick):

@@ -1,7 +1,9 @@
 """``appliance models list [--quiet] | install PATH | rollback``: the installed model packs."""
 from __future__ import annotations
 
+import getpass
 import json
+import os
 
 
 def register(subparsers, common) -> None:
@@ -66,10 +68,27 @@ def _tell_running_server() -> None:
         print("If the appliance is running, restart it to use it (sudo systemctl restart bccdms).")
 
 
+def _audit(cfg, action: str, info) -> None:
+    """Model changes go into the audit log beside the kiosk's, with who typed the command."""
+    from ..errors import UserError
+    from ..store import Store
+    actor = "cli:" + (os.environ.get("SUDO_USER") or getpass.getuser())
+    try:
+        store = Store.open(cfg)
+    except UserError as exc:
+        print(f"Note: not written to the audit log ({exc.message}).")
+        return
+    try:
+        store.audit.log(actor, action, "model_pack", info.pack_id, {"version": info.version, "demo": info.demo})
+    finally:
+        store.close()
+
+
 def cmd_install(args, cfg) -> int:
     from ..models_admin import PackManager
     print(f"Checking the model pack at {args.path} (signature and every file's checksum)...", flush=True)
     info = PackManager(cfg).install(args.path)
+    _audit(cfg, "models.install", info)
     print(f"Installed and switched to model pack {info.pack_id} {info.version} "
           f"({len(info.models)} models{', DEMO' if info.demo else ''}).")
     _tell_running_server()
@@ -79,6 +98,7 @@ def cmd_install(args, cfg) -> int:
 def cmd_rollback(args, cfg) -> int:
     from ..models_admin import PackManager
     info = PackManager(cfg).rollback()
+    _audit(cfg, "models.rollback", info)
     print(f"Rolled back: model pack {info.pack_id} {info.version} is current again.")
     _tell_running_server()
     return 0
