@@ -128,6 +128,11 @@ def train(opts: TrainOptions, progress: bool = True) -> Path:
     if opts.epochs < 1 or opts.batch_size < 2 or opts.lr <= 0:
         raise UserError("--epochs must be at least 1, --batch-size at least 2 and --lr positive.",
                         "Check the numbers given.")
+    if opts.freeze_backbone and (opts.arch == "tiny" or opts.weights == "none"):
+        # An untrained backbone has no features worth keeping (and, with BatchNorm statistics
+        # never measured, activations that overflow): freezing it cannot train anything.
+        raise UserError("--freeze-backbone needs a trained backbone, but the network starts from random weights.",
+                        "Use --weights imagenet or --weights PATH with it, or train the whole network.")
     out = Path(opts.out)
     last_path, best_path = out / "last.pt", out / "checkpoint.pt"
     if not opts.resume and (last_path.exists() or best_path.exists()) and not opts.force:
@@ -180,6 +185,10 @@ def train(opts: TrainOptions, progress: bool = True) -> Path:
         for images, targets in bar:
             optimiser.zero_grad(set_to_none=True)
             loss = loss_fn(forward(images).float(), targets.to(device))
+            if not torch.isfinite(loss):
+                raise UserError(f"Training diverged in epoch {epoch}: the loss became {loss.item()}.",
+                                "Lower --lr" + (" or train without mixed precision (--no-amp)" if use_amp else "")
+                                + "; --resume continues from the last good epoch.")
             scaler.scale(loss).backward()
             scaler.step(optimiser)
             scaler.update()

@@ -189,6 +189,13 @@ def test_train_with_a_missing_weights_file(capsys, run, tmp_path):
     assert "does not exist" in err
 
 
+def test_a_frozen_backbone_needs_trained_weights(capsys, run, tmp_path):
+    err = _error(capsys, ["train", "--model", "breast_binary", "--data", str(run["data"]), "--out", str(tmp_path / "r"),
+                          "--weights", "none", "--freeze-backbone", "--quiet"])
+    assert "--freeze-backbone needs a trained backbone" in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_export_of_a_file_that_is_not_a_checkpoint(capsys, tmp_path):
     bad = tmp_path / "checkpoint.pt"
     bad.write_bytes(b"\x00not a checkpoint" * 10)
