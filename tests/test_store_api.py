@@ -349,3 +349,28 @@ def test_a_second_process_sees_writes_of_the_first(cfg):
         cli.exams.decide(e["uuid"], "normal", by="doctor1")
         assert kiosk.exams.get(e["uuid"])["final_label"] == "normal"
         assert kiosk.exams.query(name_prefix="tig")[1] == 1 and kiosk.change_seq() == cli.change_seq()
+
+
+def test_audit_keeps_what_a_user_typed_without_refusing_it(store):
+    entry = store.audit.log("ad\x00min\x1b[31m" + "x" * 100, "login_failed", "user", "n" * 300)
+    assert entry["actor"].startswith("ad\ufffdmin\ufffd[31m") and len(entry["actor"]) == 64
+    assert entry["target_id"].endswith("…") and len(entry["target_id"]) == 128
+
+
+def test_image_library_put_path_and_thumbnail_errors(store):
+    info = store.images.put(jpeg_bytes(5, (300, 200)))
+    assert (info["width"], info["height"], info["ext"]) == (300, 200, "jpg")
+    assert store.images.put(jpeg_bytes(5, (300, 200))) == info          # stored once
+    assert store.images.path(info["sha256"]).stat().st_nlink == 1
+    from PIL import Image
+    import io
+    thumb = Image.open(io.BytesIO(store.images.thumbnail(info["sha256"], 64)))
+    assert thumb.format == "JPEG" and max(thumb.size) == 64
+    with pytest.raises(NotFound):
+        store.images.path("f" * 64)
+    with pytest.raises(NotFound):
+        store.images.path("../../etc/passwd")
+    with pytest.raises(UserError, match="thumbnail size"):
+        store.images.thumbnail(info["sha256"], 5000)
+    with pytest.raises(BadImage, match="too large"):
+        store.images.put(b"\xff\xd8" + b"0" * (store.cfg.server.max_upload_mb * 1024 * 1024))

@@ -97,14 +97,14 @@ def test_summary_cache_that_lies_is_not_trusted(cfg):
     """The cache is checked against each file's identity: a stale cache cannot hide records."""
     with Store.open(cfg) as store:
         patient = register(store)
-    cache = cfg.data_dir / "store" / "index" / "patients.json"
+    [cache] = (cfg.data_dir / "store" / "index" / "patients").glob("*.marshal")
     stale = cache.read_bytes()
     with Store.open(cfg) as store:
         register(store, "JU-2", "Hana Bekele")
     cache.write_bytes(stale)
     with Store.open(cfg) as store:
         assert {p["pid"] for p in store.patients.search("")} == {patient["pid"], "JU-2"}
-    cache.write_bytes(b"not json")
+    cache.write_bytes(b"not marshal data")
     with Store.open(cfg) as store:
         assert len(store.patients.search("")) == 2
 
@@ -115,7 +115,7 @@ def _need_root_mount(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.fail("This test mounts a real tmpfs / read-only bind mount and must run as root (CI does).")
     probe = tmp_path / "probe"
-    probe.mkdir()
+    probe.mkdir(exist_ok=True)
     ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)], capture_output=True)
     if ok.returncode != 0:
         pytest.fail(f"Cannot mount a tmpfs here ({ok.stderr.decode().strip()}); the full-disk test needs it.")
@@ -206,6 +206,12 @@ def test_read_only_folder_during_saves(cfg, read_only):
         undo()
         store.exams.decide(exam["uuid"], "normal", by="doctor1")   # usable again
         assert store.exams.get(exam["uuid"])["final_label"] == "normal"
+        make_read_only(cfg.data_dir)
+    with Store.open(cfg) as store:                 # a read-only copy (a backup disk) can be opened to look
+        assert store.exams.get(exam["uuid"])["final_label"] == "normal"
+        with pytest.raises(StoreError, match="read-only"):
+            register(store, "JU-3", "Tigist")
+    undo()
     with Store.open(cfg) as store:
         assert store.exams.query()[1] == 1
 

@@ -8,6 +8,7 @@ per chunk, not entries: a page is read from the one or two months it falls in.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,16 @@ if TYPE_CHECKING:
     from .store import Store
 
 MAX_DETAIL_BYTES = 8 * 1024
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SEP = "\x1f"
+
+
+def _as_logged(value: Any, max_len: int) -> str | None:
+    """A user-supplied name as the log keeps it: control characters shown as �, long ones cut."""
+    if value is None or value == "":
+        return None
+    value = _UNPRINTABLE.sub("\ufffd", str(value))
+    return value if len(value) <= max_len else value[: max_len - 1] + "…"
 
 
 class AuditIndex:
@@ -58,7 +68,7 @@ class AuditIndex:
 
 class AuditLog(RecordKind):
     kind = "audit"
-    capacity = 1024
+    capacity = 256         # ~64 KB a chunk
 
     def __init__(self, store: "Store"):
         super().__init__(store, AuditIndex(), open_chunks=8)
@@ -70,10 +80,11 @@ class AuditLog(RecordKind):
             return self._append(entry)
 
     def _entry(self, actor, action, target_type, target_id, detail) -> dict:
-        entry = {"actor": text(actor, "actor", max_len=64) or None,
+        # Who and what come from users (a mistyped login name): recorded as typed, never refused.
+        entry = {"actor": _as_logged(actor, 64),
                  "action": text(action, "audit action", max_len=64, required=True),
                  "target_type": text(target_type, "audit target type", max_len=32, required=True),
-                 "target_id": None if target_id is None else text(str(target_id), "audit target", max_len=128),
+                 "target_id": _as_logged(target_id, 128),
                  "detail": detail}
         try:
             size = len(json.dumps(detail, ensure_ascii=False, allow_nan=False).encode())

@@ -99,7 +99,7 @@ def is_tmp_name(name: str) -> bool:
     return name.startswith(".") and TMP_MARK in name
 
 
-def make_dirs(folder: Path, *, sync_now: bool = False) -> None:
+def make_dirs(folder: Path) -> None:
     """Create ``folder`` and missing parents durably: a new folder's own name lives in its
     parent, which must be synced too, or a power cut can lose the folder and all inside it."""
     missing = []
@@ -109,18 +109,15 @@ def make_dirs(folder: Path, *, sync_now: bool = False) -> None:
     for new in reversed(missing):
         with contextlib.suppress(FileExistsError):
             new.mkdir()
-        if sync_now:
-            fsync_dir(new.parent)
-        else:
-            _sync_dir_later(new.parent)
+        _sync_dir_later(new.parent)
 
 
-def write_fsynced(path: Path, data: bytes, *, sync_dirs_now: bool = False) -> None:
+def write_fsynced(path: Path, data: bytes) -> None:
     """Create ``path`` (which must not exist) with ``data`` and fsync it; creates its folder."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileNotFoundError:
-        make_dirs(path.parent, sync_now=sync_dirs_now)
+        make_dirs(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         view = memoryview(data)
@@ -132,21 +129,20 @@ def write_fsynced(path: Path, data: bytes, *, sync_dirs_now: bool = False) -> No
 
 
 def atomic_write(path: Path, data: bytes, *, keep_previous: bool = False, sync: bool = True,
-                 sync_now: bool = False, tmp_dir: Path | None = None) -> None:
+                 tmp_dir: Path | None = None) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, whole.
 
     ``keep_previous`` keeps the replaced generation as ``<name>.prev``. ``sync=False`` is
     for derived files (caches, thumbnails) that may be lost but must never be torn.
-    ``sync_now`` syncs the folder at once even inside a :func:`batch`: for a file that
-    other files written after it will point to (an image before its exam). ``tmp_dir`` (same
-    file system) keeps temporary files out of big folders, so leftovers are cheap to find.
+    ``tmp_dir`` (same file system) keeps temporary files out of big folders, so leftovers are
+    cheap to find. Outside a :func:`batch` the folder is synced before this returns.
     """
     tmp = tmp_path_for(path, tmp_dir)
     if tmp_dir is not None:
-        make_dirs(path.parent, sync_now=sync_now)
+        make_dirs(path.parent)
     try:
         if sync:
-            write_fsynced(tmp, data, sync_dirs_now=sync_now)
+            write_fsynced(tmp, data)
         else:
             tmp.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(data)
@@ -160,18 +156,33 @@ def atomic_write(path: Path, data: bytes, *, keep_previous: bool = False, sync: 
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    if sync_now:
-        fsync_dir(path.parent)
-    elif sync:
+    if sync:
         _sync_dir_later(path.parent)
 
 
+def _writer_alive(name: str) -> bool:
+    """Is the process that named this temporary file still running (it may be writing it)?"""
+    try:
+        pid = int(name.rsplit(TMP_MARK, 1)[1].split("-", 1)[0])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_stale_tmp_files(folder: Path) -> int:
-    """Delete temporary files a killed writer left. Call only while holding the writer lock."""
+    """Delete temporary files that killed writers left (files of running processes are kept)."""
     removed = 0
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(folder):
-            if is_tmp_name(entry.name) and entry.is_file(follow_symlinks=False):
+            if is_tmp_name(entry.name) and entry.is_file(follow_symlinks=False) and not _writer_alive(entry.name):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
                     removed += 1

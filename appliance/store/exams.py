@@ -68,10 +68,10 @@ class ExamIndex(RowIndex):
              post_id, sha256, ext, demo) -> ExamRow:
         row = ExamRow()
         row.uuid, row.seq, row.chunk, row.doc_id = uuid, seq, chunk_no, doc_id
-        row.created_at, row.patient_uuid = created_at, _intern(patient_uuid)
-        row.analysis, row.label, row.final_label = _intern(analysis), _intern(label), _intern(final_label)
-        row.decision, row.post_id = _intern(decision), _intern(post_id)
-        row.sha256, row.ext, row.demo = sha256, _intern(ext), bool(demo)
+        row.created_at, row.patient_uuid = created_at, patient_uuid
+        row.analysis, row.label, row.final_label = analysis, label, final_label
+        row.decision, row.post_id = decision, post_id
+        row.sha256, row.ext, row.demo = sha256, ext, demo
         row.key = (created_at, uuid)
         self._set_age(row)
         return row
@@ -82,11 +82,13 @@ class ExamIndex(RowIndex):
         row.cell = self._cells.setdefault(cell, cell)
 
     def row_from(self, chunk_no, doc_id, r):
+        # Repeated values share one string object (the cache's marshal keeps that sharing).
         image = r.get("image") or {}
         return self._row(chunk_no, doc_id, r.get("_seq", 0), r["uuid"], r.get("created_at", ""),
-                         r.get("patient_uuid") or "", r.get("analysis", ""), r.get("label") or "",
-                         r.get("final_label") or r.get("label") or "", decision_of(r), r.get("post_id", ""),
-                         image.get("sha256", ""), image.get("ext", ""), r.get("demo"))
+                         _intern(r.get("patient_uuid") or ""), _intern(r.get("analysis", "")),
+                         _intern(r.get("label") or ""), _intern(r.get("final_label") or r.get("label") or ""),
+                         _intern(decision_of(r)), _intern(r.get("post_id", "")), image.get("sha256", ""),
+                         _intern(image.get("ext", "")), bool(r.get("demo")))
 
     def to_summary(self, r):
         return [r.doc_id, r.seq, r.uuid, r.created_at, r.patient_uuid, r.analysis, r.label, r.final_label,
@@ -94,6 +96,9 @@ class ExamIndex(RowIndex):
 
     def from_summary(self, chunk_no, item):
         return self._row(chunk_no, *item)
+
+    def placement(self, row):
+        return row.key, row.analysis, row.patient_uuid
 
     def _add(self, row):
         self.ordered.add(row)
@@ -255,11 +260,16 @@ class Exams(RecordKind):
         note = text((decision_in or {}).get("note", ""), "note", max_len=MAX_NOTE, multiline=True)
         demo = bool(exam["demo"]) if "demo" in exam else bool(result.get("demo", False))
         images = self._store.images
+        patients = self._store.patients.index.by_uuid
+        with self._store._reading():
+            if exam.get("patient_uuid") not in patients:
+                raise NotFound("The patient of this exam is not registered.", "Register or choose the patient first.")
+        # Content-addressed, so written outside the writer lock; durable before the record naming it.
+        image = images.put(image_bytes)
         with self._store._writing():
-            patient_row = self._store.patients.index.by_uuid.get(exam.get("patient_uuid") or "")
+            patient_row = patients.get(exam["patient_uuid"])
             if patient_row is None:
                 raise NotFound("The patient of this exam is not registered.", "Register or choose the patient first.")
-            image = images.put(image_bytes)        # durable before the record that points at it
             record = self._store._new_record({
                 "created_by": by, "patient_uuid": patient_row.uuid, "patient_pid": patient_row.pid,
                 "analysis": analysis, "source": source, "image": image, "result": result,

@@ -78,8 +78,9 @@ class ImageLibrary:
         path = self._file(sha, ext)
         if not path.exists():
             try:
-                # On disk, folder entry included, before the exam that names it.
-                atomic_write(path, data, sync_now=True, tmp_dir=self.root / INCOMING)
+                # Outside a batch this is on disk, folder entry included, before it returns: so
+                # before the exam that names it (exams.save puts images outside its writer batch).
+                atomic_write(path, data, tmp_dir=self.root / INCOMING)
             except OSError as exc:
                 raise os_error(exc, path, "save the image") from None
         return {"sha256": sha, "ext": ext, "width": width, "height": height}

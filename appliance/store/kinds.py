@@ -20,7 +20,8 @@ class RowIndex:
 
     A subclass defines ``row_from(chunk_no, doc_id, record)`` (a record to its row),
     ``to_summary(row)`` / ``from_summary(chunk_no, item)`` (a row to and from the JSON of the
-    summary cache), and ``_add(row)`` / ``_drop(row)`` for its own lookup structures.
+    summary cache), ``_add(row)`` / ``_drop(row)`` for its own lookup structures, and
+    ``placement(row)``: what decides a row's place in them (rows are ``__slots__`` classes).
     """
 
     def __init__(self) -> None:
@@ -43,6 +44,12 @@ class RowIndex:
 
     def _put(self, row) -> None:
         old = self.by_uuid.get(row.uuid)
+        if old is not None and (old.chunk, old.doc_id) == (row.chunk, row.doc_id) \
+                and self.placement(old) == self.placement(row):
+            # Same place in every lookup structure: change the row in place (no list surgery).
+            for name in type(row).__slots__:
+                setattr(old, name, getattr(row, name))
+            return
         if old is not None:
             self._drop(old)
             self._chunk_rows.get(old.chunk, {}).pop(old.doc_id, None)
@@ -63,6 +70,10 @@ class RowIndex:
     def from_summary(self, chunk_no: int, item: list):
         raise NotImplementedError
 
+    def placement(self, row) -> tuple:
+        """The fields that decide where a row sits in the lookup structures."""
+        return ()
+
     def _add(self, row) -> None:
         pass
 
@@ -81,7 +92,8 @@ class RecordKind:
         self._store = store
         self.index = index
         self.collection = Collection(store.dir, self.kind, capacity=self.capacity, index=index,
-                                     partition_of=partition_of, warn=store._warn, open_chunks=open_chunks)
+                                     partition_of=partition_of, warn=store._warn, open_chunks=open_chunks,
+                                     cache_key=store._cache_key)
 
     def _raw(self, row) -> dict:
         record = self.collection.get(row.chunk, row.doc_id)

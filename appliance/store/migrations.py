@@ -95,6 +95,14 @@ class _NoIndex:
         pass
 
 
+def _capacity(kind: str) -> int:
+    from .audit import AuditLog
+    from .exams import Exams
+    from .patients import Patients
+    from .users import Users
+    return {"users": Users, "patients": Patients, "exams": Exams, "audit": AuditLog}[kind].capacity
+
+
 @migration(1)
 def _single_file_to_partitions(data_dir: Path, warn: Callable[[str], None], post_id: str) -> None:
     legacy = data_dir / LEGACY_FILE
@@ -149,8 +157,8 @@ def _single_file_to_partitions(data_dir: Path, warn: Callable[[str], None], post
         with durable.batch():
             for kind, records in (("users", users), ("patients", patients), ("exams", exams), ("audit", audit)):
                 partition = (lambda r: "all") if kind == "users" else month_of
-                Collection(staging, kind, capacity={"users": 1000, "patients": 512, "exams": 64}.get(kind, 1024),
-                           index=_NoIndex(), partition_of=partition, warn=warn).insert_many(records)
+                Collection(staging, kind, capacity=_capacity(kind), index=_NoIndex(), partition_of=partition,
+                           warn=warn).insert_many(records)
             DurableJSONStorage(staging / "meta.json").write({"meta": {
                 "1": {"key": "schema_version", "value": 2},
                 "2": {"key": "post_id", "value": post_id},

@@ -94,24 +94,40 @@ def _checked(fields: dict) -> dict:
     return {key: checks[key](value) for key, value in fields.items()}
 
 
-def age_on(day: str, birth_date: str | None, age_years: int | None, age_given_on: str) -> int | None:
-    """Age in whole years on ``day`` (``YYYY-MM-DD…``), from a birth date or an age given earlier."""
+def age_basis(birth_date: str | None, age_years: int | None, age_given_on: str) -> tuple[int, int, str] | None:
+    """What an age is counted from: (years at the start, from year, "MM-DD"), or None if unknown.
+
+    From a birth date: 0 years at birth. From an approximate age: that age on the day it was given.
+    """
     try:
-        y, m, d = int(day[0:4]), int(day[5:7]), int(day[8:10])
         if birth_date:
-            by, bm, bd = int(birth_date[0:4]), int(birth_date[5:7]), int(birth_date[8:10])
-            return y - by - ((m, d) < (bm, bd))
+            return 0, int(birth_date[0:4]), birth_date[5:10]
         if age_years is not None:
-            gy, gm, gd = int(age_given_on[0:4]), int(age_given_on[5:7]), int(age_given_on[8:10])
-            return age_years + y - gy - ((m, d) < (gm, gd))
-    except (ValueError, TypeError, IndexError):
+            return int(age_years), int(age_given_on[0:4]), age_given_on[5:10]
+    except (ValueError, TypeError):
         pass
     return None
 
 
+def age_on(day: str, birth_date: str | None, age_years: int | None, age_given_on: str) -> int | None:
+    """Age in whole years on ``day`` (``YYYY-MM-DD…``), from a birth date or an age given earlier."""
+    return age_from(day, age_basis(birth_date, age_years, age_given_on))
+
+
+def age_from(day: str, basis: tuple[int, int, str] | None) -> int | None:
+    """Age in whole years on ``day`` from an :func:`age_basis`; string slices compare as dates do."""
+    if basis is None:
+        return None
+    start, year, month_day = basis
+    try:
+        return start + int(day[0:4]) - year - (day[5:10] < month_day)
+    except ValueError:
+        return None
+
+
 class PatientRow:
     __slots__ = ("uuid", "seq", "chunk", "doc_id", "pid", "pid_key", "name_key", "phone_key", "birth_date",
-                 "age_years", "created_at", "post_id", "key")
+                 "age_years", "created_at", "post_id", "key", "age_basis")
 
     def __init__(self, uuid, seq, chunk, doc_id, pid, full_name, phone, birth_date, age_years, created_at, post_id):
         self.uuid, self.seq, self.chunk, self.doc_id = uuid, seq, chunk, doc_id
@@ -119,6 +135,7 @@ class PatientRow:
         self.phone_key = phone_key(phone)
         self.birth_date, self.age_years, self.created_at, self.post_id = birth_date, age_years, created_at, post_id
         self.key = (created_at, uuid)
+        self.age_basis = age_basis(birth_date, age_years, created_at)
 
 
 class PatientIndex(RowIndex):
@@ -146,7 +163,11 @@ class PatientIndex(RowIndex):
         row.uuid, row.seq, row.chunk, row.doc_id, row.pid, row.pid_key = uuid, seq, chunk_no, doc_id, pid, pid_key(pid)
         row.name_key, row.phone_key, row.birth_date, row.age_years = key, phone, birth_date, age_years
         row.created_at, row.post_id, row.key = created_at, post_id, (created_at, uuid)
+        row.age_basis = age_basis(birth_date, age_years, created_at)
         return row
+
+    def placement(self, row):
+        return row.key, row.pid_key, row.name_key, row.phone_key
 
     def _add(self, row):
         self.by_pid.setdefault(row.pid_key, []).append(row)
@@ -189,14 +210,12 @@ class PatientIndex(RowIndex):
 
     def age_at(self, patient_uuid: str, day: str) -> int | None:
         row = self.by_uuid.get(patient_uuid)
-        if row is None:
-            return None
-        return age_on(day, row.birth_date, row.age_years, row.created_at)
+        return None if row is None else age_from(day, row.age_basis)
 
 
 class Patients(RecordKind):
     kind = "patients"
-    capacity = 512
+    capacity = 256         # ~100 KB a chunk
 
     def __init__(self, store: "Store", on_change: Callable[[str], None] | None = None):
         super().__init__(store, PatientIndex(on_change))
@@ -218,7 +237,7 @@ class Patients(RecordKind):
         with self._store._reading():
             idx = self.index
             if not query:
-                rows = idx.recent.rows()[::-1][:limit]
+                rows = idx.recent.rows()[-limit:][::-1] if limit else []
                 return [public(self._raw(r)) for r in rows]
             order: dict[str, None] = {}
             qpid = pid_key(query)

@@ -4,7 +4,7 @@ Layout of the data folder::
 
     store/meta.json                 schema version, generated post id, meta_set() values
     store/<kind>/<YYYY-MM>/NNN.json records (TinyDB files; .prev = previous generation)
-    store/index/<kind>.json         summary cache: start-up reads only chunks changed since
+    store/index/<kind>/<YYYY-MM>.json  summary cache: start-up parses only chunks changed since
     store.seq                       writer lock (flock) and change counter
     store.lock                      held shared by every open store; restore needs it alone
     images/, library/, thumbs/      see appliance.store.images
@@ -15,9 +15,9 @@ one lock with its writers, and a process notices another's writes through the co
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import secrets
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,7 +26,7 @@ from ..errors import StoreError, UserError
 from . import durable, migrations
 from .incoming import check_incoming
 from .audit import AuditLog
-from .durable import atomic_write, os_error
+from .durable import os_error
 from .exams import Exams
 from .fields import day_bound, new_uuid, utc_now
 from .history import History
@@ -40,7 +40,7 @@ from .users import Users
 log = logging.getLogger("appliance.store")
 
 KINDS = ("users", "patients", "exams", "audit")
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 MERGE_RESULTS = ("inserted", "updated", "unchanged", "older")
 
 
@@ -107,18 +107,17 @@ class Store:
                        "audit": self.audit, "history": self._history}
         parsed: dict[str, list[Chunk]] = {}
         for name, kind in self._kinds.items():       # patients before exams: exam rows need ages
-            parsed[name] = kind.collection.scan(self._read_cache(name))
+            parsed[name] = kind.collection.scan(use_cache=True)
         self._seq = max([self._lock.read_seq()] + [k.collection.max_seq for k in self._kinds.values()])
         if writable:
             for kind in self._kinds.values():
                 kind.collection.remove_stale_tmp_files()
             self.images.remove_leftovers()
-            for folder in (self.dir, self.dir / "index"):
+            for folder in (self.dir, *(k.collection.cache_dir for k in self._kinds.values())):
                 durable.remove_stale_tmp_files(folder)
             self._lock.write_seq(self._seq)
             self._refile_after_crash(parsed["exams"])
-            if any(parsed.values()):
-                self._write_caches()
+            self._write_caches()
         self._seen = self._seq
 
     def _refile_after_crash(self, parsed: list[Chunk]) -> None:
@@ -134,25 +133,17 @@ class Store:
         shas = {r.sha256 for r in rows if r.chunk in numbers and r.sha256}
         self.images.refile(rows, shas)
 
-    def _cache_path(self, kind: str) -> Path:
-        return self.dir / "index" / f"{kind}.json"
-
-    def _read_cache(self, kind: str) -> dict:
-        try:
-            doc = json.loads(self._cache_path(kind).read_bytes())
-            if doc.get("format") == CACHE_FORMAT and doc.get("post_id") == self.post_id:
-                return doc["chunks"]
-        except (OSError, ValueError, KeyError, AttributeError):
-            pass
-        return {}
+    @property
+    def _cache_key(self) -> str:
+        # Summaries depend on the code that made them, on the post (local accounts, pids) and,
+        # being marshal data, on the Python version.
+        return f"{CACHE_FORMAT}:{sys.version_info[0]}.{sys.version_info[1]}:{self.post_id}"
 
     def _write_caches(self) -> None:
-        """Save the index summaries (a cache: losing or tearing it only costs start-up time)."""
+        """Save the index summaries of what changed (a cache: losing it only costs start-up time)."""
         try:
-            (self.dir / "index").mkdir(parents=True, exist_ok=True)
-            for name, kind in self._kinds.items():
-                doc = {"format": CACHE_FORMAT, "post_id": self.post_id, "chunks": kind.collection.cache_state()}
-                atomic_write(self._cache_path(name), durable.encode(doc), sync=False)
+            for kind in self._kinds.values():
+                kind.collection.write_cache()
         except OSError as exc:
             log.info("index cache not written: %s", exc)
 

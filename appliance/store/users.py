@@ -128,6 +128,9 @@ class UserIndex(RowIndex):
         doc_id, seq, uuid, username, role, disabled, remote = item
         return UserRow(uuid, seq, chunk_no, doc_id, username, role, disabled, remote)
 
+    def placement(self, row):
+        return row.username, row.remote
+
     def _add(self, row):
         if not row.remote:
             self.local[row.username] = row
