@@ -356,7 +356,7 @@ def check_data_folder(cfg: Config, store=None) -> list[Check]:
     except OSError as exc:
         problems.append(f"cannot write in {d} ({exc.strerror}): nothing can be saved")
     _check_keys(cfg, problems, warnings)
-    store_note = _check_store(cfg, store, problems)
+    store_note = _check_store(cfg, store, problems, warnings)
     if problems:
         return [Check("data", FAIL, f"{d}: {len(problems)} problem(s)", problems + warnings)]
     msg = f"{d} is writable" + (f"; {store_note}" if store_note else "")
@@ -377,19 +377,14 @@ def _check_keys(cfg: Config, problems: list[str], warnings: list[str]) -> None:
         problems.append(f"the post signing key is unusable: {exc.message}")
 
 
-def _check_store(cfg: Config, store, problems: list[str]) -> str:
+def _check_store(cfg: Config, store, problems: list[str], warnings: list[str]) -> str:
     """Open the record store (or ask the server's open one) and count what it holds."""
     try:
         if store is None:
             from .store import Store
-            if not hasattr(Store, "open"):
-                return ""
-            store = Store.open(cfg)
-            try:
-                return _store_summary(store)
-            finally:
-                store.close()
-        return _store_summary(store)
+            with Store.open(cfg) as opened:
+                return _store_summary(opened, warnings)
+        return _store_summary(store, warnings)
     except ImportError:
         return ""
     except UserError as exc:
@@ -399,7 +394,9 @@ def _check_store(cfg: Config, store, problems: list[str]) -> str:
     return ""
 
 
-def _store_summary(store) -> str:
+def _store_summary(store, warnings: list[str]) -> str:
+    # Files the store had to restore from their previous copy (after a power cut) and the like.
+    warnings.extend(f"record store: {w}" for w in getattr(store, "warnings", []))
     users = store.users.count()
     note = f"store opens, {users} user(s)"
     return note + ("; no user yet: the kiosk asks for the first admin" if users == 0 else "")

@@ -163,6 +163,19 @@ def test_damaged_record_store_fails_and_names_the_file(healthy):
     assert "the record store cannot be opened" in proc.stdout and str(damaged) in proc.stdout
 
 
+def test_store_restored_after_a_power_cut_warns_and_says_what_to_check(healthy):
+    from appliance.store import Store
+    with Store.open(healthy) as store:
+        store.users.create("admin", "admin-pass-2026", "admin", by=None)
+        store.users.create("nurse1", "nurse-pass-2026", "nurse", by=None)   # leaves a previous copy
+    damaged = sorted((healthy.data_dir / "store").glob("users/**/*.json"))[0]
+    damaged.write_text('{"_default": {"1": {')
+    proc = run_doctor(healthy)
+    assert proc.returncode == 0, proc.stdout
+    data = "\n".join(lines(proc.stdout, "WARN", "data")) + proc.stdout
+    assert lines(proc.stdout, "WARN", "data") and "record store:" in data and "restored from its previous copy" in data
+
+
 def test_box_without_any_pack_fails_and_says_how_to_get_one(cfg, tmp_path):
     cfg.inference.demo_pack = str(tmp_path / "no-demo-pack")
     proc = run_doctor(cfg)
