@@ -139,6 +139,7 @@ class Engine:
                     if "classifier" in slot.entry.files:
                         slot.classifier = heatmap.load_classifier(slot.pack.read_verified(slot.entry.files["classifier"]))
                     slot.loaded = runtime.load(slot.pack, slot.entry)
+                    runtimes.return_freed_memory()
         return slot.loaded
 
     def preload(self, model_ids: list[str] | None = None) -> None:

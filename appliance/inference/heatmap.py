@@ -37,6 +37,11 @@ def jet(values: np.ndarray) -> np.ndarray:
     return (rgb * 255.0 + 0.5).astype(np.uint8)
 
 
+# The colormap as a 256-entry palette: colouring a whole map is then one C-level lookup.
+JET_PALETTE = jet(np.arange(256, dtype=np.float32) / 255.0).reshape(-1).tolist()
+_DIM_TABLE = [int(v * OUTSIDE_DIM + 0.5) for v in range(256)] * 3
+
+
 def crop_box_in_image(width: int, height: int, spec: InputSpec) -> tuple[float, float, float, float]:
     """Where the network's crop lies in an image of this size (its coordinates)."""
     rw, rh = resized_size(width, height, spec)
@@ -46,22 +51,23 @@ def crop_box_in_image(width: int, height: int, spec: InputSpec) -> tuple[float, 
 
 
 def overlay(image: Image.Image, cam: np.ndarray, spec: InputSpec, max_side: int = 1024) -> Image.Image:
-    """The image (at most ``max_side`` px) with the map blended over the network's crop."""
-    img = image.convert("RGB")
+    """The image (at most ``max_side`` px) with the map blended over the network's crop and
+    the rest dimmed. Pillow does the pixel work (lookup tables, blend, paste): a few ms for
+    a screen-sized image."""
+    img = image if image.mode == "RGB" else image.convert("RGB")
     scale = min(1.0, max_side / max(img.size))
     if scale < 1.0:
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
                          Image.Resampling.BILINEAR)
     left, top, right, bottom = (round(v) for v in crop_box_in_image(img.width, img.height, spec))
-    base = np.asarray(img, dtype=np.float32)
-    out = base * OUTSIDE_DIM
+    out = img.point(_DIM_TABLE)
     if right > left and bottom > top:
-        heat = Image.fromarray(cam.astype(np.float32)).resize((right - left, bottom - top),
-                                                              Image.Resampling.BICUBIC)
-        colours = jet(np.asarray(heat)).astype(np.float32)
-        region = base[top:bottom, left:right]
-        out[top:bottom, left:right] = (1.0 - OVERLAY_ALPHA) * region + OVERLAY_ALPHA * colours
-    return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
+        region = img.crop((left, top, right, bottom))
+        heat = Image.fromarray(np.asarray(cam, np.float32) * 255.0).resize(region.size, Image.Resampling.BICUBIC)
+        colours = heat.convert("L")                      # clamps the bicubic overshoot to 0..255
+        colours.putpalette(JET_PALETTE)
+        out.paste(Image.blend(region, colours.convert("RGB"), OVERLAY_ALPHA), (left, top))
+    return out
 
 
 def to_png(image: Image.Image) -> bytes:

@@ -77,13 +77,13 @@ class OpenVinoRuntime(Runtime):
             return (ir_int8, ("onnx_int8",), ir_fp32, ("onnx_fp32",))
         return (ir_fp32, ("onnx_fp32",))
 
-    def compile_config(self) -> dict:
-        precision = ov.Type.bf16 if self.options.openvino_float_precision == "bf16" else ov.Type.f32
+    def compile_config(self) -> dict[str, str]:
+        """The CPU plugin properties (bench/bench_inference.py hands the same to benchmark_app)."""
         return {
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": "1",
             "INFERENCE_NUM_THREADS": str(self.options.threads),
-            "INFERENCE_PRECISION_HINT": precision,
+            "INFERENCE_PRECISION_HINT": "bf16" if self.options.openvino_float_precision == "bf16" else "f32",
         }
 
     def load_files(self, entry: ModelEntry, files: dict[str, bytes], role: str) -> LoadedModel:

@@ -1,0 +1,303 @@
+"""Inference figures for issue 2, in one run: ResNet152, batch 1, 224×224, 2 threads.
+
+    .venv/bin/python bench/bench_inference.py            # full figures (quiet machine, ~15 min with the build)
+    .venv/bin/python bench/bench_inference.py --quick    # fewer runs: checks that everything works
+    .venv/bin/python bench/bench_inference.py --arch tiny --quick   # seconds, the test network
+
+Rows (each measured in its own process, so its peak RSS is its own): PyTorch eager FP32,
+ONNX Runtime FP32 and INT8, OpenVINO FP32 and INT8 — median, p90, peak RSS, file size.
+Then the appliance's engine against baselines measured in the same run:
+- engine per-model latency vs OpenVINO's benchmark_app on the same INT8 IR (target <= 1.10x);
+- the breast cascade end to end (decode a 2592×1936 JPEG, quality gate, preprocess, the
+  models on its path, heatmap PNG) vs the pure inference of those models (target <= 1.5x);
+- INT8 vs PyTorch eager FP32 (target >= 4x faster);
+- RSS with all seven INT8 models loaded in one process (target <= 1 GB).
+Models come from bench/model_cache.py (built with the export code on first use).
+Results are printed and written to bench/results/bench_inference.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import model_cache
+from model_cache import file_mb, say
+
+TARGETS = {"engine_vs_benchmark_app": 1.10, "cascade_vs_inference": 1.5, "int8_speedup": 4.0, "seven_models_mib": 1024}
+ANALYSIS = "breast_histopathology"
+MODEL = "breast_binary"
+
+
+# ------------------------------------------------------------------ measuring, in workers
+
+MIB = 2 ** 20
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set of this process, MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    import psutil
+    return psutil.Process().memory_info().rss / MIB
+
+
+def unique_mb() -> float:
+    """Memory only this process holds (USS): RSS less the pages of shared libraries."""
+    import psutil
+    return psutil.Process().memory_full_info().uss / MIB
+
+
+def timed(fn, runs: int, warmup: int) -> dict:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "runs": runs}
+
+
+def input_batch(size: int) -> np.ndarray:
+    return np.random.default_rng(0).normal(0, 1, (1, 3, size, size)).astype(np.float32)
+
+
+def work_torch(a: dict) -> dict:
+    import torch
+    from export.models import FeatureNet, build_network
+    torch.set_num_threads(a["threads"])
+    net = build_network(a["arch"], num_classes=2, weights=None)
+    net.load_state_dict(torch.load(a["path"], map_location="cpu", weights_only=True))
+    model = FeatureNet(net).eval()
+    x = torch.from_numpy(input_batch(a["size"]))
+
+    def run():
+        with torch.inference_mode():
+            model(x)
+    return timed(run, a["runs"], a["warmup"])
+
+
+def work_onnxruntime(a: dict) -> dict:
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = a["threads"], 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(a["path"], so, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: input_batch(a["size"])}
+    return timed(lambda: session.run(None, feed), a["runs"], a["warmup"])
+
+
+def work_openvino(a: dict) -> dict:
+    import openvino as ov
+    core = ov.Core()
+    model = core.read_model(a["path"])
+    model.reshape({model.inputs[0].get_any_name(): [1, 3, a["size"], a["size"]]})
+    compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
+                                                 "INFERENCE_NUM_THREADS": str(a["threads"]),
+                                                 "INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    x = input_batch(a["size"])
+    return timed(lambda: request.infer({0: x}, share_inputs=True), a["runs"], a["warmup"])
+
+
+def make_engine(a: dict):
+    from appliance.config import load_config
+    from appliance.inference.engine import Engine
+    cfg = load_config(data_dir=tempfile.mkdtemp(prefix="bench-engine-"), environ={})
+    cfg.inference.runtime, cfg.inference.threads = a["runtime"], a["threads"]
+    return Engine.from_config(cfg, models_dir=a["pack"])
+
+
+def work_engine(a: dict) -> dict:
+    """The engine's own per-model latency, the cascade end to end, and the pure inference of
+    the models on the cascade's path (their compiled models called directly)."""
+    from appliance.inference.imageio import load_image
+    from appliance.inference.preprocess import preprocess
+    engine = make_engine(a)
+    jpeg = Path(a["jpeg"]).read_bytes()
+    first = engine.diagnose(jpeg, ANALYSIS)
+    path_models = [m for m, _ in first.path]
+    engine.preload(path_models)
+    tensor = preprocess(load_image(jpeg, 10**8), engine.slots[MODEL].entry.input)
+    out = {"path": first.path, "runtime": first.runtime, "precision": first.precision}
+    out["engine_model"] = timed(lambda: engine.run_model(MODEL, tensor), a["runs"], a["warmup"])
+    pure = {}
+    for model_id in path_models:
+        loaded = engine.slots[model_id].loaded
+        if a["runtime"] == "openvino":
+            pure[model_id] = timed(lambda: loaded.request.infer({0: tensor}, share_inputs=True), a["runs"], a["warmup"])
+        else:
+            session, name = loaded.session, loaded.session.get_inputs()[0].name
+            pure[model_id] = timed(lambda: session.run(None, {name: tensor}), a["runs"], a["warmup"])
+    out["pure_inference"] = pure
+    stages: list[dict] = []
+
+    def cascade():
+        result = engine.diagnose(jpeg, ANALYSIS)
+        start = time.perf_counter()
+        result.heatmap_png()
+        timings = dict(result.timings_ms)
+        timings["heatmap_png"] = (time.perf_counter() - start) * 1000
+        stages.append(timings)
+    out["cascade"] = timed(cascade, a["runs"], a["warmup"])
+    out["cascade_stages_ms"] = {k: float(np.median([s.get(k, 0.0) for s in stages[a["warmup"]:]]))
+                                for k in stages[-1]}
+    return out
+
+
+def work_seven(a: dict) -> dict:
+    """RSS of one process with all seven INT8 models compiled (what a box holds all day)."""
+    before = current_rss_mb()
+    engine = make_engine(a)
+    engine.preload()
+    models = engine.status()["models"]
+    assert len(models) == 7 and all(m["loaded"] for m in models.values())
+    x = input_batch(engine.slots[MODEL].entry.input.size)
+    for model_id in models:                       # one run each: buffers allocated too
+        engine.run_model(model_id, x)
+    return {"models": len(models), "rss_mb": current_rss_mb(), "uss_mb": unique_mb(), "rss_before_mb": before}
+
+
+WORKERS = {"torch": work_torch, "onnxruntime": work_onnxruntime, "openvino": work_openvino,
+           "engine": work_engine, "seven": work_seven}
+
+
+def run_worker(kind: str, **args) -> dict:
+    """Run one measurement in a fresh process and return its figures and its peak RSS."""
+    done = subprocess.run([sys.executable, __file__, "--worker", kind, json.dumps(args)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"worker {kind} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def benchmark_app(xml: Path, size: int, threads: int, iterations: int) -> dict:
+    """OpenVINO's own benchmark tool on the same IR, given exactly the engine's compile settings."""
+    from appliance.inference.runtimes.base import RuntimeOptions
+    from appliance.inference.runtimes.openvino import OpenVinoRuntime
+    tool = shutil.which("benchmark_app", path=str(Path(sys.executable).parent)) or shutil.which("benchmark_app")
+    if tool is None:
+        raise RuntimeError("benchmark_app is not installed (it comes with the openvino package)")
+    settings = OpenVinoRuntime(RuntimeOptions(threads, "int8", "f32")).compile_config()
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump({"CPU": settings}, fh)
+    cmd = [tool, "-m", str(xml), "-d", "CPU", "-api", "sync", "-load_config", fh.name,
+           "-shape", f"[1,3,{size},{size}]", "-niter", str(iterations)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+    finally:
+        os.unlink(fh.name)
+    text = done.stdout + done.stderr
+    median = re.search(r"Median:\s+([\d.]+) (ms|us)", text)
+    if done.returncode != 0 or median is None:
+        raise RuntimeError(f"benchmark_app failed:\n{text[-3000:]}")
+    median_ms = float(median.group(1)) / (1000.0 if median.group(2) == "us" else 1.0)
+    return {"median_ms": median_ms, "settings": settings,
+            "command": " ".join(cmd[1:])}
+
+
+# ------------------------------------------------------------------ the run
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few runs: checks the benchmark works, not figures")
+    parser.add_argument("--arch", default="resnet152", choices=("resnet152", "tiny"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, help="timed runs per row (default 50, --quick 8)")
+    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        kind, payload = args.worker
+        out = WORKERS[kind](json.loads(payload))
+        out["peak_rss_mb"] = peak_rss_mb()
+        print(json.dumps(out))
+        return 0
+
+    runs = args.runs or (8 if args.quick else 50)
+    warmup = 2 if args.quick else 5
+    pack = model_cache.demo_pack(args.arch)
+    size = json.loads((pack / "manifest.json").read_text())["models"][MODEL]["input"]["size"]
+    fp32 = model_cache.fp32_models(args.arch, size)
+    jpeg = model_cache.camera_jpeg()
+    int8_onnx, int8_xml = pack / MODEL / "model.int8.onnx", pack / MODEL / "model.int8.xml"
+    common = {"threads": args.threads, "runs": runs, "warmup": warmup, "size": size}
+    rows = {}
+    plan = [
+        ("PyTorch eager FP32", "torch", {"path": str(fp32["torch"]), "arch": args.arch}, [fp32["torch"]]),
+        ("ONNX Runtime FP32", "onnxruntime", {"path": str(fp32["onnx"])}, [fp32["onnx"]]),
+        ("ONNX Runtime INT8", "onnxruntime", {"path": str(int8_onnx)}, [int8_onnx]),
+        ("OpenVINO FP32", "openvino", {"path": str(fp32["openvino"])}, [fp32["openvino"], fp32["openvino_weights"]]),
+        ("OpenVINO INT8", "openvino", {"path": str(int8_xml)}, [int8_xml, int8_xml.with_suffix(".bin")]),
+    ]
+    for label, kind, extra, files in plan:
+        say(f"measuring {label}")
+        rows[label] = run_worker(kind, **common, **extra) | {"file_mb": file_mb(*files)}
+    say("measuring benchmark_app on the OpenVINO INT8 IR")
+    bapp = benchmark_app(int8_xml, size, args.threads, max(runs * 2, 20))
+    engines, seven = {}, {}
+    for runtime in ("openvino", "onnxruntime"):
+        say(f"measuring the engine ({runtime}): per-model latency, cascade end to end")
+        engines[runtime] = run_worker("engine", **common, runtime=runtime, pack=str(pack), jpeg=str(jpeg))
+        say(f"measuring RSS with all seven INT8 models loaded ({runtime})")
+        seven[runtime] = run_worker("seven", **common, runtime=runtime, pack=str(pack))
+
+    report = summarise(args, runs, rows, bapp, engines, seven)
+    out = model_cache.RESULTS / ("bench_inference.json" if args.arch == "resnet152" else f"bench_inference_{args.arch}.json")
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\n(written to {out.relative_to(model_cache.REPO)})")
+    return 0
+
+
+def summarise(args, runs, rows, bapp, engines, seven) -> dict:
+    print(f"\n{args.arch}, batch 1, {args.threads} threads, {runs} timed runs per row"
+          f"{' (--quick: not final figures)' if args.quick else ''}; {os.cpu_count()} CPUs seen")
+    print(f"{'':24}{'median ms':>10}{'p90 ms':>9}{'peak RSS MiB':>14}{'file MB':>9}")
+    for label, r in rows.items():
+        print(f"{label:24}{r['median_ms']:10.1f}{r['p90_ms']:9.1f}{r['peak_rss_mb']:14.0f}{r['file_mb']:9.1f}")
+    eager = rows["PyTorch eager FP32"]["median_ms"]
+    ov_engine = engines["openvino"]
+    engine_ms = ov_engine["engine_model"]["median_ms"]
+    ratios = {
+        "int8_speedup_openvino": eager / rows["OpenVINO INT8"]["median_ms"],
+        "int8_speedup_onnxruntime": eager / rows["ONNX Runtime INT8"]["median_ms"],
+        "engine_vs_benchmark_app": engine_ms / bapp["median_ms"],
+    }
+    print(f"\nengine per-model latency ({MODEL}, OpenVINO INT8): {engine_ms:.1f} ms "
+          f"(p90 {ov_engine['engine_model']['p90_ms']:.1f}); benchmark_app on the same IR: {bapp['median_ms']:.1f} ms"
+          f"  -> {ratios['engine_vs_benchmark_app']:.2f}x  (target <= {TARGETS['engine_vs_benchmark_app']})")
+    print(f"  benchmark_app {bapp['command']}")
+    for runtime, e in engines.items():
+        pure = sum(p["median_ms"] for p in e["pure_inference"].values())
+        ratio = e["cascade"]["median_ms"] / pure
+        ratios[f"cascade_vs_inference_{runtime}"] = ratio
+        path = " -> ".join(c for _, c in e["path"])
+        print(f"breast cascade end to end ({runtime}, 2592x1936 JPEG, {len(e['path'])} models: {path}, + heatmap PNG): "
+              f"{e['cascade']['median_ms']:.1f} ms (p90 {e['cascade']['p90_ms']:.1f}); the models' pure inference "
+              f"{pure:.1f} ms -> {ratio:.2f}x  (target <= {TARGETS['cascade_vs_inference']})")
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in e["cascade_stages_ms"].items())
+        print(f"  stages (median ms): {stages}")
+    print(f"INT8 vs PyTorch eager FP32: OpenVINO {ratios['int8_speedup_openvino']:.1f}x, ONNX Runtime "
+          f"{ratios['int8_speedup_onnxruntime']:.1f}x faster  (target >= {TARGETS['int8_speedup']})")
+    for runtime, s in seven.items():
+        print(f"all seven INT8 models loaded ({runtime}): RSS {s['rss_mb']:.0f} MiB (peak {s['peak_rss_mb']:.0f}, "
+              f"unique to the process {s['uss_mb']:.0f}; {s['rss_before_mb']:.0f} before loading)  "
+              f"(target <= {TARGETS['seven_models_mib']} MiB)")
+    return {"arch": args.arch, "threads": args.threads, "runs": runs, "quick": args.quick, "rows": rows,
+            "benchmark_app": bapp, "engine": engines, "seven_models": seven, "ratios": ratios, "targets": TARGETS}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
