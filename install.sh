@@ -212,6 +212,9 @@ if [ ! -x "$(dest "$venv/bin/python")" ]; then run python3 -m venv "${site[@]}" 
 # Editable from $PREFIX/app: the kiosk's templates, static files and translations are read from
 # beside the package, as in a checkout.
 run "$venv/bin/python" -m pip install --quiet "${pip_src[@]}" --editable "$PREFIX/app"
+# The service cannot write under /opt (ProtectSystem=strict): compile the bytecode now, or every
+# start would compile it again in memory (seconds on a Pi).
+run "$venv/bin/python" -m compileall -q "$PREFIX/app/appliance" "$PREFIX/app/export"
 
 install -d -m 0755 "$(dest "$PREFIX/bin")"
 install -m 0755 "$SRC/kiosk/launcher/bccdms-kiosk" "$(dest "$PREFIX/bin/bccdms-kiosk")"

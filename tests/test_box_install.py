@@ -94,6 +94,7 @@ def test_install_into_destdir_lays_out_the_appliance_and_changes_nothing_else(so
     for command in ("would run: useradd --system", "would run: chown bccdms:bccdms /var/lib/bccdms",
                     f"would run: python3 -m venv {prefix}/venv",
                     f"would run: {prefix}/venv/bin/python -m pip install --quiet --editable {prefix}/app",
+                    f"would run: {prefix}/venv/bin/python -m compileall -q {prefix}/app/appliance",
                     "would run: systemctl enable bccdms.service", "would run: systemctl restart bccdms.service",
                     "would run: systemctl --global enable bccdms-kiosk.service"):
         assert command in out, command
