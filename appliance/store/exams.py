@@ -52,12 +52,13 @@ def decision_of(record: dict) -> str:
 
 class ExamRow:
     __slots__ = ("uuid", "seq", "chunk", "doc_id", "created_at", "patient_uuid", "analysis", "label",
-                 "final_label", "decision", "post_id", "sha256", "ext", "demo", "age", "key", "cell")
+                 "final_label", "decision", "post_id", "sha256", "ext", "demo", "key", "cell")
 
 
 class ExamIndex(RowIndex):
-    def __init__(self, age_at: Callable[[str, str], int | None]) -> None:
+    def __init__(self, age_at: Callable[[str, str], int | None], patient_uuid: Callable[[str], str]) -> None:
         super().__init__()
+        self._patient_uuid = patient_uuid
         self.ordered = SortedRows()
         self.by_analysis: dict[str, SortedRows] = {}
         self.by_patient: dict[str, list[ExamRow]] = {}
@@ -68,18 +69,22 @@ class ExamIndex(RowIndex):
              post_id, sha256, ext, demo) -> ExamRow:
         row = ExamRow()
         row.uuid, row.seq, row.chunk, row.doc_id = uuid, seq, chunk_no, doc_id
-        row.created_at, row.patient_uuid = created_at, patient_uuid
+        # The patient's own uuid string: one object per patient, not one per exam.
+        row.created_at, row.patient_uuid = created_at, self._patient_uuid(patient_uuid)
         row.analysis, row.label, row.final_label = analysis, label, final_label
         row.decision, row.post_id = decision, post_id
         row.sha256, row.ext, row.demo = sha256, ext, demo
         row.key = (created_at, uuid)
-        self._set_age(row)
+        row.cell = None          # made when statistics first need it (it needs the patient's age)
         return row
 
-    def _set_age(self, row: ExamRow) -> None:
-        row.age = self._age_at(row.patient_uuid, row.created_at)
-        cell = (row.post_id, row.created_at[:7], row.analysis, row.final_label, row.decision, age_group(row.age))
-        row.cell = self._cells.setdefault(cell, cell)
+    def _cell(self, row: ExamRow) -> tuple:
+        cell = row.cell
+        if cell is None:
+            age = self._age_at(row.patient_uuid, row.created_at)
+            cell = (row.post_id, row.created_at[:7], row.analysis, row.final_label, row.decision, age_group(age))
+            cell = row.cell = self._cells.setdefault(cell, cell)
+        return cell
 
     def row_from(self, chunk_no, doc_id, r):
         # Repeated values share one string object (the cache's marshal keeps that sharing).
@@ -116,7 +121,13 @@ class ExamIndex(RowIndex):
 
     def patient_changed(self, patient_uuid: str) -> None:
         for row in self.by_patient.get(patient_uuid, ()):
-            self._set_age(row)
+            row.cell = None
+
+    def finish_loading(self) -> None:
+        """Sort what bulk loading left unsorted, so the first query is as fast as the next."""
+        self.ordered.rows()
+        for rows in self.by_analysis.values():
+            rows.rows()
 
     # --- queries (under the store's lock) -------------------------------------------------
 
@@ -149,7 +160,8 @@ class ExamIndex(RowIndex):
 
     def stats(self, date_from=None, date_to=None) -> dict[str, Any]:
         rows = self.ordered.between(date_from, date_to) if (date_from or date_to) else self.ordered.rows()
-        cells = Counter(row.cell for row in rows)
+        cell = self._cell
+        cells = Counter(row.cell or cell(row) for row in rows)
         out: dict[str, Any] = {"exams": len(rows), "patients_examined": len({r.patient_uuid for r in rows}),
                                "by_analysis": Counter(), "by_class": {}, "by_month": Counter(),
                                "by_decision": Counter(), "by_post": Counter(), "by_age_group": Counter()}
@@ -200,8 +212,9 @@ class Exams(RecordKind):
     kind = "exams"
     capacity = 64          # ~130 KB a chunk: a save rewrites little, a cold read parses little
 
-    def __init__(self, store: "Store", age_at: Callable[[str, str], int | None]):
-        super().__init__(store, ExamIndex(age_at), open_chunks=64)
+    def __init__(self, store: "Store", age_at: Callable[[str, str], int | None],
+                 patient_uuid: Callable[[str], str]):
+        super().__init__(store, ExamIndex(age_at, patient_uuid), open_chunks=64)
 
     def get(self, uuid: str) -> dict | None:
         with self._store._reading():

@@ -7,6 +7,7 @@ that in linear time on nearly sorted data. Rows are objects with a ``key`` attri
 """
 from __future__ import annotations
 
+import sys
 from bisect import bisect_left, bisect_right
 from operator import attrgetter
 from typing import Any, Iterator
@@ -65,4 +66,51 @@ class SortedRows:
         i = bisect_left(rows, (text,), key=self._key)
         while i < len(rows) and self._k(rows[i])[0].startswith(text):
             yield rows[i]
+            i += 1
+
+
+class WordIndex:
+    """Ids by word, searchable by word prefix. Names repeat a lot ("almaz", "kebede"), so each
+    distinct word is kept and sorted once, with the ids of everyone whose name has it."""
+
+    __slots__ = ("_ids", "_words", "_sorted")
+
+    def __init__(self) -> None:
+        self._ids: dict[str, list] = {}
+        self._words: list[str] = []
+        self._sorted = True
+
+    def add(self, word: str, ident) -> None:
+        ids = self._ids.get(word)
+        if ids is None:
+            word = sys.intern(word)
+            self._ids[word] = [ident]
+            if self._words and self._sorted and word < self._words[-1]:
+                self._sorted = False
+            self._words.append(word)
+        else:
+            ids.append(ident)
+
+    def remove(self, word: str, ident) -> None:
+        ids = self._ids.get(word)
+        if ids is None:
+            return
+        ids[:] = [i for i in ids if i != ident]
+        if not ids:
+            del self._ids[word]
+            words = self.words()
+            del words[bisect_left(words, word)]
+
+    def words(self) -> list[str]:
+        if not self._sorted:
+            self._words.sort()
+            self._sorted = True
+        return self._words
+
+    def prefix(self, text: str) -> Iterator:
+        """Ids of every word starting with ``text``."""
+        words = self.words()
+        i = bisect_left(words, text)
+        while i < len(words) and words[i].startswith(text):
+            yield from self._ids[words[i]]
             i += 1

@@ -98,7 +98,8 @@ class Store:
             self.post_id = "post-" + secrets.token_hex(5)
             self.meta.set("post_id", self.post_id)
         self.users = Users(self)
-        self.exams = Exams(self, age_at=lambda p, day: self.patients.index.age_at(p, day))
+        self.exams = Exams(self, age_at=lambda p, day: self.patients.index.age_at(p, day),
+                           patient_uuid=self._shared_patient_uuid)
         self.patients = Patients(self, on_change=self.exams.index.patient_changed)
         self.audit = AuditLog(self)
         self._history = History(self)
@@ -108,6 +109,8 @@ class Store:
         parsed: dict[str, list[Chunk]] = {}
         for name, kind in self._kinds.items():       # patients before exams: exam rows need ages
             parsed[name] = kind.collection.scan(use_cache=True)
+        self.patients.index.finish_loading()
+        self.exams.index.finish_loading()
         self._seq = max([self._lock.read_seq()] + [k.collection.max_seq for k in self._kinds.values()])
         if writable:
             for kind in self._kinds.values():
@@ -119,6 +122,10 @@ class Store:
             self._refile_after_crash(parsed["exams"])
             self._write_caches()
         self._seen = self._seq
+
+    def _shared_patient_uuid(self, patient_uuid: str) -> str:
+        row = self.patients.index.by_uuid.get(patient_uuid)
+        return row.uuid if row is not None else sys.intern(patient_uuid)
 
     def _refile_after_crash(self, parsed: list[Chunk]) -> None:
         """Chunks written since the last summary cache may belong to a save cut short before its
