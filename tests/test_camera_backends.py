@@ -256,6 +256,24 @@ def test_preview_pauses_while_a_diagnosis_runs(camera_cfg, image_folder):
         cameras.stop()
 
 
+def test_preview_pauses_while_held(camera_cfg, image_folder):
+    camera_cfg.camera.backend, camera_cfg.camera.folder = "folder", str(image_folder)
+    cameras = CameraManager(camera_cfg)
+    try:
+        cameras.latest()
+        cameras.hold()
+        cameras.hold()                                            # two requests at once
+        wait_until(lambda: cameras.describe()["state"] == State.PAUSED, timeout=2)
+        cameras.release()
+        held_at = cameras.describe()["frame"]
+        time.sleep(0.3)
+        assert cameras.describe()["frame"] == held_at and cameras.paused
+        cameras.release()
+        assert cameras.latest(after=held_at, timeout=2).seq > held_at
+    finally:
+        cameras.stop()
+
+
 def test_preview_stops_grabbing_when_nobody_watches(camera_cfg, image_folder):
     camera_cfg.camera.backend, camera_cfg.camera.folder = "folder", str(image_folder)
     camera_cfg.camera.preview_idle_seconds = 0.3

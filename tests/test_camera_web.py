@@ -166,6 +166,23 @@ def test_watching_the_preview_does_not_keep_an_idle_kiosk_logged_in(server):
     assert server.ctx.sessions.get(sid, touch=False).last_active == before
 
 
+def test_the_preview_yields_to_requests_and_no_hold_is_left_behind(server):
+    nurse = login(server)
+    draft_id = open_exam(server, nurse, "pap_smear")
+    cameras = server.ctx.cameras
+    first = nurse.get("/api/camera/preview.jpg")
+    # Pages, refusals, errors and polls: every hold a request took is given back.
+    nurse.get(f"/drafts/{draft_id}")
+    nurse.get("/no-such-page")
+    nurse.post(f"/drafts/{draft_id}/process", csrf=False)                 # CSRF refusal
+    nurse.post(f"/drafts/{draft_id}/process")                             # no image yet: UserError
+    server.client().get("/records")                                       # anonymous: redirected
+    nurse.get(f"/api/drafts/{draft_id}/wait?version=0", headers={"X-Passive": "1"})
+    assert cameras._holds == 0 and not cameras.paused
+    seq = int(first.headers["x-frame-seq"])
+    assert int(nurse.get(f"/api/camera/preview.jpg?after={seq}").headers["x-frame-seq"]) > seq
+
+
 def test_capture_refuses_what_it_must_and_changes_nothing(server, tmp_path):
     nurse = login(server)
     draft_id = open_exam(server, nurse, "pap_smear")

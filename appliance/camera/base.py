@@ -53,6 +53,8 @@ class Orientation:
         """Flip first, then rotate clockwise; the result is a contiguous array."""
         import numpy as np
 
+        if self.identity:
+            return frame
         if self.hflip:
             frame = frame[:, ::-1]
         if self.vflip:

@@ -3,8 +3,10 @@
 Every web request goes through this object; none touches a camera library. A background
 thread grabs low-resolution frames at ``[camera] preview_fps`` and keeps the latest one as a
 JPEG for any number of viewers. It grabs only while someone watches: it pauses while a
-diagnosis runs (``busy`` is set: the two CPU cores belong to the model) and stops the
-stream when no client asked for a frame for ``[camera] preview_idle_seconds``.
+model runs (``busy`` is set: the two CPU cores belong to the model) and while someone holds
+it (``hold()``/``release()``: the web part holds it for every request a person waits for,
+so decoding, checking and saving an image never share the CPU with the preview either), and
+stops the stream when no client asked for a frame for ``[camera] preview_idle_seconds``.
 
 A camera that stops answering (USB cable pulled, demo folder removed) is closed, the state
 says so in a sentence for the kiosk, and the thread tries to open it again every second
@@ -99,6 +101,7 @@ class CameraManager:
         self._seq = 0
         self._grab_times: collections.deque[float] = collections.deque(maxlen=30)
         self._last_demand = float("-inf")
+        self._holds = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -157,6 +160,19 @@ class CameraManager:
             self._release()
         self._set_state(State.OFF)
 
+    def hold(self) -> None:
+        """Pause the preview until the matching ``release()`` (nested holds count)."""
+        with self._changed:
+            self._holds += 1
+
+    def release(self) -> None:
+        with self._changed:
+            self._holds = max(0, self._holds - 1)
+
+    @property
+    def paused(self) -> bool:
+        return self.busy.is_set() or self._holds > 0
+
     def preview_jpeg(self) -> bytes:
         """The latest low-resolution frame (while a diagnosis runs: the last one before it)."""
         return self.latest().jpeg
@@ -213,7 +229,7 @@ class CameraManager:
         period = 1.0 / max(1, self.settings.preview_fps)
         next_tick = time.monotonic()
         while not self._stopping.is_set():
-            if self.busy.is_set():
+            if self.paused:
                 self._set_state(State.PAUSED)
                 self._stopping.wait(BUSY_POLL_SECONDS)
                 next_tick = time.monotonic()

@@ -37,6 +37,7 @@ PASSIVE = ("/api/camera/preview.jpg", "/api/camera/stream.mjpg")
 VIEW_ROLES = ("nurse", "doctor", "admin")       # admin: to check focus and orientation at set-up
 BOUNDARY = "bccdms-frame"
 LONG_POLL_SECONDS = 2.0
+HOLD_KEY = "bccdms.camera_hold"
 
 
 def _json(status: int, payload: dict) -> bottle.HTTPResponse:
@@ -59,6 +60,14 @@ def _draft_id() -> str:
     return request.forms.get("draft") or ""
 
 
+def _someone_waits() -> bool:
+    """Whether a person waits for this request (a page, an upload, "Start processing"), as
+    opposed to the preview itself, static files and background polls."""
+    path = request.path
+    return not (path.startswith(("/static/", "/api/camera")) or path == "/healthz"
+                or request.get_header("X-Passive") == "1" or request.query.get("passive") == "1")
+
+
 def install(app: bottle.Bottle, ctx: AppContext) -> None:
     links = PhoneLinks(ctx.cfg.camera.phone_link_minutes)
     ctx.phone_links = links
@@ -66,6 +75,21 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         if prefix not in auth.PASSIVE_PREFIXES:
             auth.PASSIVE_PREFIXES.append(prefix)
     ctx.admin_panels.append((N_("Camera"), "camera_admin.html", lambda c: {"camera": camera_status(c)}))
+
+    # The preview yields the CPU to every request a person waits for: on two cores a frame
+    # encoded during "Start processing" would show up in the diagnosis time.
+    @app.hook("before_request")
+    def hold_preview():
+        if ctx.cameras is not None and _someone_waits():
+            ctx.cameras.hold()
+            request.environ[HOLD_KEY] = True
+
+    @app.hook("after_request")
+    def release_preview():
+        # after_request runs even when an earlier hook refused the request; only release a hold
+        # this request really took.
+        if request.environ.pop(HOLD_KEY, False):
+            ctx.cameras.release()
 
     def cameras():
         if ctx.cameras is None:
