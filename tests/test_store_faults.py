@@ -270,3 +270,16 @@ def test_two_threads_and_two_processes_write_at_once(cfg):
 @pytest.mark.slow
 def test_two_threads_and_two_processes_save_1000_exams_each(cfg):
     _writers(cfg, 1000)
+
+
+def test_file_damaged_while_the_store_is_open_is_repaired_on_next_read(cfg):
+    with Store.open(cfg) as store:
+        patient = register(store)
+        exams = [save_exam(store, patient, seed=i) for i in range(3)]
+        [exams_file] = chunk_files(cfg.data_dir, "exams")
+        store.exams.collection.forget_all()                 # as if the chunk had left the memory cache
+        exams_file.write_bytes(b"\0" * 100)                 # the disk goes bad under a running kiosk
+        assert store.exams.get(exams[0]["uuid"]) == exams[0]
+        assert any(str(exams_file) in w for w in store.warnings)
+        assert store.exams.get(exams[2]["uuid"]) is None     # the last write was only in the damaged file
+        assert store.exams.query()[1] == 2 and len(store.exams.for_patient(patient["uuid"])) == 2

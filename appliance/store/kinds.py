@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..errors import StoreError
 from .fields import public
 from .partitions import Collection, SummaryIndex
 
@@ -33,8 +34,16 @@ class RowIndex:
         return [self.to_summary(self.row_from(-1, doc_id, record)) for doc_id, record in records]
 
     def load_chunk(self, chunk_no: int, summary: list) -> None:
-        for item in summary:
-            self._put(self.from_summary(chunk_no, item))
+        rows = [self.from_summary(chunk_no, item) for item in summary]
+        before = self._chunk_rows.get(chunk_no)
+        if before:      # a new version of a chunk no longer holding a record (restored from .prev)
+            present = {row.uuid for row in rows}
+            for old in [r for r in before.values() if r.uuid not in present]:
+                self._drop(old)
+                del before[old.doc_id]
+                del self.by_uuid[old.uuid]
+        for row in rows:
+            self._put(row)
 
     def chunk_summary(self, chunk_no: int) -> list:
         return [self.to_summary(row) for row in self._chunk_rows.get(chunk_no, {}).values()]
@@ -97,8 +106,9 @@ class RecordKind:
 
     def _raw(self, row) -> dict:
         record = self.collection.get(row.chunk, row.doc_id)
-        if record is None:   # the index and the file disagree: only a bug or a hand-edited file does that
-            raise LookupError(f"{self.kind} record {row.uuid} is missing from its file")
+        if record is None:   # its file was restored from the previous generation just now
+            raise StoreError(f"This {self.kind[:-1]} record was lost when its damaged file was repaired.",
+                             "See the appliance's warnings (appliance doctor); restore a backup if it is needed.")
         return record
 
     def exported(self, record: dict) -> dict:

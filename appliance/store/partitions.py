@@ -75,6 +75,7 @@ class Collection:
         self.cache_dir = store_dir / "index" / kind
         self.cache_key = cache_key
         self._stale: set[str] = set()
+        self._repaired: set[int] = set()
         self.capacity = capacity
         self.index = index
         self.partition_of = partition_of
@@ -196,7 +197,8 @@ class Collection:
     def _table(self, chunk: Chunk):
         db = self._open.get(chunk.no)
         if db is None:
-            db = TinyDB(chunk.path, storage=DurableJSONStorage, warn=self._warn)
+            db = TinyDB(chunk.path, storage=DurableJSONStorage,
+                        warn=lambda message, no=chunk.no: self._repaired_while_reading(no, message))
             self._open[chunk.no] = db
             while len(self._open) > self._open_limit:
                 _, old = self._open.popitem(last=False)
@@ -216,15 +218,30 @@ class Collection:
             db.close()
         self._open.clear()
 
+    def _repaired_while_reading(self, chunk_no: int, message: str) -> None:
+        self._repaired.add(chunk_no)
+        self._warn(message)
+
+    def _read(self, chunk: Chunk) -> dict[str, dict]:
+        table = self._table(chunk).storage.read() or {}
+        if chunk.no in self._repaired:
+            # The file was damaged and restored from .prev as it was read: the index must now
+            # follow what the file holds (the last write to it may be gone).
+            self._repaired.discard(chunk.no)
+            records = [(int(doc_id), record) for doc_id, record in table.get(self.kind, {}).items()]
+            chunk.count = len(records)
+            self.index.load_chunk(chunk.no, self.index.summarize(records))
+            chunk.ident = file_ident(chunk.path.stat())
+            self._stale.add(chunk.partition)
+        return table.get(self.kind, {})
+
     def records(self, chunk: Chunk) -> list[tuple[int, dict]]:
         """The chunk's records as stored (shared: callers must not change them)."""
-        raw = self._table(chunk).storage.read() or {}
-        return [(int(doc_id), record) for doc_id, record in raw.get(self.kind, {}).items()]
+        return [(int(doc_id), record) for doc_id, record in self._read(chunk).items()]
 
     def get(self, chunk_no: int, doc_id: int) -> dict | None:
         """A stored record (shared: callers must copy it before changing it)."""
-        raw = self._table(self.chunks[chunk_no]).storage.read() or {}
-        return raw.get(self.kind, {}).get(str(doc_id))
+        return self._read(self.chunks[chunk_no]).get(str(doc_id))
 
     def iter_records(self, chunks: Iterable[Chunk] | None = None) -> Iterator[tuple[int, int, dict]]:
         for chunk in self.chunks if chunks is None else chunks:
