@@ -109,6 +109,11 @@ def test_whole_workflow_in_chromium(live_server, browser, datasets, shots, tmp_p
     width = page.locator(".bar-row.top .bar-fill").evaluate("e => e.style.width")
     assert width.endswith("%") and float(width[:-1]) > 0
     page.screenshot(path=str(shots / "09-result.png"), full_page=True)
+    page.click("#heatmap-toggle")                     # the heatmap overlay, drawn on request
+    page.wait_for_function("() => { const h = document.getElementById('heatmap-image');"
+                           " return !h.hidden && h.complete && h.naturalWidth > 0; }")
+    page.screenshot(path=str(shots / "09b-result-heatmap.png"))
+    page.click("#heatmap-toggle")
     exam_url = page.url
     exam_uuid = exam_url.rsplit("/", 1)[-1]
 
@@ -150,6 +155,15 @@ def test_whole_workflow_in_chromium(live_server, browser, datasets, shots, tmp_p
     assert "almaz bekele" in page.inner_text("#report")
     page.wait_for_function("[...document.querySelectorAll('#report img')].every(i => i.complete && i.naturalWidth > 0)")
     page.screenshot(path=str(shots / "14-print.png"), full_page=True)
+    # What the printer gets (print CSS): A4 and letter, one page, without the kiosk's buttons.
+    from pypdf import PdfReader
+    for paper in ("A4", "Letter"):
+        printed = shots / f"14-print-{paper.lower()}.pdf"
+        page.pdf(path=str(printed), format=paper)
+        pages = PdfReader(str(printed)).pages
+        assert len(pages) == 1, (paper, len(pages))
+        text = pages[0].extract_text()
+        assert "almaz bekele" in text and "Download PDF" not in text and "Log out" not in text
     pdf_path = tmp_path / "report.pdf"
     with page.expect_download() as download:
         page.click("text=Download PDF")

@@ -140,7 +140,8 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         analysis = catalogue.analysis(exam["analysis"])
         return ctx.render("result.html", exam=exam, patient=patient, r=views.result_view(exam["result"]),
                           views=views, label_classes=analysis.label_classes(),
-                          may_decide=auth.may_decide(user, exam["analysis"]))
+                          may_decide=auth.may_decide(user, exam["analysis"]),
+                          heatmap=_heatmap_available(ctx, exam))
 
     @app.get(f"/exams/<uuid:re:{UUID_RE}>/image.jpg")
     def exam_image(uuid):
@@ -255,6 +256,17 @@ def _patient_fields(values: dict) -> dict:
         raise UserError(_("Enter the date of birth or the approximate age."),
                         _("If the exact date is not known, type the age in years."))
     return out
+
+
+def _heatmap_available(ctx: AppContext, exam: dict) -> bool:
+    """A heatmap can be drawn: from the result in memory, else when the final step's model
+    on this box has its classifier weights (the route then runs the models again)."""
+    cached = ctx.results.get(exam["uuid"])
+    if cached is not None:
+        return cached.has_heatmap
+    path = exam.get("result", {}).get("path") or []
+    slot = ctx.engine.slots.get(path[-1][0]) if path else None
+    return slot is not None and "classifier" in slot.entry.files
 
 
 def _diagnose_page(ctx: AppContext, *, form=None, error=None, hint=None, existing=None):
