@@ -134,6 +134,20 @@ def test_a_bundle_re_signed_as_another_trusted_post_opens_nothing(guarded):
     other.store.close()
 
 
+def test_an_accepted_unknown_post_cannot_be_taken_over_by_another_key(world):
+    w = world
+    stranger = w.new_post("Unlisted post")
+    w.add_exam("X-1", "Almaz Kebede", box=stranger)
+    first = export_bundle(stranger.store, stranger.cfg, w.stick).path
+    importer.import_bundle(w.supervisor.store, w.supervisor.cfg, first, accept_unknown=True)
+    before = snapshot(w.supervisor.cfg.data_dir)
+    impostor = craft_bundle(w, [], post=stranger, signing_key=signing.new_private_key())
+    with pytest.raises(BundleRefused, match="different key than the bundles imported from that post before"):
+        importer.import_bundle(w.supervisor.store, w.supervisor.cfg, impostor, accept_unknown=True)
+    assert snapshot(w.supervisor.cfg.data_dir) == before
+    stranger.store.close()
+
+
 def test_something_that_is_not_a_bundle_is_refused(guarded):
     path = guarded.stick / "photo.bccdms"
     path.write_bytes(b"\xff\xd8\xff\xe0 not a bundle at all" * 10)

@@ -11,7 +11,8 @@ from appliance import signing
 from appliance.config import load_config
 from appliance.exchange import dhis2, keys
 
-from webutil import ADMIN, NURSE, SUPERVISOR, first_image, make_users, start_server, web_config
+from webutil import (ADMIN, NURSE, SUPERVISOR, browser, browser_login, first_image, make_users,  # noqa: F401
+                     start_server, web_config)
 
 
 def _wait_done(client, path: str, timeout: float = 60):
@@ -53,6 +54,20 @@ def boxes(tmp_path, tiny_pack, pack_key, datasets):
             server.stop()
 
 
+def _start_supervisor(boxes):
+    post = boxes["post"]
+    sup_cfg = boxes["sup_cfg"]
+    sup_cfg.exchange.known_posts = {post.ctx.store.post_id: signing.public_b64(keys.post_signing_key(post.cfg))}
+    mapping = boxes["tmp"] / "mapping.toml"
+    mapping.write_text(dhis2.DEFAULT_MAPPING.read_text().replace(
+        "[org_units]\n", f'[org_units]\n"{post.ctx.store.post_id}" = "OU_AGARO"\n'))
+    sup_cfg.exchange.dhis2_mapping = str(mapping)
+    server = start_server(sup_cfg)
+    boxes["servers"].append(server)
+    make_users(server)
+    return server
+
+
 def test_export_from_admin_then_import_on_the_supervisors_kiosk(boxes):
     post, usb_root = boxes["post"], boxes["usb"]
     admin = post.client()
@@ -85,15 +100,7 @@ def test_export_from_admin_then_import_on_the_supervisors_kiosk(boxes):
     assert nurse.get("/exchange/import").status == 403
 
     # The supervisor's box, with the same stick.
-    sup_cfg = boxes["sup_cfg"]
-    sup_cfg.exchange.known_posts = {post.ctx.store.post_id: signing.public_b64(keys.post_signing_key(post.cfg))}
-    mapping = boxes["tmp"] / "mapping.toml"
-    mapping.write_text(dhis2.DEFAULT_MAPPING.read_text().replace(
-        "[org_units]\n", f'[org_units]\n"{post.ctx.store.post_id}" = "OU_AGARO"\n'))
-    sup_cfg.exchange.dhis2_mapping = str(mapping)
-    supervisor_server = start_server(sup_cfg)
-    boxes["servers"].append(supervisor_server)
-    make_users(supervisor_server)
+    supervisor_server = _start_supervisor(boxes)
     sup = supervisor_server.client()
     assert sup.login(*SUPERVISOR).status == 303
     assert "/exchange/import" in sup.get("/").text
@@ -116,3 +123,40 @@ def test_export_from_admin_then_import_on_the_supervisors_kiosk(boxes):
             "value": "1"}.items() <= next(v for v in doc["dataValues"]
                                           if v.get("categoryOptionCombo") == "BCCDMS_ABNORMAL").items()
     assert nurse.get("/exchange/statistics").status in (403, 303)
+
+
+@pytest.mark.browser
+def test_the_usb_pages_in_chromium(boxes, browser, artifacts_dir):
+    """Click through export, eject, import and the statistics in the real browser, with screenshots."""
+    shots = artifacts_dir / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    post = boxes["post"]
+    (boxes["usb"] / "STICK").mkdir()
+    context = browser.new_context(viewport={"width": 800, "height": 480}, has_touch=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    browser_login(page, post.url, *ADMIN)
+    page.goto(post.url + "/admin#exchange-export-panel")
+    page.locator("#exchange-export-panel").screenshot(path=str(shots / "exchange-01-admin-panel.png"))
+    page.locator("#exchange-export-panel button[type=submit]", has_text="Export to USB").click()
+    page.wait_for_selector("#export-result", timeout=60_000)
+    page.screenshot(path=str(shots / "exchange-02-exported.png"), full_page=True)
+    page.click("#eject")
+    page.wait_for_url(post.url + "/admin")
+    assert "safe to remove" in page.content()
+
+    supervisor = _start_supervisor(boxes)
+    browser_login(page, supervisor.url, *SUPERVISOR)
+    page.click("a[href='/exchange/import']")
+    page.screenshot(path=str(shots / "exchange-03-import.png"), full_page=True)
+    page.click("text=Import the ticked bundles")
+    page.wait_for_selector(".import-results .imported", timeout=60_000)
+    page.screenshot(path=str(shots / "exchange-04-imported.png"), full_page=True)
+    page.goto(supervisor.url + "/exchange/statistics")
+    assert "Agaro health post" in page.content()
+    page.screenshot(path=str(shots / "exchange-05-statistics.png"), full_page=True)
+    assert errors == []
+    context.close()

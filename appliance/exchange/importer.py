@@ -138,7 +138,14 @@ def import_bundle(store, cfg, path, **kwargs) -> ImportReport:
 
 
 def _open_verified(cfg, env: container.Envelope, accept_unknown: bool, report: ImportReport, staging: Path,
-                   progress: Progress) -> Staged:
+                   progress: Progress, remembered: dict | None = None) -> Staged:
+    key = env.header.get("post_signing_key")
+    if remembered and remembered.get("signing_key") and remembered["signing_key"] != key \
+            and env.post_id not in cfg.exchange.known_posts:
+        # --accept-unknown trusts a new post once; it never lets another key take over that post later.
+        raise BundleRefused(f"The bundle {env.path.name} was refused: it claims to come from post {env.post_id}, "
+                            "but is signed with a different key than the bundles imported from that post before.",
+                            "Do not import it. If the post really has a new key, add it to [exchange] known_posts.")
     report.known_post = container.verify_envelope(env, cfg.exchange.known_posts, accept_unknown=accept_unknown)
     if not report.known_post:
         report.warnings.append(f"Post {env.post_id} is not in [exchange] known_posts; imported because "
@@ -182,12 +189,13 @@ def import_envelope(store, cfg, env: container.Envelope, *, accept_unknown: bool
         raise BundleRefused(f"The bundle {env.path.name} was made by this very box (post {env.post_id}).",
                             "Import bundles on the supervisor's box, not on the post that made them.")
     with _import_lock(cfg) as staging:
-        staged = _open_verified(cfg, env, accept_unknown, report, staging, progress)
+        staged = _open_verified(cfg, env, accept_unknown, report, staging, progress,
+                                imported_posts(store).get(env.post_id))
         progress("check", 0, 0)
-        _check_records(store, env, staged)
+        totals = _check_records(store, env, staged)
         _check_images(store, cfg, env, staged)
         report.already_imported = store.meta_get(_bundle_key(report.bundle_id)) is not None
-        _merge(store, staged, report, progress)
+        _merge(store, staged, report, progress, totals)
         _note_gap(store, env, report)
         if report.changed or not report.already_imported:
             _remember(store, env, staged, report, by)
@@ -252,8 +260,10 @@ def _stored(store, kind: str, uuid: str) -> dict | None:
     return (store.patients if kind == "patients" else store.exams).get(uuid)
 
 
-def _check_records(store, env: container.Envelope, staged: Staged) -> None:
-    """Every record must be well-formed, from the signing post, and not older than what is stored."""
+def _check_records(store, env: container.Envelope, staged: Staged) -> dict[str, int]:
+    """Every record must be well-formed, from the signing post, and not older than what is stored.
+    Returns the number of records of each kind."""
+    totals = {}
     for kind, path in staged.records.items():
         seen: set[str] = set()
         for number, record in enumerate(_lines(env.path, path), 1):
@@ -278,6 +288,8 @@ def _check_records(store, env: container.Envelope, staged: Staged) -> None:
                     "importing it would roll records back.",
                     "Nothing was changed. If records seem missing, ask the post for a full export "
                     "('appliance export --full').")
+        totals[kind] = len(seen)
+    return totals
 
 
 def _record_problem(kind: str, record: dict, post_id: str) -> str | None:
@@ -321,7 +333,7 @@ def _has_image(store, sha: str) -> bool:
 BULK_GROUP = 4096      # records written per bulk insert (bounds memory for very large bundles)
 
 
-def _merge(store, staged: Staged, report: ImportReport, progress: Progress) -> None:
+def _merge(store, staged: Staged, report: ImportReport, progress: Progress, totals: dict[str, int]) -> None:
     """Images first (records never point at an image that is not on disk), then patients, then exams.
 
     Records the store does not have yet go in with ``store.bulk_insert`` (one durable write per
@@ -354,7 +366,7 @@ def _merge(store, staged: Staged, report: ImportReport, progress: Progress) -> N
                     new = []
             else:
                 counts[store.merge(kind, clean)] += 1
-            progress(kind, sum(counts.values()) + len(new), 0)
+            progress(kind, sum(counts.values()) + len(new), totals.get(kind, 0))
         if new:
             counts["inserted"] += store.bulk_insert(kind, new)
     if report.merged.get("exams", {}).get("inserted"):

@@ -26,6 +26,19 @@ from .context import AppContext, HomeButton, _, current_session
 log = logging.getLogger(__name__)
 
 
+# What the progress bar says during each stage of an export or an import.
+STAGE_LABELS = {
+    "starting": N_("Starting"), "images": N_("Writing the images"), "records": N_("Writing the records"),
+    "done": N_("finished"), "decrypt": N_("Checking and decrypting"), "check": N_("Checking the records"),
+    "patients": N_("Adding the patients"), "exams": N_("Adding the exams"),
+}
+
+
+AGE_UNKNOWN = N_("Age unknown")
+DECISION_LABELS = {"agrees": N_("agrees with the model"), "disagrees": N_("differs from the model"),
+                   "awaiting_decision": N_("awaiting decision")}
+
+
 class Job:
     """One background task with progress; ``result`` or ``error`` when it is over."""
 
@@ -57,6 +70,10 @@ class Job:
     @property
     def running(self) -> bool:
         return self.finished is None
+
+    @property
+    def stage_label(self) -> str:
+        return STAGE_LABELS.get(self.stage, self.stage)
 
     @property
     def percent(self) -> int:
@@ -97,8 +114,39 @@ def _panel_values(ctx: AppContext) -> dict:
             "last_deidentified": export.last_export(ctx.store, ctx.cfg, deidentified=True)}
 
 
+class Inspections:
+    """What each bundle on a stick says about itself, checked once per file version: checking the
+    signature hashes the whole file, and the import page is reloaded often."""
+
+    def __init__(self, cfg, size: int = 512):
+        self.cfg = cfg
+        self._size = size
+        self._seen: dict[tuple, dict] = {}
+        self._lock = threading.Lock()
+
+    def get(self, path: Path) -> dict:
+        try:
+            st = path.stat()
+        except OSError as exc:
+            return {"path": str(path), "problem": exc.strerror, "signature_ok": False}
+        key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+        with self._lock:
+            if key in self._seen:
+                return self._seen[key]
+        try:
+            info = importer.inspect(path, self.cfg)
+        except UserError as exc:
+            info = {"path": str(path), "problem": exc.message, "signature_ok": False}
+        with self._lock:
+            if len(self._seen) >= self._size:
+                self._seen.clear()
+            self._seen[key] = info
+        return info
+
+
 def install(app: bottle.Bottle, ctx: AppContext) -> None:
     jobs = Jobs()
+    inspections = Inspections(ctx.cfg)
     try:
         keys.post_signing_key(ctx.cfg)        # the post's signing key exists from the first start
     except (UserError, OSError) as exc:
@@ -151,10 +199,7 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         for drive in usb.list_drives(ctx.cfg):
             bundles = []
             for path in usb.bundles_on(drive.path):
-                try:
-                    bundles.append(importer.inspect(path, ctx.cfg))
-                except UserError as exc:
-                    bundles.append({"path": str(path), "problem": exc.message, "signature_ok": False})
+                bundles.append(inspections.get(path))
             drives.append({"drive": drive, "bundles": bundles})
         return ctx.render("exchange_import.html", drives=drives, job=jobs.current.get("import"),
                           posts=importer.imported_posts(ctx.store), refused=_refused)
@@ -209,10 +254,11 @@ def _bars(summary: dict) -> dict:
         return [(key, n, round(100 * n / top) if top else 0) for key, n in items]
 
     return {
-        "posts": scale([(p, entry["exams"]) for p, entry in summary["by_post"].items()]),
+        "posts": scale([(entry.get("name") or p, entry["exams"]) for p, entry in summary["by_post"].items()]),
         "months": scale([(m, entry["exams"]) for m, entry in summary["by_month"].items()]),
-        "ages": scale([(a, entry["exams"]) for a, entry in summary["by_age_group"].items()]),
-        "decisions": scale(list(summary["by_decision"].items())),
+        "ages": scale([(_(AGE_UNKNOWN) if a == "unknown" else a, entry["exams"])
+                       for a, entry in summary["by_age_group"].items()]),
+        "decisions": scale([(_(DECISION_LABELS.get(d, d)), n) for d, n in summary["by_decision"].items()]),
     }
 
 
