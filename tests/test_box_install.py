@@ -291,6 +291,15 @@ def test_server_unit_is_a_sandboxed_notify_service_with_a_watchdog(verifiable_un
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
 
 
+def test_kiosk_autostart_entry_is_valid(source):
+    if shutil.which("desktop-file-validate") is None:
+        pytest.fail("desktop-file-validate is missing: install the Debian package desktop-file-utils (.ci/run does).")
+    entry = source / "kiosk" / "launcher" / "bccdms-kiosk.desktop"
+    proc = subprocess.run(["desktop-file-validate", str(entry)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout + proc.stderr
+    assert "systemctl --user start bccdms-kiosk.service" in entry.read_text()
+
+
 def test_usb_sticks_are_mounted_through_a_unit_not_from_udev(source):
     rules = (source / "systemd" / "90-bccdms-usb.rules").read_text()
     assert 'ENV{SYSTEMD_WANTS}+="bccdms-usb-mount@%k.service"' in rules
