@@ -218,6 +218,7 @@ run "$venv/bin/python" -m compileall -q "$PREFIX/app/appliance" "$PREFIX/app/exp
 
 install -d -m 0755 "$(dest "$PREFIX/bin")"
 install -m 0755 "$SRC/kiosk/launcher/bccdms-kiosk" "$(dest "$PREFIX/bin/bccdms-kiosk")"
+install -m 0755 "$SRC/systemd/bccdms-usb-mount" "$(dest "$PREFIX/bin/bccdms-usb-mount")"
 
 # -- configuration (written once) --------------------------------------------------------------
 install -d -m 0750 "$(dest "$ETC")"

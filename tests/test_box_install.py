@@ -84,6 +84,7 @@ def test_install_into_destdir_lays_out_the_appliance_and_changes_nothing_else(so
         assert mode(at(box, unit)) == 0o644, unit
     assert mode(at(box, "/usr/local/bin/appliance")) == 0o755
     assert mode(at(box, f"{prefix}/bin/bccdms-kiosk")) == 0o755
+    assert mode(at(box, f"{prefix}/bin/bccdms-usb-mount")) == 0o755
     app = at(box, f"{prefix}/app")
     assert (app / "appliance" / "__init__.py").is_file() and (app / "pyproject.toml").is_file()
     assert (app / "kiosk" / "launcher" / "bccdms-kiosk").is_file()
@@ -306,5 +307,8 @@ def test_usb_sticks_are_mounted_through_a_unit_not_from_udev(source):
     assert 'ENV{UDISKS_AUTO}="0"' in rules                       # the desktop leaves the stick alone
     assert "RUN+=" not in rules                                  # no mount inside udevd's namespace
     unit = (source / "systemd" / "bccdms-usb-mount@.service").read_text()
-    assert "User=bccdms" in unit and "udisksctl mount --block-device /dev/%I" in unit
+    assert "User=bccdms" in unit and "ExecStart=/opt/bccdms/bin/bccdms-usb-mount %I" in unit
     assert "BindsTo=dev-%i.device" in unit
+    helper = source / "systemd" / "bccdms-usb-mount"
+    assert "udisksctl mount --block-device" in helper.read_text()
+    assert subprocess.run(["sh", "-n", str(helper)]).returncode == 0
