@@ -299,10 +299,11 @@ def _image_bytes(store, sha: str, ext: str, deidentified: bool) -> bytes | None:
 
 
 def export_bundle(store, cfg, to_dir: str | os.PathLike, *, full: bool = False, deidentified: bool = False,
-                  csv: bool = False, progress: Progress | None = None) -> ExportResult:
+                  csv: bool = False, progress: Progress | None = None, by: str = "cli") -> ExportResult:
     """Write one bundle into ``to_dir`` (a stick's folder); return what it holds.
 
     Nothing new since the last export gives a result with ``path`` None and writes nothing.
+    A written bundle is logged in the audit log as ``exchange.export`` by ``by``.
     """
     started = time.monotonic()
     to_dir = Path(to_dir)
@@ -339,6 +340,9 @@ def export_bundle(store, cfg, to_dir: str | os.PathLike, *, full: bool = False, 
             store.meta_set(cursor_key(recipient_raw, kind), {
                 "seq": seq_to, "at": now_iso(), "bundle_id": result.bundle_id, "file": result.path.name,
                 "full": result.full})
+            store.audit.log(by, "exchange.export", "bundle", result.bundle_id, {
+                "file": result.path.name, "kind": kind, "full": result.full, "counts": result.counts,
+                "supervisor_key": keys.fingerprint(recipient_raw)})
     result.seconds = time.monotonic() - started
     report("done", result.size, result.size)
     return result

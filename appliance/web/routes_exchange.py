@@ -166,10 +166,8 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         keys.supervisor_public_key(ctx.cfg)   # refuse at once, not in the background, when no key is set
 
         def work(progress):
-            result = export.export_bundle(ctx.store, ctx.cfg, folder, progress=progress, **options)
-            ctx.store.audit.log(user["username"], "exchange.export", "bundle", result.bundle_id,
-                                {"file": result.path.name if result.path else None, "counts": result.counts,
-                                 "deidentified": options["deidentified"], "full": result.full})
+            result = export.export_bundle(ctx.store, ctx.cfg, folder, progress=progress, by=user["username"],
+                                          **options)
             return {"result": result, "drive": drive}
 
         jobs.start("export", _("export"), work)
