@@ -40,6 +40,7 @@ DISK_WARN_BYTES = 1024 * 1024 * 1024
 EARLIEST_PLAUSIBLE = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
 CLOCK_SLACK_S = 300
 
+
 @dataclass
 class Check:
     name: str
@@ -244,8 +245,13 @@ def check_models(cfg: Config, engine=None) -> list[Check]:
         role_sets = tuple((r,) for r in FILE_ROLES)
     available: set[str] = set()
     for role, pack in packs:
-        problems = pack.verify_all()
         label = f"{role} pack {pack.pack_id} {pack.version}"
+        # The engine takes a model from the first pack that has it: a fallback pack whose
+        # models are all in the current pack is never used.
+        if available and not set(pack.models) - available:
+            checks.append(Check("models", OK, f"{label}: not used (the current pack has every model it has)"))
+            continue
+        problems = pack.verify_all()
         if problems:
             checks.append(Check("models", FAIL, f"{label}: {len(problems)} file(s) damaged or altered; "
                                 "they will be refused", problems))

@@ -329,3 +329,16 @@ def test_healthz_is_the_doctor_report_as_json_without_login(live_server):
     assert "store opens" in by_name["data"]["message"]
     live = client.get("/healthz?live=1").json()
     assert live == {"ok": True, "live": True, "version": report["version"]}
+
+
+def test_demo_fallback_that_the_current_pack_replaces_is_not_a_warning(healthy, tiny_pack, pack_key, tmp_path):
+    demo = reseal(clone_pack(tiny_pack, tmp_path / "weights" / "demo"), pack_key, lambda m: m.update(
+        pack_id="demo", demo=True, models={k: {**v, "demo": True} for k, v in m["models"].items()}))
+    healthy.inference.demo_pack = str(demo)
+    checks = doctor.check_models(healthy)
+    assert [c.status for c in checks] == ["OK", "OK"]
+    assert "not used" in checks[1].message
+    # Without a current pack the demo pack is what runs: every result will say DEMO.
+    os.unlink(healthy.packs_dir / "current")
+    (check,) = doctor.check_models(healthy)
+    assert check.status == doctor.WARN and "DEMO" in check.message
