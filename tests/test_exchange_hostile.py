@@ -148,6 +148,14 @@ def test_an_accepted_unknown_post_cannot_be_taken_over_by_another_key(world):
     stranger.store.close()
 
 
+def test_a_stick_pulled_out_during_the_import_refuses_that_bundle(guarded):
+    path = _real_bundle(guarded)
+    env = container.read_envelope(path)
+    path.unlink()                                  # the stick is gone after the header was read
+    with pytest.raises(BundleRefused, match="could not be read"):
+        importer.import_envelope(guarded.supervisor.store, guarded.supervisor.cfg, env)
+
+
 def test_something_that_is_not_a_bundle_is_refused(guarded):
     path = guarded.stick / "photo.bccdms"
     path.write_bytes(b"\xff\xd8\xff\xe0 not a bundle at all" * 10)

@@ -188,6 +188,9 @@ def test_export_needs_the_supervisor_key_and_a_writable_folder(world):
     w.post.cfg.exchange.supervisor_public_key = "not base64!"
     with pytest.raises(UserError, match="not valid base64"):
         _export(w)
+    w.post.cfg.exchange.supervisor_public_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+    with pytest.raises(UserError, match="not a usable key"):
+        _export(w)
     w.post.cfg.exchange.supervisor_public_key = w.supervisor_public_key
     with pytest.raises(UserError, match="does not exist"):
         export_bundle(w.post.store, w.post.cfg, w.tmp / "no-such-stick")

@@ -89,6 +89,18 @@ def _import_lock(cfg) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)   # decrypted patient data never lingers
 
 
+@contextlib.contextmanager
+def _unreadable_is_refused(env: container.Envelope) -> Iterator[None]:
+    """A stick pulled out, or a full disk while unpacking: that bundle is refused, the others go on.
+    (The store reports its own write errors as StoreError.)"""
+    try:
+        yield
+    except OSError as exc:
+        raise BundleRefused(f"The bundle {env.path.name} could not be read or unpacked ({exc.strerror or exc}).",
+                            "Check that the stick is still plugged in and that this box has free disk space, "
+                            "then import again; nothing was changed by this bundle.") from None
+
+
 def inspect(path, cfg) -> dict:
     """What a bundle says about itself and whether its signature holds, without decrypting it."""
     env = container.read_envelope(path)
@@ -189,8 +201,9 @@ def import_envelope(store, cfg, env: container.Envelope, *, accept_unknown: bool
         raise BundleRefused(f"The bundle {env.path.name} was made by this very box (post {env.post_id}).",
                             "Import bundles on the supervisor's box, not on the post that made them.")
     with _import_lock(cfg) as staging:
-        staged = _open_verified(cfg, env, accept_unknown, report, staging, progress,
-                                imported_posts(store).get(env.post_id))
+        with _unreadable_is_refused(env):
+            staged = _open_verified(cfg, env, accept_unknown, report, staging, progress,
+                                    imported_posts(store).get(env.post_id))
         progress("check", 0, 0)
         totals = _check_records(store, env, staged)
         _check_images(store, cfg, env, staged)
@@ -217,7 +230,8 @@ def extract_bundle(cfg, path, out_dir, *, accept_unknown: bool = False,
         raise UserError(f"The folder {target} already exists.", "Choose another folder, or remove that one first.")
     started = time.monotonic()
     with _import_lock(cfg) as staging:
-        staged = _open_verified(cfg, env, accept_unknown, report, staging, progress)
+        with _unreadable_is_refused(env):
+            staged = _open_verified(cfg, env, accept_unknown, report, staging, progress)
         for kind, expanded in staged.records.items():
             compressed = staged.members.pop(next(n for n, k in layout.RECORD_MEMBERS.items() if k == kind))
             compressed.unlink()

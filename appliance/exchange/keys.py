@@ -107,7 +107,13 @@ def supervisor_public_key(cfg) -> X25519PublicKey:
     if len(raw) != 32:
         raise UserError(f"The supervisor public key has {len(raw)} bytes instead of 32.",
                         "Copy the key printed by 'appliance keys supervisor-init' again, whole.")
-    return X25519PublicKey.from_public_bytes(raw)
+    key = X25519PublicKey.from_public_bytes(raw)
+    try:
+        X25519PrivateKey.generate().exchange(key)     # a degenerate key agrees on nothing secret
+    except ValueError:
+        raise UserError("The supervisor public key is not a usable key.",
+                        "Copy the key printed by 'appliance keys supervisor-init' again.") from None
+    return key
 
 
 # -- files --------------------------------------------------------------------------------
