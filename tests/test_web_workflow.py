@@ -82,6 +82,8 @@ def test_pap_smear_from_registration_to_saved_decision(staffed_server, nurse, da
     assert nurse.get(f"/images/thumb/{exam['image']['sha256']}.jpg").headers["content-type"] == "image/jpeg"
     stats = nurse.get("/statistics").text
     assert 'id="stat-exams">1<' in stats
+    assert re.search(r"Clinician chose another class</td><td>1<", stats)
+    assert 'id="chart-posts"' not in stats                     # by health post: supervisors only
     printed = nurse.get(f"/exams/{exam_uuid}/print")
     assert printed.status == 200 and "Almaz Bekele" in printed.text and "Refer to Jimma" in printed.text
     pdf = nurse.get(f"/exams/{exam_uuid}/report.pdf")
@@ -215,6 +217,7 @@ def test_histopathology_decision_needs_a_doctor(staffed_server, nurse, datasets)
     supervisor = staffed_server.client()
     supervisor.login(*SUPERVISOR)
     assert supervisor.get(f"/exams/{exam_uuid}").status == 200
+    assert 'id="chart-posts"' in supervisor.get("/statistics").text
     assert supervisor.post(f"/exams/{exam_uuid}/decide", {"agrees": "yes"}).status == 403
     assert supervisor.post("/drafts", {"patient_uuid": uuid, "analysis": "pap_smear"}).status == 403
 

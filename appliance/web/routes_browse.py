@@ -11,10 +11,13 @@ import bottle
 from .. import catalogue
 from ..errors import UserError
 from . import auth, views
-from .context import AppContext, _, current_session
+from ..catalogue import N_
+from .context import AppContext, _, current_session, request_language
 from .forms import field, int_query, query
 
 PAGE_SIZE = 25
+DECISION_LABELS = {"awaiting": N_("Awaiting decision"), "agrees": N_("Clinician agrees with the model"),
+                   "disagrees": N_("Clinician chose another class")}
 THUMBS_PER_PAGE = 48
 SHA256_RE = r"[0-9a-f]{64}"
 
@@ -93,7 +96,7 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
             if value:
                 _parse_date(value)
         stats = store.stats(date_from=date_from or None, date_to=date_to or None)
-        charts = _chart_data(stats, by_post=auth.allowed(user, "statistics_by_post"))
+        charts = _chart_data(ctx, stats, by_post=auth.allowed(user, "statistics_by_post"))
         return ctx.render("statistics.html", stats=stats, charts=charts, charts_json=json.dumps(charts),
                           date_from=date_from, date_to=date_to)
 
@@ -148,7 +151,7 @@ def _image_item(item: dict) -> dict:
             "when": views.local_time(item.get("created_at"))}
 
 
-def _chart_data(stats: dict, *, by_post: bool) -> dict:
+def _chart_data(ctx: AppContext, stats: dict, *, by_post: bool) -> dict:
     """Counts and prevalence in the shape statistics.js draws (names already translated)."""
     by_analysis = stats.get("by_analysis", {}) or {}
     analyses = []
@@ -166,6 +169,12 @@ def _chart_data(stats: dict, *, by_post: bool) -> dict:
         "months": [{"month": m, "count": int(_count(v))} for m, v in months],
         "labels": {"count": _("Exams"), "prevalence": _("Share of exams (%)")},
     }
+    decisions = stats.get("by_decision", {}) or {}
+    out["decisions"] = [{"name": _(DECISION_LABELS.get(k, k)), "count": int(_count(v))} for k, v in decisions.items()]
+    from ..i18n.age import AGE_GROUPS, age_group_label
+    ages = stats.get("by_age_group", {}) or {}
+    out["age_groups"] = [{"name": age_group_label(k, request_language(ctx)), "count": int(_count(ages[k]))}
+                         for k in AGE_GROUPS if k in ages]
     if by_post:
         out["posts"] = [{"post": p, "count": int(_count(v))} for p, v in sorted((stats.get("by_post", {}) or {}).items())]
     return out
