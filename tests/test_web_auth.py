@@ -211,3 +211,13 @@ def test_security_headers_and_no_caching_of_pages(staffed_server):
     assert res.headers["x-frame-options"] == "DENY"
     assert res.headers["cache-control"] == "no-store"
     assert re.search(r"<script>|\son[a-z]+=", res.text) is None, "inline scripts break under the CSP"
+
+
+def test_language_switch_refuses_unknown_languages(staffed_server):
+    client = staffed_server.client()
+    client.get("/login")
+    assert client.post("/login/language", {"lang": "xx", "back": "/login"}).status == 400
+    res = client.post("/login/language", {"lang": "am", "back": "//evil.example/"})
+    assert res.status == 303 and res.location.endswith("/") and "evil" not in res.location
+    assert 'lang="am"' in client.get("/login").text
+    assert client.post("/login", {"username": "", "password": ""}).status == 401

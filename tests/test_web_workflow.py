@@ -5,6 +5,7 @@ browse records/images → statistics; every bad input refused with a message and
 from __future__ import annotations
 
 import io
+import logging
 import re
 
 import pytest
@@ -38,7 +39,8 @@ def nurse(staffed_server):
     return client
 
 
-def test_pap_smear_from_registration_to_saved_decision(staffed_server, nurse, datasets):
+def test_pap_smear_from_registration_to_saved_decision(staffed_server, nurse, datasets, caplog):
+    caplog.set_level(logging.DEBUG)
     ctx = staffed_server.ctx
     uuid = _patient_uuid(nurse.register_patient("JU-000123", "Almaz Bekele", phone="0911 234 567",
                                                  address="Kebele 03"))
@@ -96,6 +98,10 @@ def test_pap_smear_from_registration_to_saved_decision(staffed_server, nurse, da
         assert expected in actions, expected
     log_text = repr(ctx.store.audit.query(limit=500)[0])
     assert "Almaz" not in log_text and "0911" not in log_text
+    assert "Almaz" not in caplog.text and "JU-000123" not in caplog.text      # nor in the server's log
+    # Bad decisions change nothing.
+    assert nurse.post(f"/exams/{exam_uuid}/decide", {"note": "no choice"}).status == 400
+    assert ctx.store.exams.get(exam_uuid)["decision"]["note"] == "Refer to Jimma"
 
 
 def test_pdf_report_embeds_amharic_names(staffed_server, nurse, datasets):
