@@ -87,8 +87,10 @@ class SessionStore:
 
     def seconds_left(self, session: Session) -> float:
         now = self._clock()
-        return max(0.0, min(session.last_active + self.idle_seconds,
-                            session.created + self.max_age_seconds) - now)
+        end = session.created + self.max_age_seconds
+        if self.idle_seconds > 0:
+            end = min(end, session.last_active + self.idle_seconds)
+        return max(0.0, end - now)
 
     def delete(self, session_id: str) -> None:
         with self._lock:
@@ -103,8 +105,9 @@ class SessionStore:
         return len(gone)
 
     def _expired(self, session: Session, now: float) -> bool:
-        return (now - session.last_active > self.idle_seconds
-                or now - session.created > self.max_age_seconds)
+        # idle_seconds <= 0 ([server] idle_logout_minutes = 0): no idle logout, only the maximum age.
+        idle = self.idle_seconds > 0 and now - session.last_active > self.idle_seconds
+        return idle or now - session.created > self.max_age_seconds
 
     def _drop_expired(self, now: float) -> None:
         for sid in [sid for sid, s in self._sessions.items() if self._expired(s, now)]:
