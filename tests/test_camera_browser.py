@@ -80,6 +80,16 @@ def test_live_preview_capture_and_analysis_in_chromium(server, browser, shots):
     assert status["state"] == "live" and status["preview_fps"] >= 10
     page.screenshot(path=str(shots / "camera-01-preview.png"))
 
+    # Unplug the camera (the demo folder) during the preview, then plug it back.
+    folder = Path(server.cfg.camera.folder)
+    folder.rename(folder.with_name("unplugged"))
+    wait_until(lambda: "gone" in page.inner_text("#camera-message"), timeout=10)
+    assert page.locator("#camera-hint").is_visible() and page.locator("#camera-capture").is_disabled()
+    page.screenshot(path=str(shots / "camera-01b-unplugged.png"))
+    folder.with_name("unplugged").rename(folder)
+    wait_until(lambda: page.locator("#camera-capture").is_enabled() and not page.locator("#camera-message").is_visible(),
+               timeout=15)
+
     capture = page.locator("#camera-capture")
     assert capture.is_enabled()
     capture.click()

@@ -82,6 +82,7 @@ class Rig:
         self.calls: list[tuple[str, tuple, dict]] = []
         self.instances: list["FakePicamera2"] = []
         self.open_cameras: set[int] = set()
+        self.properties_read: set[str] = set()
         self.lock = threading.Lock()
         self.metadata = {"ColourGains": (2.05, 1.62), "ExposureTime": 12345, "AnalogueGain": 1.5,
                          "SensorTimestamp": 0}
@@ -122,18 +123,24 @@ def make_fake_modules(rig: Rig):
             rig.open_cameras.add(camera_num)
             rig.instances.append(self)
             self.camera_num = camera_num
-            self.sensor_resolution = SENSOR
             self.camera_config = None
             self.controls: dict = {}
             self.started = False
             self.closed = False
 
         @property
+        def sensor_resolution(self):
+            rig.properties_read.add("sensor_resolution")
+            return SENSOR
+
+        @property
         def sensor_modes(self):
+            rig.properties_read.add("sensor_modes")
             return [dict(m) for m in SENSOR_MODES]
 
         @property
         def camera_properties(self):
+            rig.properties_read.add("camera_properties")
             return {"Model": "imx477", "PixelArraySize": SENSOR}
 
         def _config(self, defaults, main, lores, raw, transform, colour_space, buffer_count, controls, display,
@@ -292,6 +299,7 @@ def test_a_whole_session_uses_only_the_picamera2_api_and_one_camera_object(rig, 
     used = set(names(rig))
     api = {n for n in vars(API) if not n.startswith("_")} | {"__init__"}
     assert used <= api, f"calls outside the picamera2 API: {used - api}"
+    assert rig.properties_read <= PROPERTIES
     assert {"__init__", "create_preview_configuration", "create_still_configuration", "configure", "start",
             "capture_array", "switch_mode_and_capture_array", "stop", "close"} <= used
     assert len(rig.instances) == 1                        # never re-created while it works

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from ..catalogue import N_
 from ..errors import BadImage
 from .base import Camera, CameraUnavailable
 from .frames import fit_within
@@ -97,8 +98,8 @@ class FolderCamera(Camera):
     def _scan(self) -> None:
         """Re-read the listing when the folder changed; raise as an unplugged camera would."""
         if self.folder is None:
-            raise CameraUnavailable("No image folder is set for the demo camera.",
-                                    "Set [camera] folder in the configuration file.")
+            raise CameraUnavailable(N_("No image folder is set for the demo camera."),
+                                    N_("Set [camera] folder in the configuration file."))
         try:
             st = os.stat(self.folder)
             key = (st.st_ino, st.st_mtime_ns)
@@ -108,12 +109,13 @@ class FolderCamera(Camera):
                 self._bad.clear()   # a changed folder may hold repaired files
         except OSError:
             self._files, self._listing_key, self._current = [], None, None
-            raise CameraUnavailable(f"The demo camera's image folder {self.folder} is gone.",
-                                    "Put the folder back (or plug the camera in); the preview restarts by itself.") from None
+            log.warning("demo camera: the folder %s is gone", self.folder)
+            raise CameraUnavailable(N_("The demo camera's image folder is gone."),
+                                    N_("Put the folder back (or plug the camera in); the preview restarts by itself.")) from None
         if not [p for p in self._files if p not in self._bad]:
             self._current = None
-            raise CameraUnavailable(f"The demo camera's image folder {self.folder} has no readable images.",
-                                    "Copy JPEG or PNG images into it; the preview restarts by itself.")
+            raise CameraUnavailable(N_("The demo camera's image folder has no readable images."),
+                                    N_("Copy JPEG or PNG images into it; the preview restarts by itself."))
 
     def _on_show(self) -> tuple[Path, "np.ndarray", "np.ndarray"]:
         self._scan()

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from ..catalogue import N_
 from .base import Camera, CameraUnavailable
 from .frames import STILL_QUALITY, encode_jpeg
 
@@ -50,9 +51,9 @@ class Frame:
 
 
 def _no_camera() -> CameraUnavailable:
-    return CameraUnavailable("No camera found.",
-                             "Plug in the microscope camera, or use the phone or a file for this image. "
-                             "A technician sets the camera in [camera] of the configuration file.")
+    return CameraUnavailable(N_("No camera found."),
+                             N_("Plug in the microscope camera, or use the phone or a file for this image. "
+                                "A technician sets the camera in [camera] of the configuration file."))
 
 
 def choose_camera(settings) -> Camera | None:
@@ -197,7 +198,8 @@ class CameraManager:
                 if now >= deadline:
                     if frame is not None:
                         return frame            # paused for a diagnosis: the viewer keeps the last frame
-                    raise CameraUnavailable("The camera is still starting.", "Wait a moment; the picture appears by itself.")
+                    raise CameraUnavailable(N_("The camera is still starting."),
+                                            N_("Wait a moment; the picture appears by itself."))
                 self._changed.wait(deadline - now)
 
     def stream(self, alive: Callable[[], bool] = lambda: True) -> Iterator[Frame]:
@@ -219,8 +221,8 @@ class CameraManager:
         self._note_demand()
         with self._device_lock:
             camera = self._ensure_open()
-            frame = self._guarded(camera.still, "The camera failed to take the picture",
-                                  "Try again; if it keeps failing, restart the box.")
+            frame = self._guarded(camera.still, N_("The camera failed to take the picture."),
+                                  N_("Try again; if it keeps failing, restart the box."))
             self._refresh_description()
         return encode_jpeg(frame, STILL_QUALITY)
 
@@ -252,7 +254,7 @@ class CameraManager:
     def _grab_one(self) -> None:
         with self._device_lock:
             camera = self._ensure_open()
-            frame = self._guarded(camera.preview_frame, "The camera stopped", "The preview retries by itself.")
+            frame = self._guarded(camera.preview_frame, N_("The camera stopped."), N_("The preview retries by itself."))
             self._refresh_description()
         jpeg = encode_jpeg(frame)
         now = time.monotonic()
@@ -274,7 +276,7 @@ class CameraManager:
             self._camera = camera
         if not self._streaming:
             self._set_state(State.STARTING, self._error)
-            self._guarded(self._camera.start, "The camera could not start", "The preview retries by itself.")
+            self._guarded(self._camera.start, N_("The camera could not start."), N_("The preview retries by itself."))
             self._streaming = True
             self._refresh_description()
         return self._camera
@@ -289,8 +291,8 @@ class CameraManager:
             self._lost(exc)
             raise
         except Exception as exc:
-            log.exception("%s", failure)
-            error = CameraUnavailable(f"{failure} ({exc}).", hint)
+            log.exception("%s", failure)      # the details go to the log, the sentence to the nurse
+            error = CameraUnavailable(failure, hint)
             self._lost(error)
             raise error from None
 

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..catalogue import N_
 from .base import Camera, CameraUnavailable
 from .frames import fitted_size
 
@@ -42,8 +43,8 @@ def _cv2():
     try:
         import cv2
     except ImportError:
-        raise CameraUnavailable("The USB camera support (OpenCV) is not installed.",
-                                "Reinstall the appliance (./start.sh --install-only).") from None
+        raise CameraUnavailable(N_("The USB camera support (OpenCV) is not installed."),
+                                N_("Reinstall the appliance (./start.sh --install-only).")) from None
     return cv2
 
 
@@ -182,8 +183,9 @@ class OpenCVCamera(Camera):
 
     # --- internals ---------------------------------------------------------------------------
     def _gone(self) -> CameraUnavailable:
-        return CameraUnavailable(f"The USB camera {self.device} does not answer (unplugged or in use).",
-                                 "Check its cable and plug it in again; the preview restarts by itself.")
+        log.warning("USB camera %s does not answer", self.device)
+        return CameraUnavailable(N_("The USB camera does not answer (unplugged, or used by another program)."),
+                                 N_("Check its cable and plug it in again; the preview restarts by itself."))
 
     def _preview_mode(self) -> tuple[int, int]:
         return self.settings.preview_width, self.settings.preview_height

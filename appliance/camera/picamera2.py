@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from ..catalogue import N_
 from .base import Camera, CameraUnavailable, Orientation
 
 if TYPE_CHECKING:
@@ -44,9 +45,9 @@ def _library():
         from picamera2 import Picamera2
         import libcamera
     except ImportError:
-        raise CameraUnavailable("The Raspberry Pi camera library (picamera2) is not installed.",
-                                "Install python3-picamera2 (Raspberry Pi OS) and create the venv with "
-                                "--system-site-packages, or set [camera] backend to opencv or folder.") from None
+        raise CameraUnavailable(N_("The Raspberry Pi camera library (picamera2) is not installed."),
+                                N_("Install python3-picamera2 (Raspberry Pi OS) and create the venv with "
+                                   "--system-site-packages, or set [camera] backend to opencv or folder.")) from None
     return Picamera2, libcamera
 
 
@@ -151,8 +152,8 @@ class Picamera2Camera(Camera):
         except Exception as exc:
             raise self._failed(exc) from None
         if self.camera_num >= len(cameras):
-            raise CameraUnavailable("No Raspberry Pi camera is connected.",
-                                    "Check the ribbon cable (contacts facing the right way) and restart the box.")
+            raise CameraUnavailable(N_("No Raspberry Pi camera is connected."),
+                                    N_("Check the ribbon cable (contacts facing the right way) and restart the box."))
         try:
             picam = Picamera2(self.camera_num)
         except Exception as exc:      # RuntimeError("Camera __init__ sequence did not complete.")
@@ -256,6 +257,6 @@ class Picamera2Camera(Camera):
     @staticmethod
     def _failed(exc: Exception) -> CameraUnavailable:
         log.warning("picamera2: %s: %s", type(exc).__name__, exc)
-        return CameraUnavailable(f"The Raspberry Pi camera does not answer ({exc}).",
-                                 "Check the ribbon cable and that no other program uses the camera; "
-                                 "the preview retries by itself.")
+        return CameraUnavailable(N_("The Raspberry Pi camera does not answer."),
+                                 N_("Check the ribbon cable and that no other program uses the camera; "
+                                    "the preview retries by itself."))
