@@ -193,7 +193,7 @@ def check_runtime(cfg: Config, engine=None) -> list[Check]:
 
 # -- models ----------------------------------------------------------------------------------
 def _packs_in_use(cfg: Config) -> tuple[list[tuple[str, Any]], list[Check]]:
-    """The packs the engine takes models from: the current pack, then the demo fallback."""
+    """The packs the engine takes models from: the current pack, then the built-in (demo) pack."""
     from .models_admin import PackManager
     manager = PackManager(cfg)
     packs, checks = [], []
@@ -207,9 +207,9 @@ def _packs_in_use(cfg: Config) -> tuple[list[tuple[str, Any]], list[Check]]:
     demo_dir = cfg.demo_pack_dir
     if not cfg.clinical and (demo_dir / "manifest.json").is_file():
         try:
-            packs.append(("demo fallback", manager.load(demo_dir)))
+            packs.append(("built-in", manager.load(demo_dir)))
         except UserError as exc:
-            checks.append(Check("models", FAIL, f"the demo pack at {demo_dir} cannot be used: {exc.message}"))
+            checks.append(Check("models", FAIL, f"the built-in pack at {demo_dir} cannot be used: {exc.message}"))
     return packs, checks
 
 

@@ -1,4 +1,5 @@
-"""GET /healthz: the doctor's report as JSON, for systemd, the kiosk launcher and technicians.
+"""GET /healthz: the doctor's report as JSON, for systemd, the kiosk launcher and technicians;
+the same report as the Admin page's "Self-check" panel.
 
 Public (no login) and cheap: expensive checks (model checksums, runtime, camera) come from the
 ``HealthMonitor`` cache and are refreshed in the background. ``/healthz?live=1`` skips every
@@ -11,12 +12,15 @@ from __future__ import annotations
 import bottle
 
 from .. import __version__
+from ..catalogue import N_
 from ..doctor import HealthMonitor
 
 
 def install(app: bottle.Bottle, ctx) -> None:
     monitor = HealthMonitor(ctx.cfg, store=getattr(ctx, "store", None), engine=getattr(ctx, "engine", None),
                             cameras=getattr(ctx, "cameras", None)).start()
+    # The same report on the Admin page: a technician on the phone can have it read out.
+    ctx.admin_panels.append((N_("Self-check"), "doctor_admin_panel.html", lambda c: {"report": monitor.report()}))
 
     @app.get("/healthz")
     def healthz():
