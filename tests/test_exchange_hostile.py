@@ -136,9 +136,7 @@ def test_a_bundle_re_signed_as_another_trusted_post_opens_nothing(guarded):
 
 def test_an_accepted_unknown_post_cannot_be_taken_over_by_another_key(world):
     w = world
-    stranger = w.new_post("Unlisted post")
-    w.add_exam("X-1", "Almaz Kebede", box=stranger)
-    first = export_bundle(stranger.store, stranger.cfg, w.stick).path
+    stranger, first = w.bundle_from_new_post("Unlisted post")
     importer.import_bundle(w.supervisor.store, w.supervisor.cfg, first, accept_unknown=True)
     before = snapshot(w.supervisor.cfg.data_dir)
     impostor = craft_bundle(w, [], post=stranger, signing_key=signing.new_private_key())

@@ -165,9 +165,7 @@ def test_two_posts_are_counted_apart(world):
 
 def test_unknown_posts_are_refused_unless_accepted(world):
     w = world
-    stranger = w.new_post("Unlisted post")
-    w.add_exam("X-1", "Almaz Kebede", box=stranger)
-    bundle = export_bundle(stranger.store, stranger.cfg, w.stick).path
+    stranger, bundle = w.bundle_from_new_post("Unlisted post")
     before = snapshot(w.supervisor.cfg.data_dir)
     with pytest.raises(BundleRefused) as err:
         _import(w, bundle)

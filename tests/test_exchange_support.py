@@ -74,6 +74,13 @@ class World:
         cfg = post_config(self.tmp / name, name, self.supervisor_public_key)
         return Box(cfg, Store.open(cfg))
 
+    def bundle_from_new_post(self, name: str) -> tuple[Box, Path]:
+        """A post the supervisor does not know yet, with one exam, and its first bundle on the stick."""
+        from appliance.exchange.export import export_bundle
+        box = self.new_post(name)
+        self.add_exam("X-1", "Almaz Kebede", box=box)
+        return box, export_bundle(box.store, box.cfg, self.stick).path
+
     @property
     def supervisor_public_key(self) -> str:
         return signing.b64(keys.x25519_public_raw(keys.load_supervisor_key(self.supervisor.cfg)))
