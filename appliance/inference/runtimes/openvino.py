@@ -50,8 +50,9 @@ class OpenVinoModel(LoadedModel):
         self._features = compiled.output(feature_name) if feature_name in names else None
 
     def run(self, batch: np.ndarray, *, features: bool) -> ModelOutput:
-        # share_inputs: no copy of the input; outputs are copied (the request reuses its buffers).
-        result = self.request.infer({0: batch}, share_inputs=True)
+        # No copies inside OpenVINO: the input is read in place, and the outputs are views of the
+        # request's buffers, which the next run overwrites, so we copy out what we keep.
+        result = self.request.infer({0: batch}, share_inputs=True, share_outputs=True)
         logits = np.array(result[self._logits][0], dtype=np.float32)
         feats = None
         if features and self._features is not None:
