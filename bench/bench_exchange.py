@@ -14,7 +14,8 @@
    bundle each; a fresh supervisor store imports all P bundles in one child process. Printed:
    per-bundle median and p90, total, and the child's peak RSS (goal: bounded, not growing with P).
 3. Statistics over the merged store: ``store.stats()`` (the store's index), the cross-post tables
-   (``exchange.stats.cross_post``, one pass over all exam records) and the DHIS2 data value set.
+   of the Statistics page (``exchange.stats.cross_post``, from that index) and the DHIS2 data value
+   set (one pass over every exam record, to leave demo exams out).
 
 Each measured part runs in its own spawned process, so its peak RSS is its own. Results are
 printed and written to bench/results/bench_exchange.json.

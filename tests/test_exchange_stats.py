@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from datetime import datetime, timezone
 
 import pytest
@@ -55,7 +56,10 @@ def test_cross_post_statistics(merged):
     w = merged
     summary = stats.cross_post(w.supervisor.store)
     a, b = w.post.store.post_id, w.other.store.post_id
-    assert summary["exams"] == 8 and summary["demo_exams"] == 1
+    assert summary["exams"] == 8
+    assert stats.summarize(stats.count_cube(w.supervisor.store))["demo_exams"] == 1
+    assert stats.count_cube(w.supervisor.store) - stats.store_cube(w.supervisor.store) == Counter(
+        {cell: n for cell, n in stats.count_cube(w.supervisor.store).items() if cell.demo})
     assert summary["posts"] == {a: "Agaro health post", b: "Bedele health post"}
     pap = summary["by_post"][a]["by_analysis"]["pap_smear"]
     assert pap["by_class"] == {"normal": 2, "abnormal": 3} and pap["prevalence"]["abnormal"] == 0.6

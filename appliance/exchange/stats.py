@@ -1,10 +1,14 @@
 """Statistics across health posts, from the merged store on a supervisor's box.
 
-One pass over the exams builds a small count cube keyed by (post, month, analysis, label,
-age group, decided, demo); every table (by post, month, class, age group, decision, and
-prevalence) and the DHIS2 data values are sums over that cube. The label counted is the
-final one: the clinician's decision when recorded, the model's label before that.
-Prevalence is a class's share of the exams of its analysis in the same slice.
+Everything is a sum over a small count cube keyed by (post, month, analysis, label, age group,
+decided, demo): the tables (by post, month, class, age group, decision, and prevalence) and the
+DHIS2 data values. The label counted is the final one: the clinician's decision when recorded,
+the model's label before that. Prevalence is a class's share of the exams of its analysis in
+the same slice.
+
+Two ways to fill the cube: ``store_cube`` from the store's own index (``store.stats()["cells"]``:
+milliseconds at any size, for the pages; it cannot tell demo exams apart), and ``count_cube``, one
+pass over every exam record (exact, demo flag included, about 0.1 ms per exam: for DHIS2).
 """
 from __future__ import annotations
 
@@ -65,6 +69,16 @@ def count_cube(store, *, date_from: str | None = None, date_to: str | None = Non
     return cube
 
 
+def store_cube(store, *, date_from: str | None = None, date_to: str | None = None) -> Counter:
+    """The cube from the store's index (fast; every exam counted as not demo)."""
+    cube: Counter = Counter()
+    for c in store.stats(date_from=date_from, date_to=date_to)["cells"]:
+        decided = c["decision"] in ("agrees", "disagrees")
+        cube[Cell(c["post_id"], c["month"] or "unknown", c["analysis"], c["label"] or "unlabelled", c["age_group"],
+                  decided, False, (c["decision"] == "agrees") if decided else None)] += c["count"]
+    return cube
+
+
 def _classes(counts: Counter) -> dict:
     total = sum(counts.values())
     return {"exams": total,
@@ -120,4 +134,5 @@ def post_names(store) -> dict[str, str]:
 
 
 def cross_post(store, *, date_from: str | None = None, date_to: str | None = None) -> dict:
-    return summarize(count_cube(store, date_from=date_from, date_to=date_to), post_names(store))
+    """The cross-post tables, from the store's index (interactive at any size)."""
+    return summarize(store_cube(store, date_from=date_from, date_to=date_to), post_names(store))
