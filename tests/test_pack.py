@@ -133,6 +133,13 @@ def test_no_manifest_and_broken_json_are_clear(tmp_path, pack, pack_key):
         load_pack(pack, trusted(pack_key))
 
 
+def test_an_oversized_manifest_is_refused_before_it_is_read(pack, pack_key):
+    with open(pack / MANIFEST, "ab") as fh:
+        fh.truncate(9 << 20)                              # sparse: no 9 MB written
+    with pytest.raises(PackError, match="far too large"):
+        load_pack(pack, trusted(pack_key))
+
+
 def test_demo_models_in_a_pack_not_marked_demo_are_refused(pack, pack_key):
     manifest = manifest_of(pack)
     manifest["models"]["pap_smear"]["demo"] = True       # write_manifest would mark the pack demo

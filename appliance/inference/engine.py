@@ -168,6 +168,9 @@ class Engine:
             self.runtime()
         except RuntimeUnavailable:
             return []
+        return self._installed_analyses()
+
+    def _installed_analyses(self) -> list[str]:
         return [a.id for a in catalogue.ANALYSES.values() if a.first_model in self.slots]
 
     def status(self) -> dict:
@@ -199,7 +202,7 @@ class Engine:
             "packs": [{"id": p.pack_id, "version": p.version, "demo": p.demo, "trusted": p.trusted,
                        "source": source, "path": str(p.root)} for source, p in self.packs],
             "models": models,
-            "analyses": [a for a in catalogue.ANALYSES if catalogue.ANALYSES[a].first_model in self.slots],
+            "analyses": self._installed_analyses(),
             "problems": problems,
         }
 

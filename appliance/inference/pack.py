@@ -52,6 +52,8 @@ RESIZE_POLICIES = ("resize_shorter_center_crop", "resize_exact")
 FILE_ROLES = ("onnx_fp32", "onnx_int8", "openvino_fp32", "openvino_fp32_weights",
               "openvino_int8", "openvino_int8_weights", "classifier", "ood")
 _CHUNK = 1 << 20
+# A manifest lists a few dozen files; anything near this size is not one (packs come from USB sticks).
+MAX_MANIFEST_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,8 @@ def load_pack(root: str | os.PathLike, trusted_keys: Iterable[str] = (), allow_d
         raise PackError(f"There is no model pack at {root} (no {MANIFEST}).",
                         "Build the demo pack with 'bccdms-export demo --out weights/demo', "
                         "or install a pack with 'appliance models install PATH'.")
+    if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise _bad(name, "manifest.json is far too large to be a pack manifest")
     raw_manifest = manifest_path.read_bytes()
     try:
         manifest = json.loads(raw_manifest)
