@@ -373,7 +373,8 @@ def test_only_the_administrator_manages_model_packs(staffed_server, tiny_pack, p
 
 @pytest.mark.browser
 def test_admin_installs_a_pack_in_chromium(staffed_server, tiny_pack, pack_key, tmp_path, artifacts_dir):
-    """The Admin panel at the kiosk's 800x480, touched in real Chromium; screenshots for the admin guide."""
+    """The Admin page at the kiosk's 800x480, touched in real Chromium: install a pack from the
+    stick, then the Self-check panel (the doctor's report). Screenshots for the admin guide."""
     from playwright.sync_api import sync_playwright
     pack_on(tmp_path / "media" / "ML-TEAM", tiny_pack, pack_key, "breast-2026.2", "2.0.0")
     client = staffed_server.client()
@@ -396,6 +397,12 @@ def test_admin_installs_a_pack_in_chromium(staffed_server, tiny_pack, pack_key, 
             page.wait_for_selector("#models-result", timeout=120_000)
             assert "breast-2026.2 2.0.0 is now in use" in page.inner_text("#models-result")
             page.screenshot(path=str(shots / "admin-model-pack-installed.png"))
+            wait_until(lambda: 'data-check="models" data-status="OK"' in client.get("/admin").text, timeout=60)
+            page.goto(f"{staffed_server.url}/admin")
+            doctor_panel = page.locator("#doctor-panel")
+            doctor_panel.scroll_into_view_if_needed()
+            assert "breast-2026.2" in doctor_panel.locator('tr[data-check="models"]').first.inner_text()
+            doctor_panel.screenshot(path=str(shots / "admin-self-check.png"))
         finally:
             browser.close()
     assert engine_pack(staffed_server) == "breast-2026.2"
