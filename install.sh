@@ -167,6 +167,7 @@ if [ "$APT" = 1 ]; then
   fi
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing Debian packages: ${missing[*]}"
+    run apt-get update -qq || note "apt-get update failed; trying with the package lists already here"
     run apt-get install -y "${missing[@]}"
   fi
 fi
