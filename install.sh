@@ -95,7 +95,7 @@ case "$PREFIX" in /*) ;; *) die "--prefix must be an absolute path." ;; esac
 [ "$PREFIX" != "/" ] || die "--prefix / would put the appliance's files everywhere; use a folder of its own."
 [ "$PURGE" = 0 ] || [ "$UNINSTALL" = 1 ] || die "--purge goes with --uninstall."
 case "$PORT" in ''|*[!0-9]*) die "--listen needs HOST:PORT with a numeric port." ;; esac
-[ "$PORT" -ge 1 ] && [ "$PORT" -le 65535 ] || die "the port $PORT is out of range (1-65535)."
+if [ "$PORT" -lt 1 ] || [ "$PORT" -gt 65535 ]; then die "the port $PORT is out of range (1-65535)."; fi
 case "$IDLE" in ''|*[!0-9]*) die "--idle-logout needs a whole number of minutes." ;; esac
 case "$RUNTIME" in auto|openvino|onnxruntime) ;; *) die "--runtime must be auto, openvino or onnxruntime." ;; esac
 case "$MODE" in demo|clinical) ;; *) die "--mode must be demo or clinical." ;; esac
