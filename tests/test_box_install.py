@@ -301,6 +301,14 @@ def test_kiosk_autostart_entry_is_valid(source):
     assert "systemctl --user start bccdms-kiosk.service" in entry.read_text()
 
 
+def test_shell_scripts_pass_shellcheck(source):
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck is missing: install the Debian package shellcheck (.ci/run does).")
+    scripts = [source / "install.sh", source / "systemd" / "bccdms-usb-mount", source / "systemd" / "appliance-wrapper"]
+    proc = subprocess.run(["shellcheck", *map(str, scripts)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_usb_sticks_are_mounted_through_a_unit_not_from_udev(source):
     rules = (source / "systemd" / "90-bccdms-usb.rules").read_text()
     assert 'ENV{SYSTEMD_WANTS}+="bccdms-usb-mount@%k.service"' in rules
