@@ -10,6 +10,7 @@ nobody reads heat into a region the model never looked at.
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 from PIL import Image
@@ -51,14 +52,13 @@ def crop_box_in_image(width: int, height: int, spec: InputSpec) -> tuple[float, 
 
 
 def overlay(image: Image.Image, cam: np.ndarray, spec: InputSpec, max_side: int = 1024) -> Image.Image:
-    """The image (at most ``max_side`` px) with the map blended over the network's crop and
-    the rest dimmed. Pillow does the pixel work (lookup tables, blend, paste): a few ms for
-    a screen-sized image."""
+    """The image (reduced by a whole factor to at most ``max_side`` px) with the map blended
+    over the network's crop and the rest dimmed. Pillow does the pixel work (lookup tables,
+    blend, paste): a few ms for a screen-sized image."""
     img = image if image.mode == "RGB" else image.convert("RGB")
-    scale = min(1.0, max_side / max(img.size))
-    if scale < 1.0:   # a picture for the screen: the box filter is the cheapest one that does not alias
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
-                         Image.Resampling.BOX)
+    factor = math.ceil(max(img.size) / max_side)
+    if factor > 1:    # a picture for the screen: whole-pixel box averaging, 10x faster than a resize
+        img = img.reduce(factor)
     left, top, right, bottom = (round(v) for v in crop_box_in_image(img.width, img.height, spec))
     out = img.point(_DIM_TABLE)
     if right > left and bottom > top:
@@ -84,7 +84,8 @@ def to_png(image: Image.Image) -> bytes:
         buf = io.BytesIO()
         image.save(buf, format="PNG", compress_level=1)
         return buf.getvalue()
-    bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+    rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     ok, encoded = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 0,
                                              cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE])
     if not ok:
