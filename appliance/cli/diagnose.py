@@ -44,7 +44,7 @@ def run(args, cfg) -> int:
     if analysis.id not in engine.analyses():
         engine.runtime()                       # a missing runtime says so itself
         raise UserError(f"No model for {analysis.name} is installed"
-                        + (f" ({engine.problems[0]})." if engine.problems else "."),
+                        + (f" ({engine.problems[0].rstrip('.')})." if engine.problems else "."),
                         "Install a model pack with 'appliance models install PATH', or build the demo pack "
                         "with 'bccdms-export demo --out weights/demo'.")
     saver = ExamSaver(cfg, args.patient, args.name) if args.save else None

@@ -125,7 +125,7 @@ class Engine:
         slot = self.slots.get(model_id)
         if slot is None:
             spec = catalogue.model(model_id)
-            why = f" ({self.problems[0]})" if self.problems else ""
+            why = f" ({self.problems[0].rstrip('.')})" if self.problems else ""
             raise PackError(f"No model for “{spec.name}” is installed{why}.",
                             "Install a model pack with 'appliance models install PATH', or build the demo "
                             "pack with 'bccdms-export demo --out weights/demo'.")
