@@ -25,6 +25,12 @@ SOURCE_IMAGE = DATASETS / "breakhis" / "originals" / "ductal_carcinoma" / "SOB_M
 if str(REPO) not in sys.path:          # bench scripts run as files; the project is importable
     sys.path.insert(0, str(REPO))
 
+# NNCF (used to build the INT8 models) sends usage telemetry unless a consent file says no:
+# never from this project.
+from appliance.inference.runtimes.openvino import block_telemetry  # noqa: E402
+
+block_telemetry()
+
 
 def say(text: str) -> None:
     print(f"==> {text}", file=sys.stderr, flush=True)
