@@ -118,6 +118,9 @@ def test_folder_camera_previews_and_captures_the_real_file(camera_cfg, image_fol
     finally:
         cameras.stop()
     assert cameras.describe()["state"] == State.OFF
+    with pytest.raises(CameraUnavailable):          # stopped for good: no grabber comes back
+        cameras.preview_jpeg()
+    assert cameras._thread is None
 
 
 def test_folder_camera_turns_the_picture_as_configured(camera_cfg, image_folder):
@@ -270,6 +273,33 @@ def test_preview_pauses_while_held(camera_cfg, image_folder):
         assert cameras.describe()["frame"] == held_at and cameras.paused
         cameras.release()
         assert cameras.latest(after=held_at, timeout=2).seq > held_at
+    finally:
+        cameras.stop()
+
+
+def test_a_stream_keeps_writing_while_the_camera_is_gone(camera_cfg, image_folder, tmp_path):
+    """A server notices a viewer that left only when it writes; so even with the camera
+    unplugged, an open stream sends its last frame again every keepalive period."""
+    camera_cfg.camera.backend, camera_cfg.camera.folder = "folder", str(image_folder)
+    cameras = CameraManager(camera_cfg)
+    try:
+        stream = cameras.stream(keepalive=0.3)
+        first = next(stream)
+        image_folder.rename(tmp_path / "unplugged")
+        wait_until(lambda: cameras.describe()["state"] == State.UNAVAILABLE, timeout=3)
+        started = time.monotonic()
+        repeats = [next(stream) for _ in range(3)]
+        assert time.monotonic() - started < 3
+        assert all(frame.jpeg for frame in repeats) and repeats[-1].seq >= first.seq
+        (tmp_path / "unplugged").rename(image_folder)
+        fresh = wait_until(lambda: (f := next(stream)).seq > repeats[-1].seq and f, timeout=5)
+        assert fresh.seq > first.seq
+        # Shutting down ends the stream at once.
+        ender = threading.Thread(target=lambda: list(stream))
+        ender.start()
+        cameras.stop()
+        ender.join(2)
+        assert not ender.is_alive()
     finally:
         cameras.stop()
 

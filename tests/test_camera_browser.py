@@ -76,8 +76,7 @@ def test_live_preview_capture_and_analysis_in_chromium(server, browser, shots):
     wait_until(lambda: page.evaluate("document.getElementById('camera-preview').naturalWidth") > 0)
     assert page.evaluate("document.getElementById('camera-preview').naturalWidth") <= 640
     wait_until(lambda: "fps" in page.inner_text("#camera-state"), timeout=10)
-    status = server.ctx.cameras.describe()
-    assert status["state"] == "live" and status["preview_fps"] >= 10
+    assert server.ctx.cameras.describe()["state"] == "live"     # the rate is checked in test_camera_web
     page.screenshot(path=str(shots / "camera-01-preview.png"))
 
     # Unplug the camera (the demo folder) during the preview, then plug it back.

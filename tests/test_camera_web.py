@@ -156,6 +156,27 @@ def test_live_stream_runs_at_preview_rate(server):
         conn.close()
 
 
+def test_abandoned_streams_never_use_up_the_server(server, tmp_path):
+    """More streams opened and dropped (page reloads) than the server has threads, while the
+    camera is unplugged: the server still answers, and picks the camera up again."""
+    nurse = login(server)
+    cookie = "; ".join(f"{k}={v}" for k, v in nurse.cookies.items())
+    folder = Path(server.cfg.camera.folder)
+    folder.rename(tmp_path / "unplugged")
+    port = int(server.url.rsplit(":", 1)[1])
+    for _ in range(server.cfg.server.threads + 4):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/api/camera/stream.mjpg", headers={"Cookie": cookie})
+        assert conn.getresponse().status == 200
+        conn.close()
+    started = time.monotonic()
+    status = nurse.get("/api/camera?passive=1")
+    assert status.status == 200 and status.json()["state"] == "unavailable"
+    assert time.monotonic() - started < 10
+    (tmp_path / "unplugged").rename(folder)
+    wait_until(lambda: nurse.get("/api/camera/preview.jpg").status == 200, timeout=10)
+
+
 def test_watching_the_preview_does_not_keep_an_idle_kiosk_logged_in(server):
     nurse = login(server)
     sid = nurse.cookies["bccdms_session"]
@@ -208,6 +229,20 @@ def test_capture_refuses_what_it_must_and_changes_nothing(server, tmp_path):
         assert not draft_of(server, check).has_image and draft_of(server, check).version == 0
     (tmp_path / "unplugged").rename(folder)
     assert api_post(nurse, "/api/camera/capture", {"draft": draft_id}).status == 200
+
+
+def test_admin_page_shows_the_camera(server):
+    from webutil import ADMIN
+    admin = login(server, ADMIN)
+    login(server).get("/api/camera/preview.jpg")                 # a nurse's preview opened the camera
+    page = admin.get("/admin")
+    assert page.status == 200
+    assert 'class="kv camera-admin"' in page.text and "folder" in page.text and "Show a test picture" in page.text
+    assert "http://127.0.0.1/" in page.text                      # where phone links point
+    assert admin.get("/api/camera/preview.jpg").status == 200    # the test picture
+    # The admin checks the camera but cannot capture into anyone's exam.
+    res = api_post(admin, "/api/camera/capture", {"draft": "A" * 22})
+    assert res.status == 403
 
 
 def test_no_camera_configured_says_so(cfg, tiny_pack, pack_key):

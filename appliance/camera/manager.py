@@ -15,6 +15,7 @@ while someone is watching; when it answers, the preview resumes by itself.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import threading
 import time
@@ -31,6 +32,7 @@ RETRY_SECONDS = 1.0          # reconnect attempts while a viewer waits
 FIRST_FRAME_WAIT = 5.0       # how long a request waits for the camera to produce a frame
 STALE_SECONDS = 1.0          # a frame older than this is not "live" any more (after an idle pause)
 BUSY_POLL_SECONDS = 0.05
+KEEPALIVE_SECONDS = 1.0      # an idle MJPEG stream repeats its last frame this often
 
 
 class State:
@@ -48,6 +50,13 @@ class Frame:
     jpeg: bytes
     seq: int
     at: float                    # time.monotonic() when grabbed
+
+
+@functools.lru_cache(maxsize=1)
+def _placeholder() -> Frame:
+    """A dark frame for a stream that has nothing else to send yet."""
+    import numpy as np
+    return Frame(encode_jpeg(np.full((48, 64, 3), 34, dtype=np.uint8)), 0, 0.0)
 
 
 def _no_camera() -> CameraUnavailable:
@@ -105,6 +114,7 @@ class CameraManager:
         self._holds = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._closed = False
         self._thread: threading.Thread | None = None
 
     # --- the contract ----------------------------------------------------------------------
@@ -140,18 +150,23 @@ class CameraManager:
         }
 
     def start(self) -> None:
-        """Start the grabber thread (it opens the camera when a viewer first asks)."""
+        """Start the grabber thread (it opens the camera when a viewer first asks). Requests
+        for frames start it by themselves, until ``stop()``."""
         with self._changed:
             if self._thread is not None and self._thread.is_alive():
                 return
+            self._closed = False
             self._stopping.clear()
             self._state = State.IDLE
             self._thread = threading.Thread(target=self._run, name="camera-grabber", daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
-        """Stop the grabber and release the camera (server shutdown)."""
-        self._stopping.set()
+        """Stop the grabber, end every stream and release the camera (server shutdown)."""
+        with self._changed:
+            self._closed = True
+            self._stopping.set()
+            self._changed.notify_all()          # streams and long polls end now, not at their timeout
         self._wake.set()
         thread = self._thread
         if thread is not None:
@@ -186,6 +201,9 @@ class CameraManager:
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
+                if self._closed:
+                    raise CameraUnavailable(N_("The camera is switched off."),
+                                            N_("It starts again with the kiosk server."))
                 frame, now = self._frame, time.monotonic()
                 if frame is not None:
                     # After an idle pause the last frame is old news: wait for the next one.
@@ -202,19 +220,28 @@ class CameraManager:
                                             N_("Wait a moment; the picture appears by itself."))
                 self._changed.wait(deadline - now)
 
-    def stream(self, alive: Callable[[], bool] = lambda: True) -> Iterator[Frame]:
-        """Frames for one viewer (an MJPEG response) for as long as ``alive()`` says so. While
-        the camera is gone it waits, so the same stream resumes when the camera is back."""
-        seq = None
+    def stream(self, alive: Callable[[], bool] = lambda: True,
+               keepalive: float = KEEPALIVE_SECONDS) -> Iterator[Frame]:
+        """Frames for one viewer (an MJPEG response) for as long as ``alive()`` says so.
+
+        While no new frame comes (paused, camera gone) the last one is sent again every
+        ``keepalive`` seconds: writing is the only way the server notices a viewer that went
+        away, and each open stream holds one of the server's few threads. The same stream
+        resumes by itself when the camera is back.
+        """
+        seq, last_sent = None, time.monotonic()
         while alive() and not self._stopping.is_set():
             try:
-                frame = self.latest(after=seq, timeout=1.0)
+                frame = self.latest(after=seq, timeout=keepalive)
             except CameraUnavailable:
-                self._stopping.wait(0.5)
-                continue
-            if frame.seq != seq:
-                seq = frame.seq
+                frame = None
+                self._stopping.wait(min(0.5, keepalive))
+            if frame is not None and frame.seq != seq:
+                seq, last_sent = frame.seq, time.monotonic()
                 yield frame
+            elif time.monotonic() - last_sent >= keepalive:
+                last_sent = time.monotonic()
+                yield frame or self._frame or _placeholder()
 
     def capture(self) -> bytes:
         """A full-resolution still as a JPEG. Raises CameraUnavailable."""
@@ -343,7 +370,7 @@ class CameraManager:
 
     def _note_demand(self) -> None:
         self._last_demand = time.monotonic()
-        if self._thread is None:
+        if self._thread is None and not self._closed:
             self.start()
         self._wake.set()
 
