@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +17,11 @@ import pytest
 
 from PIL import Image
 
-from webutil import NURSE, browser, first_image, make_users, start_server, wait_until, web_config  # noqa: F401
+from test_camera_web import camera_cfg, server, slide  # noqa: F401  (the kiosk with a folder camera)
+from webutil import NURSE, browser, first_image, wait_until  # noqa: F401
 
 KIOSK = {"width": 800, "height": 480}
 PHONE = {"width": 390, "height": 844}
-SLIDE = "severe_dysplastic"           # Herlev Pap smear class
 COLPOSCOPY = "type_3"                  # IARC transformation-zone type
 
 pytestmark = pytest.mark.browser
@@ -33,21 +32,6 @@ def shots(artifacts_dir):
     folder = artifacts_dir / "screenshots"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-@pytest.fixture
-def server(cfg, tiny_pack, pack_key, tmp_path, datasets):
-    web_config(cfg, tiny_pack, pack_key, lan_host="127.0.0.1")
-    folder = tmp_path / "microscope"
-    folder.mkdir()
-    shutil.copy(first_image(datasets, "herlev", SLIDE, kind="originals"), folder)
-    cfg.camera.backend, cfg.camera.folder = "folder", str(folder)
-    live = start_server(cfg)
-    make_users(live)
-    try:
-        yield live
-    finally:
-        live.stop()
 
 
 def kiosk_page(browser, live, analysis: str, pid: str):
