@@ -85,11 +85,6 @@ class Camera(abc.ABC):
     def devices(cls, settings: "CameraConfig") -> list[dict]:
         """The devices this backend can see now: ``{"id", "backend", "name"}`` each; never raises."""
 
-    @classmethod
-    def probe(cls, settings: "CameraConfig") -> bool:
-        """Whether ``backend = "auto"`` should choose this backend on this machine now."""
-        return bool(cls.devices(settings))
-
     # --- life cycle --------------------------------------------------------------------------
     @abc.abstractmethod
     def start(self) -> None:

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from ..catalogue import N_
 from ..errors import BadImage
@@ -40,10 +40,9 @@ def _image_files(folder: Path) -> list[Path]:
 class FolderCamera(Camera):
     backend = "folder"
 
-    def __init__(self, settings: "CameraConfig", clock: Callable[[], float] = time.monotonic):
+    def __init__(self, settings: "CameraConfig"):
         super().__init__(settings)
         self.folder = Path(settings.folder).expanduser() if settings.folder else None
-        self._clock = clock
         self._files: list[Path] = []
         self._listing_key: tuple | None = None
         self._started_at = 0.0
@@ -65,7 +64,7 @@ class FolderCamera(Camera):
 
     def start(self) -> None:
         self._scan()
-        self._started_at = self._clock()
+        self._started_at = time.monotonic()
 
     def stop(self) -> None:
         pass  # nothing streams; the decoded image stays cached for a quick restart
@@ -121,7 +120,7 @@ class FolderCamera(Camera):
         self._scan()
         playable = [p for p in self._files if p not in self._bad]
         step = max(self.settings.folder_seconds_per_image, 0.001)
-        path = playable[int((self._clock() - self._started_at) / step) % len(playable)]
+        path = playable[int((time.monotonic() - self._started_at) / step) % len(playable)]
         if self._current is None or self._current[0] != path:
             try:
                 self._current = self._decode(path)

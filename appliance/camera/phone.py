@@ -106,14 +106,6 @@ class PhoneLinks:
             for key in [k for k, link in self._links.items() if link.draft_id == draft_id]:
                 del self._links[key]
 
-    def for_draft(self, draft_id: str) -> PhoneLink | None:
-        with self._lock:
-            now = self._clock()
-            for link in self._links.values():
-                if link.draft_id == draft_id and not link.used and link.expires > now:
-                    return link
-        return None
-
     def _usable(self, token: str, now: float) -> PhoneLink:
         link = self._links.get(self._key(token)) if token else None
         if link is None:
