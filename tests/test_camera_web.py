@@ -5,6 +5,7 @@ client without a login. What gets analysed is checked in the record store.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import http.client
 import io
@@ -164,11 +165,15 @@ def test_abandoned_streams_never_use_up_the_server(server, tmp_path):
     folder = Path(server.cfg.camera.folder)
     folder.rename(tmp_path / "unplugged")
     port = int(server.url.rsplit(":", 1)[1])
-    for _ in range(server.cfg.server.threads + 4):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+    def open_and_drop(_):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         conn.request("GET", "/api/camera/stream.mjpg", headers={"Cookie": cookie})
-        assert conn.getresponse().status == 200
+        status = conn.getresponse().status
         conn.close()
+        return status
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        assert set(pool.map(open_and_drop, range(server.cfg.server.threads + 4))) == {200}
     started = time.monotonic()
     status = nurse.get("/api/camera?passive=1")
     assert status.status == 200 and status.json()["state"] == "unavailable"
@@ -198,7 +203,7 @@ def test_the_preview_yields_to_requests_and_no_hold_is_left_behind(server):
     nurse.post(f"/drafts/{draft_id}/process", csrf=False)                 # CSRF refusal
     nurse.post(f"/drafts/{draft_id}/process")                             # no image yet: UserError
     server.client().get("/records")                                       # anonymous: redirected
-    nurse.get(f"/api/drafts/{draft_id}/wait?version=0", headers={"X-Passive": "1"})
+    nurse.get(f"/api/drafts/{draft_id}/wait?version=1", headers={"X-Passive": "1"})   # answers at once
     assert cameras._holds == 0 and not cameras.paused
     seq = int(first.headers["x-frame-seq"])
     assert int(nurse.get(f"/api/camera/preview.jpg?after={seq}").headers["x-frame-seq"]) > seq
