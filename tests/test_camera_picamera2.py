@@ -79,6 +79,7 @@ class Rig:
     """The fake hardware: which cameras are attached, what every call was."""
     def __init__(self):
         self.attached = True
+        self.usb_camera_first = False       # libcamera also lists UVC cameras, in plug order
         self.calls: list[tuple[str, tuple, dict]] = []
         self.instances: list["FakePicamera2"] = []
         self.open_cameras: set[int] = set()
@@ -109,10 +110,12 @@ def make_fake_modules(rig: Rig):
         @staticmethod
         def global_camera_info():
             record("global_camera_info", (), {})
+            usb = [{"Model": "USB Microscope: USB Microscope", "Location": 2,
+                    "Id": "/base/axi/pcie@120000/rp1/usb@200000-1:1.0-1bcf:2283"}] if rig.usb_camera_first else []
             if not rig.attached:
-                return []
-            return [{"Model": "imx477", "Location": 2, "Rotation": 0,
-                     "Id": "/base/soc/i2c0mux/i2c@1/imx477@1a"}]
+                return usb
+            return usb + [{"Model": "imx477", "Location": 2, "Rotation": 0,
+                           "Id": "/base/soc/i2c0mux/i2c@1/imx477@1a"}]
 
         def __init__(self, camera_num=0, verbose_console=None, tuning=None):
             record("__init__", (camera_num,), {"verbose_console": verbose_console, "tuning": tuning})
@@ -427,9 +430,15 @@ def test_no_camera_attached_or_no_library(rig, pi_cfg, monkeypatch):
     assert "not installed" in missing.value.message and "python3-picamera2" in missing.value.hint
 
 
-def test_auto_prefers_an_attached_pi_camera(rig, pi_cfg):
+def test_auto_prefers_an_attached_pi_camera_and_leaves_usb_cameras_to_opencv(rig, pi_cfg):
     from appliance.camera.manager import choose_camera
     pi_cfg.camera.backend = "auto"
-    assert isinstance(choose_camera(pi_cfg.camera), Picamera2Camera)
-    rig.attached = False
+    rig.usb_camera_first = True
+    chosen = choose_camera(pi_cfg.camera)
+    assert isinstance(chosen, Picamera2Camera) and chosen.camera_num == 1     # the imx477, not the UVC one
+    assert Picamera2Camera.devices(pi_cfg.camera) == [{"id": "1", "backend": "picamera2", "name": "imx477 (2)"}]
+    rig.attached = False                                   # only the USB camera is left
     assert choose_camera(pi_cfg.camera) is None
+    pi_cfg.camera.backend, pi_cfg.camera.device = "picamera2", "0"
+    with pytest.raises(CameraUnavailable):
+        Picamera2Camera(pi_cfg.camera).start()

@@ -82,8 +82,9 @@ def choose_camera(settings) -> Camera | None:
         return OpenCVCamera(settings)
     if chosen == "folder":
         return FolderCamera(settings)
-    if Picamera2Camera.devices(settings):
-        return Picamera2Camera(settings)
+    pi_cameras = Picamera2Camera.devices(settings)
+    if pi_cameras:
+        return Picamera2Camera(settings, camera_num=int(pi_cameras[0]["id"]))
     node = OpenCVCamera.first_that_opens(settings)
     if node is not None:
         return OpenCVCamera(settings, device=node)

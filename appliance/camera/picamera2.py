@@ -51,13 +51,19 @@ def _library():
     return Picamera2, libcamera
 
 
+def _is_pi_camera(info: dict) -> bool:
+    """libcamera also lists USB (UVC) cameras, which deliver MJPEG/YUYV rather than the RGB
+    this backend asks for; those are the OpenCV backend's."""
+    return "usb" not in str(info.get("Id", "")).lower()
+
+
 class Picamera2Camera(Camera):
     backend = "picamera2"
 
-    def __init__(self, settings: "CameraConfig"):
+    def __init__(self, settings: "CameraConfig", camera_num: int | None = None):
         super().__init__(settings)
         device = str(settings.device).strip()
-        self.camera_num = int(device) if device.isdigit() else 0
+        self.camera_num = camera_num if camera_num is not None else int(device) if device.isdigit() else 0
         self._picam = None
         self._started = False
         self._preview_config: dict | None = None
@@ -83,7 +89,7 @@ class Picamera2Camera(Camera):
             return []
         return [{"id": str(i), "backend": cls.backend,
                  "name": info.get("Model", "camera") + (f" ({info['Location']})" if "Location" in info else "")}
-                for i, info in enumerate(cameras)]
+                for i, info in enumerate(cameras) if _is_pi_camera(info)]
 
     # --- life cycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -151,7 +157,7 @@ class Picamera2Camera(Camera):
             cameras = Picamera2.global_camera_info()
         except Exception as exc:
             raise self._failed(exc) from None
-        if self.camera_num >= len(cameras):
+        if self.camera_num >= len(cameras) or not _is_pi_camera(cameras[self.camera_num]):
             raise CameraUnavailable(N_("No Raspberry Pi camera is connected."),
                                     N_("Check the ribbon cable (contacts facing the right way) and restart the box."))
         try:
