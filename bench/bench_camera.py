@@ -277,6 +277,15 @@ def preview_over_http(kiosk: Kiosk, pid: int, seconds: float) -> dict:
             "gaps": gaps, "cpu": cpu, "wall": wall}
 
 
+def wait_js(page, expression: str, timeout: float = 60, interval: float = 0.005) -> None:
+    """Poll a JS expression (page.wait_for_function needs eval, which the kiosk's CSP forbids)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {expression}")
+        time.sleep(interval)
+
+
 def chromium_phases(kiosk: Kiosk, base: str, pid: int, patient: dict, seconds: float, runs: int) -> dict:
     import psutil
     from playwright.sync_api import sync_playwright
@@ -310,11 +319,15 @@ def chromium_phases(kiosk: Kiosk, base: str, pid: int, patient: dict, seconds: f
 
         for _ in range(runs + 1):                    # the first one warms caches
             page.wait_for_selector("#camera-capture:enabled", timeout=60000)
+            time.sleep(1.0)                          # a nurse looks at the live view before the tap
             started = time.perf_counter()
-            # The tap posts the capture, then the page reloads; its load event waits for the image.
-            with page.expect_navigation(wait_until="load", timeout=60000):
+            # The tap posts the capture; the page's poll reloads it with the new image. Shown =
+            # the image decoded on the new page (not its load event, which also waits for the
+            # live view's first frame).
+            with page.expect_navigation(wait_until="commit", timeout=60000):
                 page.click("#camera-capture")
-            assert page.evaluate("document.getElementById('draft-image').naturalWidth") > 0
+            wait_js(page, "(() => { const i = document.getElementById('draft-image');"
+                          " return !!i && i.complete && i.naturalWidth > 0; })()")
             out["shown_ms"].append((time.perf_counter() - started) * 1000)
         out["shown_ms"] = out["shown_ms"][1:]
         browser.close()
@@ -433,6 +446,9 @@ def main() -> int:
     print(f"  preview frames sent during a diagnosis           {max(diagnosis['frames_during']):>8}  (most in one run)")
     ratio = med(diagnosis["running"]) / med(diagnosis["stopped"])
     print(f"  ratio running / stopped (median)               {ratio:10.3f}   target <= 1.05")
+    if arch == "tiny":
+        print("  (tiny models run in milliseconds: one preview frame already in flight when processing"
+              " starts weighs on this ratio; the target is for the ResNet152 pack)")
     print(f"  peak RSS: server {server_peak:.0f} MB, this process "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     return 0

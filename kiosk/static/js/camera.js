@@ -2,7 +2,7 @@
    Kiosk: the live view is an MJPEG stream in an <img>; a passive status poll shows what the
    camera is doing ("No camera found", "paused while the analysis runs") and enables Capture.
    A capture or a phone photo becomes the exam's image on the server; the image page's own
-   poll (kiosk.js) then reloads the page, and we reload at once after our own capture.
+   poll (kiosk.js) then reloads the page.
    No inline scripts anywhere (the CSP forbids them): data comes in data-* attributes. */
 (function () {
   "use strict";
@@ -101,7 +101,9 @@
           show(message, panel.dataset.msgCaptured);
           stopped = true;
           stopStream();
-          window.location.reload();
+          // The image page's own poll reloads it for the new image (a second reload here would
+          // abort that one); only a page without that poll reloads itself.
+          if (!document.querySelector("[data-draft-poll]")) { window.location.reload(); }
           return;
         }
         show(message, res.body.error || panel.dataset.msgFailed);
