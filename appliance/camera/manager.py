@@ -40,7 +40,7 @@ class State:
     IDLE = "idle"                # nobody watches: not grabbing
     STARTING = "starting"
     LIVE = "live"
-    PAUSED = "paused"            # a diagnosis runs
+    PAUSED = "paused"            # a model runs, or a request a person waits for holds it
     UNAVAILABLE = "unavailable"  # configured camera does not answer; retrying
     NONE = "none"                # no camera configured or found
 
@@ -361,6 +361,7 @@ class CameraManager:
                     self._release()
                 self._streaming = False
         with self._changed:
+            self._grab_times.clear()            # the rate is measured afresh when someone watches
             if self._state not in (State.UNAVAILABLE, State.NONE):
                 self._state = State.IDLE
 
