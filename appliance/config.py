@@ -74,6 +74,9 @@ class InferenceConfig:
     # Faster decode of big JPEGs (libjpeg DCT scaling); its effect is measured in bench/.
     fast_jpeg_decode: bool = True
     max_image_pixels: int = 60_000_000
+    # Flag images unlike the model's training images (a pack's `ood` statistics; see
+    # appliance/inference/ood.py). Off only to compare results with and without the gate.
+    out_of_scope_gate: bool = True
 
 
 @dataclass

@@ -166,7 +166,9 @@ def _evaluate(args) -> int:
     import json
     from .evaluate import evaluate, format_report
     report = evaluate(Path(args.model_dir), checkpoint=args.checkpoint, data=args.data, layout=args.layout,
-                      subset=args.subset, split_side=args.split, limit=args.limit, progress=not args.quiet)
+                      subset=args.subset, split_side=args.split, limit=args.limit, progress=not args.quiet,
+                      write=not args.no_write, card_dir=args.card, ood_data=args.ood_data,
+                      refer_target=args.refer_target, false_alarm=args.false_alarm)
     print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
@@ -175,10 +177,14 @@ def _evaluate(args) -> int:
 
 
 def register_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="parity (torch/ONNX/INT8/OpenVINO) and accuracy on a labelled set",
+    p = sub.add_parser("evaluate", help="accuracy, ROC, calibration, refer band, out-of-scope gate, INT8 parity; "
+                                        "model card",
                        description="Run every form of a model (torch from --checkpoint, ONNX FP32, ONNX Runtime INT8, "
                                    "OpenVINO FP32/INT8) on the same images: top-1 agreement and max |Δlogit| against "
-                                   "the reference, accuracy, balanced accuracy and confusion matrix.")
+                                   "the reference, accuracy, balanced accuracy, confusion matrix, ROC AUC, calibration "
+                                   "error before/after temperature scaling. On the validation split of the dataset "
+                                   "trained on, it also chooses the refer band (refer_below), fits the out-of-scope "
+                                   "gate and writes the model card into the model folder, for 'pack'.")
     p.add_argument("model_dir", metavar="MODEL_DIR", help="model folder from 'export', or PACK/<model id>")
     _add_data_options(p, required=True)
     p.add_argument("--checkpoint", metavar="FILE", help="also run the torch model (the parity reference)")
@@ -186,6 +192,16 @@ def register_evaluate(sub) -> None:
                    help="which images of a dataset trained on (default: its validation side)")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate a seeded sample of N images")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--ood-data", action="append", metavar="PATH",
+                   help="images of another kind (another dataset folder) the out-of-scope gate should flag; "
+                        "repeatable (e.g. ../shared/datasets/breakhis for a Pap-smear model)")
+    p.add_argument("--refer-target", type=float, default=0.95, metavar="ACC",
+                   help="accuracy wanted on the results that are not referred (default 0.95)")
+    p.add_argument("--false-alarm", type=float, default=0.05, metavar="RATE",
+                   help="share of in-scope validation images the out-of-scope gate may flag (default 0.05)")
+    p.add_argument("--card", metavar="DIR", help="also write the model card (markdown, JSON, PNG figures) here")
+    p.add_argument("--no-write", action="store_true",
+                   help="only report: do not store the refer band, gate and card in the model folder")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_evaluate)
 

@@ -1,4 +1,5 @@
-"""Classification figures shared by ``train`` (validation) and ``evaluate``; numpy only."""
+"""Classification figures shared by ``train`` (validation) and ``evaluate``; numpy only
+(the GPU training script runs them where scikit-learn is not installed)."""
 from __future__ import annotations
 
 from typing import Any
@@ -18,13 +19,13 @@ def classification_metrics(logits: np.ndarray, targets, classes: tuple[str, ...]
     """Accuracy, balanced accuracy, NLL, confusion matrix (rows: truth, columns: prediction),
     per-class recall/precision/support. Balanced accuracy averages recall over the classes
     present, so a skewed set (BreakHis) cannot hide a class the model never gets right."""
-    from sklearn.metrics import balanced_accuracy_score, confusion_matrix
-
     targets = np.asarray(targets, int)
     probs = softmax(logits, temperature)
     predicted = probs.argmax(axis=1)
-    labels = list(range(len(classes)))
-    confusion = confusion_matrix(targets, predicted, labels=labels)
+    n = len(classes)
+    confusion = np.bincount(targets * n + predicted, minlength=n * n).reshape(n, n)
+    totals = confusion.sum(axis=1)
+    recall = np.diag(confusion)[totals > 0] / totals[totals > 0]
     per_class = {}
     for i, name in enumerate(classes):
         support = int(confusion[i].sum())
@@ -36,7 +37,7 @@ def classification_metrics(logits: np.ndarray, targets, classes: tuple[str, ...]
     return {
         "images": int(len(targets)),
         "accuracy": float((predicted == targets).mean()) if len(targets) else None,
-        "balanced_accuracy": float(balanced_accuracy_score(targets, predicted)) if len(targets) else None,
+        "balanced_accuracy": float(recall.mean()) if len(targets) else None,
         "nll": nll,
         "temperature": float(temperature),
         "confusion": {"classes": list(classes), "matrix": confusion.tolist()},

@@ -32,6 +32,12 @@ FILE_NAMES = {
     "openvino_int8": "model.int8.xml",
     "openvino_int8_weights": "model.int8.bin",
     "classifier": "classifier.npz",
+    # Written by ``evaluate`` (see export/evaluate.py): out-of-scope statistics and the model card.
+    "ood": "ood.npz",
+    "card": "model_card.md",
+    "card_json": "model_card.json",
+    "figure_roc": "roc.png",
+    "figure_reliability": "reliability.png",
 }
 MODEL_JSON = "model.json"
 # A pack must let the box run the model on at least one runtime and draw its heatmap.

@@ -58,3 +58,11 @@ def tiny_pack(tmp_path_factory, pack_key) -> Path:
     out = tmp_path_factory.mktemp("packs") / "tiny"
     build_demo_pack(out, arch="tiny", private_key=pack_key, demo=False, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_pap(tmp_path_factory, datasets, pack_key) -> dict:
+    """A tiny Pap-smear model really trained on Herlev cells, then evaluated (refer band, out-of-scope
+    gate, model card) and packed with `pack_key` (about 45 s; tests/models_eval_helpers.py)."""
+    from models_eval_helpers import build_tiny_pap
+    return build_tiny_pap(tmp_path_factory.mktemp("tiny_pap"), datasets, pack_key)

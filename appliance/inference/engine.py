@@ -25,7 +25,7 @@ from PIL import Image
 from .. import catalogue
 from ..config import Config
 from ..errors import PackError
-from . import heatmap, imageio, quality
+from . import heatmap, imageio, ood, quality
 from .cascade import run_cascade
 from .pack import ModelEntry, Pack, load_pack
 from .preprocess import preprocess
@@ -48,6 +48,8 @@ class ModelSlot:
     source: str                                   # "current" | "demo" | "models-dir"
     loaded: LoadedModel | None = None
     classifier: tuple[np.ndarray, np.ndarray] | None = None
+    gate: ood.Gate | None = None                  # out-of-scope statistics, read on first use
+    gate_read: bool = False
     latencies: deque = field(default_factory=lambda: deque(maxlen=_LATENCY_WINDOW))
 
 
@@ -142,6 +144,28 @@ class Engine:
                     runtimes.return_freed_memory()
         return slot.loaded
 
+    def _gate(self, slot: ModelSlot) -> ood.Gate | None:
+        """The model's out-of-scope gate, or None when its pack has none (or one this software
+        cannot read: reported in ``problems``, and results say ``assessed: false``)."""
+        if not slot.gate_read:
+            with self._load_lock:
+                if not slot.gate_read and "ood" in slot.entry.files:
+                    try:
+                        slot.gate = ood.Gate.from_bytes(slot.pack.read_verified(slot.entry.files["ood"]))
+                    except ValueError as exc:
+                        self.problems.append(f"The out-of-scope statistics of {slot.entry.id} in pack "
+                                             f"{slot.pack.pack_id} cannot be used ({exc}).")
+                slot.gate_read = True
+        return slot.gate
+
+    def out_of_scope(self, model_id: str, output: ModelOutput, tensor: np.ndarray) -> dict:
+        """The gate's verdict on one image from a model's features and its input tensor."""
+        slot = self._slot(model_id)
+        gate = self._gate(slot) if self.cfg.inference.out_of_scope_gate else None
+        if gate is None or output.features is None:
+            return ood.not_assessed()
+        return gate.assess(output.features, tensor, slot.entry.input)
+
     def preload(self, model_ids: list[str] | None = None) -> None:
         """Compile the models now (the server does this at start, so the first exam is fast)."""
         for model_id in model_ids or list(self.slots):
@@ -192,6 +216,9 @@ class Engine:
                 "file": slot.loaded.file_role if slot.loaded else None,
                 "latency_ms": round(statistics.median(lat), 1) if lat else None,
                 "validation": slot.entry.validation,
+                "refer_below": slot.entry.refer_below,
+                "out_of_scope_gate": "ood" in slot.entry.files,
+                "card": "card_json" in slot.entry.files,
             }
         return {
             "runtime": runtime_name, "runtime_version": runtime_version,
@@ -249,6 +276,7 @@ class Engine:
 
         tensors: dict = {}
         loaded: dict[str, LoadedModel] = {}
+        first_run: list = []       # (output, tensor) of the first step: the out-of-scope gate's input
 
         def run_step(model_id: str):
             slot = self._slot(model_id)
@@ -263,11 +291,16 @@ class Engine:
             output = self.run_model(model_id, tensor)
             lap(model_id, t0)
             loaded[model_id] = slot.loaded
+            if not first_run:
+                first_run.append((output, tensor))
             return slot.entry, slot.pack.pack_id, output
 
         outcome = run_cascade(analysis, lambda m: m in self.slots, run_step)
 
         t = time.perf_counter()
+        # The first model judges whether the image belongs to the analysis at all.
+        out_of_scope = self.out_of_scope(analysis.first_model, *first_run[0])
+        t = lap("out_of_scope", t)
         last = self.slots[outcome.path[-1][0]]
         cam = None
         if last.classifier is not None and outcome.final_output.features is not None:
@@ -286,19 +319,13 @@ class Engine:
             runtime=self.runtime().name,
             precision="+".join(precisions),
             steps=outcome.steps, path=outcome.path, label=outcome.label, uncertain=outcome.uncertain,
-            out_of_scope=out_of_scope_not_assessed(),
+            out_of_scope=out_of_scope,
             quality=report,
             image_info=decoded.info(),
             timings_ms=timings,
             skipped=outcome.skipped,
             image_bytes=decoded.data, image=decoded.image, cam=cam, cam_spec=last.entry.input,
         )
-
-
-def out_of_scope_not_assessed() -> dict:
-    """The out-of-scope gate's answer while packs carry no feature statistics for it
-    (issue 9 adds them): not flagged, with no score — never a made-up one."""
-    return {"flagged": False, "score": None, "reason": None, "assessed": False}
 
 
 __all__ = ["Engine", "ModelSlot", "FAST_DECODE_MARGIN"]

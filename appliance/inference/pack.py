@@ -25,7 +25,9 @@ The manifest (``format: bccdms-pack/1``)::
 File roles: ``onnx_fp32``, ``onnx_int8``, ``openvino_fp32`` + ``openvino_fp32_weights``,
 ``openvino_int8`` + ``openvino_int8_weights`` (IR .xml + .bin), ``classifier`` (.npz with the
 final layer's ``weight`` and ``bias``, for class-activation heatmaps), ``ood`` (.npz of
-feature statistics for the out-of-scope gate). A pack may hold any subset of the seven models.
+feature statistics for the out-of-scope gate, ``appliance.inference.ood``), and the model card
+written by ``bccdms-export evaluate``: ``card`` (markdown), ``card_json``, ``figure_roc`` and
+``figure_reliability`` (PNG), shown on the Admin page. A pack may hold any subset of the seven models.
 
 Trust: a pack is accepted when its signature verifies with ``signing_key`` and that key is
 one of the configured trusted keys, or when the pack is a demo pack and the box is not in
@@ -50,7 +52,8 @@ MANIFEST = "manifest.json"
 SIGNATURE = "manifest.json.sig"
 RESIZE_POLICIES = ("resize_shorter_center_crop", "resize_exact")
 FILE_ROLES = ("onnx_fp32", "onnx_int8", "openvino_fp32", "openvino_fp32_weights",
-              "openvino_int8", "openvino_int8_weights", "classifier", "ood")
+              "openvino_int8", "openvino_int8_weights", "classifier", "ood",
+              "card", "card_json", "figure_roc", "figure_reliability")
 _CHUNK = 1 << 20
 # A manifest lists a few dozen files; anything near this size is not one (packs come from USB sticks).
 MAX_MANIFEST_BYTES = 8 << 20

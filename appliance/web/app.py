@@ -31,6 +31,7 @@ ROUTE_MODULES = (
     "routes_camera",
     "routes_exchange",
     "routes_models",
+    "routes_model_cards",
 )
 
 
