@@ -100,7 +100,7 @@ def backup(store: "Store", to_dir: Path) -> Path:
         raise os_error(exc, to_dir, "start the backup") from None
     files: dict[str, dict] = {}
     try:
-        with store._writing():
+        with store._writing(defer=False):
             seq = store._seq
             for rel in _walk(store.dir):
                 if not _skipped_store_file(rel):

@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -63,31 +64,142 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def batch() -> Iterator[None]:
-    """Defer folder fsyncs of the writes inside to one fsync per folder at the end.
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
-    Nested batches join the outer one. The folders are synced even when the body raises,
-    so whatever did reach the disk is durable before the error is reported.
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _forget_pool_in_child() -> None:
+    # A forked child has none of the parent's threads: it must start its own pool.
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
+def _each(fn: Callable[[Path], None], paths: list[Path]) -> None:
+    """``fn`` on every path, at the same time: fsync releases the GIL, and a journalling file
+    system commits fsyncs that wait together in one go, so two cost about as much as one."""
+    global _pool
+    if len(paths) <= 1:
+        for path in paths:
+            fn(path)
+        return
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fsync")
+    for future in [_pool.submit(fn, path) for path in paths]:
+        future.result()
+
+
+class _Pending:
+    __slots__ = ("tmp", "keep_previous")
+
+    def __init__(self, tmp: Path, keep_previous: bool):
+        self.tmp, self.keep_previous = tmp, keep_previous
+
+
+class _Batch:
+    def __init__(self, defer: bool):
+        self.defer = defer
+        self.dirs: set[Path] = set()
+        self.pending: dict[Path, _Pending] = {}
+        self.on_commit: list[Callable[[], None]] = []
+        self.on_abort: list[Callable[[], None]] = []
+
+
+def _current() -> _Batch | None:
+    return getattr(_local, "batch", None)
+
+
+@contextlib.contextmanager
+def batch(*, defer: bool = False) -> Iterator[None]:
+    """Group the durable writes inside, so they wait for the disk together, once.
+
+    Folder fsyncs are deferred to the end, one per folder. With ``defer`` (the store's writer
+    lock must be held all through) record files are also only *prepared* inside: written to
+    temporary files, then at the end all fsynced at once, renamed into place, and their
+    folders fsynced at once. What the body changed in memory is told to follow with
+    :func:`when_committed`, and to fall back to the disk with :func:`if_aborted` when the body
+    or the commit fails — then no prepared file is renamed and the disk is unchanged.
+    Nested batches join the outer one.
     """
-    if getattr(_local, "dirs", None) is not None:
+    if _current() is not None:
         yield
         return
-    _local.dirs = dirs = set()
+    current = _local.batch = _Batch(defer)
     try:
         yield
-    finally:
-        _local.dirs = None
-        for d in sorted(dirs):
-            fsync_dir(d)
+    except BaseException:
+        _local.batch = None
+        _abort(current)
+        raise
+    _local.batch = None
+    try:
+        _commit(current)
+    except OSError as exc:
+        _abort(current)
+        raise os_error(exc, exc.filename or "", "save the record") from None
+    except BaseException:
+        _abort(current)
+        raise
+    for callback in current.on_commit:
+        callback()
+
+
+def _commit(b: _Batch) -> None:
+    items = list(b.pending.items())
+    _each(_fsync_file, [p.tmp for _, p in items])
+    while items:
+        path, pending = items[0]
+        _install(pending.tmp, path, pending.keep_previous)
+        del b.pending[path]
+        items.pop(0)
+        b.dirs.add(path.parent)
+    _each(fsync_dir, sorted(b.dirs))
+
+
+def _abort(b: _Batch) -> None:
+    for pending in b.pending.values():
+        with contextlib.suppress(OSError):
+            pending.tmp.unlink()
+    b.pending.clear()
+    for callback in b.on_abort:
+        callback()
+    with contextlib.suppress(OSError):   # what did reach the disk (folders made) is made durable
+        _each(fsync_dir, sorted(d for d in b.dirs if d.exists()))
+
+
+def when_committed(callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the current batch's writes are on disk (now, outside a batch)."""
+    b = _current()
+    if b is None or not b.pending:
+        callback()
+    else:
+        b.on_commit.append(callback)
+
+
+def if_aborted(callback: Callable[[], None]) -> None:
+    """Run ``callback`` if the current batch fails, so memory goes back to what the disk holds."""
+    b = _current()
+    if b is not None:
+        b.on_abort.append(callback)
 
 
 def _sync_dir_later(path: Path) -> None:
-    dirs = getattr(_local, "dirs", None)
-    if dirs is None:
+    b = _current()
+    if b is None:
         fsync_dir(path)
     else:
-        dirs.add(path)
+        b.dirs.add(path)
 
 
 def tmp_path_for(path: Path, tmp_dir: Path | None = None) -> Path:
@@ -112,8 +224,8 @@ def make_dirs(folder: Path) -> None:
         _sync_dir_later(new.parent)
 
 
-def write_fsynced(path: Path, data: bytes) -> None:
-    """Create ``path`` (which must not exist) with ``data`` and fsync it; creates its folder."""
+def _write_new(path: Path, data: bytes, fsync: bool) -> None:
+    """Create ``path`` (which must not exist) with ``data``; creates its folder."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileNotFoundError:
@@ -123,9 +235,25 @@ def write_fsynced(path: Path, data: bytes) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
+        if fsync:
+            os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_fsynced(path: Path, data: bytes) -> None:
+    """Create ``path`` (which must not exist) with ``data`` and fsync it; creates its folder."""
+    _write_new(path, data, fsync=True)
+
+
+def _install(tmp: Path, path: Path, keep_previous: bool) -> None:
+    """Rename a finished temporary file into place, the replaced file kept as ``.prev``."""
+    if keep_previous and path.exists():
+        prev = path.with_name(path.name + PREV_SUFFIX)
+        prev_tmp = tmp_path_for(prev)
+        os.link(path, prev_tmp)
+        os.replace(prev_tmp, prev)
+    os.replace(tmp, path)
 
 
 def atomic_write(path: Path, data: bytes, *, keep_previous: bool = False, sync: bool = True,
@@ -135,23 +263,24 @@ def atomic_write(path: Path, data: bytes, *, keep_previous: bool = False, sync: 
     ``keep_previous`` keeps the replaced generation as ``<name>.prev``. ``sync=False`` is
     for derived files (caches, thumbnails) that may be lost but must never be torn.
     ``tmp_dir`` (same file system) keeps temporary files out of big folders, so leftovers are
-    cheap to find. Outside a :func:`batch` the folder is synced before this returns.
+    cheap to find. Outside a :func:`batch` the file is on disk, folder entry included, when this
+    returns; in a deferring batch it is on disk when the batch ends.
     """
     tmp = tmp_path_for(path, tmp_dir)
     if tmp_dir is not None:
         make_dirs(path.parent)
+    b = _current()
+    deferred = sync and b is not None and b.defer
     try:
-        if sync:
-            write_fsynced(tmp, data)
-        else:
-            tmp.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(data)
-        if keep_previous and path.exists():
-            prev = path.with_name(path.name + PREV_SUFFIX)
-            prev_tmp = tmp_path_for(prev)
-            os.link(path, prev_tmp)
-            os.replace(prev_tmp, prev)
-        os.replace(tmp, path)
+        _write_new(tmp, data, fsync=sync and not deferred)
+        if deferred:
+            replaced = b.pending.pop(path, None)
+            if replaced is not None:          # written twice in one batch: the last one wins
+                with contextlib.suppress(OSError):
+                    replaced.tmp.unlink()
+            b.pending[path] = _Pending(tmp, keep_previous)
+            return
+        _install(tmp, path, keep_previous)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -280,6 +409,7 @@ class DurableJSONStorage(Storage):
         self._warn = warn or (lambda message: None)
         self._data: dict[str, dict[str, Any]] | None = None
         self._loaded = False
+        self.pending = False        # holds a write a deferring batch has not committed yet
 
     def read(self) -> dict[str, dict[str, Any]] | None:
         if not self._loaded:
@@ -298,7 +428,15 @@ class DurableJSONStorage(Storage):
             raise
         self._data = data
         self._loaded = True
+        if _current() is not None and _current().defer:
+            self.pending = True
+            when_committed(self._committed)
+            if_aborted(self.invalidate)
+
+    def _committed(self) -> None:
+        self.pending = False
 
     def invalidate(self) -> None:
         self._data = None
         self._loaded = False
+        self.pending = False

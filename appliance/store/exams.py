@@ -14,6 +14,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .. import catalogue
 from ..errors import NotFound, UserError
+from ..i18n import N_
+# One definition of the statistics age groups ("<20", "20-29" … "70+", "unknown") for the store,
+# the kiosk and the exchange; ages themselves are counted here from the patient index (the same
+# rule as i18n.age.age_at, in string arithmetic: statistics group every exam).
+from ..i18n.age import age_group  # noqa: F401 (exchange imports it from here)
 from .fields import day_bound, later_than, public, text
 from .kinds import RecordKind, RowIndex
 from .sorted_rows import SortedRows
@@ -24,23 +29,12 @@ if TYPE_CHECKING:
 SOURCES = ("file", "camera", "phone", "cli")
 MAX_RESULT_BYTES = 256 * 1024
 MAX_NOTE = 2000
-AGE_GROUPS = ((30, "<30"), (40, "30-39"), (50, "40-49"), (60, "50-59"), (999, "60+"))
-UNKNOWN_AGE = "unknown"
 AWAITING, AGREES, DISAGREES = "awaiting", "agrees", "disagrees"
 # When a name or card-number filter matches fewer patients than this, their exams are
 # collected per patient; otherwise the analysis list is scanned. Both are exact.
 _FEW_PATIENTS = 2000
 
 _intern = sys.intern
-
-
-def age_group(age: int | None) -> str:
-    if age is None or age < 0:
-        return UNKNOWN_AGE
-    for upper, name in AGE_GROUPS:
-        if age < upper:
-            return name
-    return UNKNOWN_AGE
 
 
 def decision_of(record: dict) -> str:
@@ -276,13 +270,13 @@ class Exams(RecordKind):
         patients = self._store.patients.index.by_uuid
         with self._store._reading():
             if exam.get("patient_uuid") not in patients:
-                raise NotFound("The patient of this exam is not registered.", "Register or choose the patient first.")
+                raise NotFound(N_("The patient of this exam is not registered."), N_("Register or choose the patient first."))
         # Content-addressed, so written outside the writer lock; durable before the record naming it.
         image = images.put(image_bytes)
         with self._store._writing():
             patient_row = patients.get(exam["patient_uuid"])
             if patient_row is None:
-                raise NotFound("The patient of this exam is not registered.", "Register or choose the patient first.")
+                raise NotFound(N_("The patient of this exam is not registered."), N_("Register or choose the patient first."))
             record = self._store._new_record({
                 "created_by": by, "patient_uuid": patient_row.uuid, "patient_pid": patient_row.pid,
                 "analysis": analysis, "source": source, "image": image, "result": result,
@@ -303,7 +297,7 @@ class Exams(RecordKind):
         with self._store._writing():
             row = self.index.by_uuid.get(uuid) if isinstance(uuid, str) else None
             if row is None:
-                raise NotFound("This exam is not in the records.", "Open the exam again from the patient's page.")
+                raise NotFound(N_("This exam is not in the records."), N_("Open the exam again from the patient's page."))
             label = _check_label(row.analysis, label, "decision")
             record = dict(self._raw(row))
             previous = record.get("final_label")

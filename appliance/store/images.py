@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from .. import catalogue
 from ..errors import BadImage, NotFound, UserError
+from ..i18n import N_
 from .durable import atomic_write, os_error, remove_stale_tmp_files
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ class ImageLibrary:
 
     def path(self, sha256: str) -> Path:
         if not isinstance(sha256, str) or len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
-            raise NotFound("There is no such image.", "Open the exam again.")
+            raise NotFound(N_("There is no such image."), N_("Open the exam again."))
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(self.root / sha256[:2]):
                 if entry.name.startswith(sha256 + "."):

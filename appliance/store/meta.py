@@ -10,6 +10,7 @@ from typing import Any, Callable
 from tinydb import Query, TinyDB
 
 from ..errors import UserError
+from . import durable
 from .durable import DurableJSONStorage
 from .partitions import file_ident
 
@@ -62,7 +63,8 @@ class Meta:
             return
         self._table().upsert({"key": key, "value": value}, Query().key == key)
         self._values[key] = json.loads(json.dumps(value))
-        self.ident = self._stat()
+        durable.when_committed(lambda: setattr(self, "ident", self._stat()))
+        durable.if_aborted(self.reload)
 
     def close(self) -> None:
         if self._db is not None:

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from tinydb import TinyDB
 
+from . import durable
 from .durable import DurableJSONStorage, atomic_write, remove_stale_tmp_files
 
 # A chunk whose file is gone but whose previous generation is there is still a chunk: reading
@@ -200,9 +201,13 @@ class Collection:
             db = TinyDB(chunk.path, storage=DurableJSONStorage,
                         warn=lambda message, no=chunk.no: self._repaired_while_reading(no, message))
             self._open[chunk.no] = db
-            while len(self._open) > self._open_limit:
-                _, old = self._open.popitem(last=False)
-                old.close()
+            if len(self._open) > self._open_limit:
+                # Never drop a chunk whose write waits for its batch to commit: reading it again
+                # from disk would lose that write.
+                for no in [n for n, d in self._open.items() if not d.storage.pending][:-self._open_limit or None]:
+                    if len(self._open) <= self._open_limit:
+                        break
+                    self._open.pop(no).close()
         else:
             self._open.move_to_end(chunk.no)
         return db.table(self.kind, cache_size=0)
@@ -259,7 +264,21 @@ class Collection:
     def _after_write(self, chunk: Chunk, seq: int) -> None:
         self._stale.add(chunk.partition)
         chunk.max_seq = max(chunk.max_seq, seq)
+        durable.when_committed(lambda: self._take_ident(chunk))
+        durable.if_aborted(lambda: self.reload(chunk))
+
+    def _take_ident(self, chunk: Chunk) -> None:
         chunk.ident = file_ident(chunk.path.stat())
+
+    def reload(self, chunk: Chunk) -> None:
+        """Make memory follow the chunk's file again (after a write that did not reach it)."""
+        self.forget(chunk)
+        records = self.records(chunk)
+        chunk.count = len(records)
+        chunk.max_seq = max((r.get("_seq", 0) for _, r in records), default=0)
+        self.index.load_chunk(chunk.no, self.index.summarize(records))
+        with contextlib.suppress(FileNotFoundError):
+            self._take_ident(chunk)
 
     def insert(self, record: dict) -> tuple[int, int]:
         """Write a new record durably; returns its place ``(chunk_no, doc_id)``."""

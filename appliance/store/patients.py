@@ -13,7 +13,8 @@ from datetime import date
 from typing import TYPE_CHECKING, Callable
 
 from ..errors import NotFound, UserError
-from ..i18n.names import name_key, name_tokens, phone_key
+from ..i18n import N_, TranslatableError
+from ..i18n.names import name_key, name_tokens, normalize_phone, phone_key
 from .fields import iso_date, later_than, public, text
 from .kinds import RecordKind, RowIndex
 from .sorted_rows import SortedRows, WordIndex
@@ -31,12 +32,13 @@ _PID_FOLD = re.compile(r"[\s\-_./\\#]+")
 _UPDATABLE = ("pid", "full_name", "address", "phone", "birth_date", "age_years", "sex")
 
 
-class DuplicatePatient(UserError):
+class DuplicatePatient(TranslatableError):
     """A patient with this card number is already registered here; ``existing`` is that record."""
 
     def __init__(self, existing: dict):
-        super().__init__(f"A patient with the card number {existing['pid']} is already registered "
-                         f"({existing['full_name']}).", "Open that patient's record instead, or check the card number.")
+        super().__init__(N_("A patient with the card number %(pid)s is already registered (%(name)s)."),
+                         N_("Open that patient's record instead, or check the card number."),
+                         pid=existing["pid"], name=existing["full_name"])
         self.existing = existing
 
 
@@ -47,16 +49,13 @@ def pid_key(pid: str) -> str:
 def check_pid(pid) -> str:
     value = text(pid, "card number", max_len=MAX_PID, required=True)
     if not pid_key(value):
-        raise UserError("The card number has no letters or digits.", "Type the number on the patient's card.")
+        raise UserError(N_("The card number has no letters or digits."), N_("Type the number on the patient's card."))
     return value
 
 
 def check_phone(phone) -> str:
-    value = text(phone, "phone number", max_len=MAX_PHONE)
-    if not _PHONE_CHARS.match(value) or (value and len(re.sub(r"\D", "", value)) < 4):
-        raise UserError(f"The phone number {value!r} is not a phone number.",
-                        "Type digits only, for example 0911 234567 or +251 911 234567.")
-    return value
+    """The number as stored: ``+251911234567`` whatever Ethiopian spelling was typed (``BadPhone`` if invalid)."""
+    return normalize_phone(text(phone, "phone number", max_len=MAX_PHONE))
 
 
 def check_age(age_years) -> int | None:
@@ -286,7 +285,7 @@ class Patients(RecordKind):
         with self._store._writing():
             row = self.index.by_uuid.get(uuid) if isinstance(uuid, str) else None
             if row is None:
-                raise NotFound("This patient is not registered.", "Search for the patient again.")
+                raise NotFound(N_("This patient is not registered."), N_("Search for the patient again."))
             record = dict(self._raw(row))
             changes = {k: v for k, v in changes.items() if record.get(k) != v}
             if not changes:

@@ -189,10 +189,12 @@ class Store:
             yield
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
+    def _writing(self, *, defer: bool = True) -> Iterator[None]:
+        """The writer lock, and a batch: the record files written inside reach the disk together
+        when the block ends (before the lock is released), or none of them does."""
         with self._lock.thread_lock:
             self._check_open()
-            with self._lock.exclusive(), durable.batch():
+            with self._lock.exclusive(), durable.batch(defer=defer):
                 self._sync()
                 yield
 
@@ -350,7 +352,7 @@ class Store:
         """Write many finished records at once, one file write per chunk, without audit entries.
         For migrations and benchmarks; records must already be complete and valid."""
         records_of = self._kinds[kind]
-        with self._writing():
+        with self._writing(defer=False):       # thousands of chunks: written as they fill
             for record in records:
                 record["_seq"] = self._next_seq()
             n = records_of.collection.insert_many(records)

@@ -15,6 +15,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from ..errors import NotFound, UserError
+from ..i18n import N_, TranslatableError
 from .fields import format_time, later_than, public, text, utc_now
 from .kinds import RecordKind, RowIndex
 
@@ -55,23 +56,24 @@ def normalise_username(username: str) -> str:
 def check_username(username: str) -> str:
     name = normalise_username(text(username, "username", max_len=64, required=True))
     if not _USERNAME.match(name):
-        raise UserError("The username must be 3 to 32 letters or digits (dots, dashes and underscores allowed, "
-                        "no spaces).", "Choose another username, for example 'almaz.t'.")
+        raise UserError(N_("The username must be 3 to 32 letters or digits (dots, dashes and underscores allowed, "
+                           "no spaces)."), N_("Choose another username, for example 'almaz.t'."))
     return name
 
 
 def check_password(password: str, username: str) -> str:
     if not isinstance(password, str):
-        raise UserError("The password must be text.", "Type the password again.")
+        raise UserError(N_("The password must be text."), N_("Type the password again."))
     if len(password) < MIN_PASSWORD:
-        raise UserError(f"The password is too short (at least {MIN_PASSWORD} characters).",
-                        "Choose a longer password; a short sentence is easy to remember.")
+        raise TranslatableError(N_("The password is too short (at least %(min)d characters)."),
+                                N_("Choose a longer password; a short sentence is easy to remember."), min=MIN_PASSWORD)
     if len(password) > MAX_PASSWORD:
-        raise UserError(f"The password is too long (at most {MAX_PASSWORD} characters).", "Choose a shorter password.")
+        raise TranslatableError(N_("The password is too long (at most %(max)d characters)."),
+                                N_("Choose a shorter password."), max=MAX_PASSWORD)
     if not password.strip():
-        raise UserError("The password cannot be only spaces.", "Choose another password.")
+        raise UserError(N_("The password cannot be only spaces."), N_("Choose another password."))
     if normalise_username(password) == normalise_username(username):
-        raise UserError("The password must not be the same as the username.", "Choose another password.")
+        raise UserError(N_("The password must not be the same as the username."), N_("Choose another password."))
     return password
 
 
@@ -191,7 +193,8 @@ class Users(RecordKind):
         }
         with self._store._writing():
             if name in self.index.local:
-                raise UserError(f"There is already a user called {name!r}.", "Choose another username.")
+                raise TranslatableError(N_("There is already a user called %(name)r."), N_("Choose another username."),
+                                        name=name)
             record = self._store._new_record(record)
             self._insert(record)
             self._store._audit(by, "user.create", "user", name, {"role": record["role"]})
@@ -204,13 +207,15 @@ class Users(RecordKind):
             row = self.index.local.get(name)
             stored = self._raw(row) if row else None
             password_hash = stored.get("password_hash") if stored else None
-        wrong = AuthError("wrong", "The username or password is wrong.",
-                          "Check the keyboard language and Caps Lock, then try again.")
+        wrong = AuthError("wrong", N_("The username or password is wrong."),
+                          N_("Check the keyboard language and Caps Lock, then try again."))
         # The hash check runs outside the lock: it takes a tenth of a second on purpose.
         ok = _verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
         if stored is None:
             raise wrong
         cfg = self._store.cfg.server
+        refusal = None
+        # A refusal is raised after the block: raising inside would undo the failure count.
         with self._store._writing():
             row = self.index.local.get(name)
             if row is None:
@@ -219,30 +224,27 @@ class Users(RecordKind):
             now = utc_now()
             locked_until = record.get("locked_until")
             if locked_until and now < locked_until:
-                raise AuthError("locked", "This account is locked for a while after too many wrong passwords.",
-                                "Wait a few minutes and try again, or ask an administrator to set a new password.",
-                                retry_at=locked_until)
-            if not ok:
+                refusal = _locked(locked_until)
+            elif not ok:
                 failed = int(record.get("failed_logins") or 0) + 1
                 record["failed_logins"] = failed
-                locked = failed >= cfg.lockout_failures
-                if locked:
+                refusal = wrong
+                if failed >= cfg.lockout_failures:
                     record["locked_until"] = format_time(datetime.now(timezone.utc)
                                                          + timedelta(minutes=cfg.lockout_minutes))
                     record["failed_logins"] = 0
+                    refusal = _locked(record["locked_until"])
                 self._update(row, record)
-                if locked:
-                    raise AuthError("locked", "This account is locked for a while after too many wrong passwords.",
-                                    "Wait a few minutes and try again, or ask an administrator to set a new "
-                                    "password.", retry_at=record["locked_until"])
-                raise wrong
-            if record.get("disabled"):
-                raise AuthError("disabled", "This account is disabled.", "Ask an administrator to enable it.")
-            record.update(failed_logins=0, locked_until=None, last_login_at=now)
-            if _hasher.check_needs_rehash(record["password_hash"]):
-                record["password_hash"] = _hasher.hash(password)
-            self._update(row, record)
-            return shown(record)
+            elif record.get("disabled"):
+                refusal = AuthError("disabled", N_("This account is disabled."), N_("Ask an administrator to enable it."))
+            else:
+                record.update(failed_logins=0, locked_until=None, last_login_at=now)
+                if _hasher.check_needs_rehash(record["password_hash"]):
+                    record["password_hash"] = _hasher.hash(password)
+                self._update(row, record)
+        if refusal is not None:
+            raise refusal
+        return shown(record)
 
     def set_password(self, username: str, password: str, *, by: str | None) -> None:
         with self._store._reading():
@@ -292,8 +294,8 @@ class Users(RecordKind):
     def _refuse_losing_last_admin(self, row: UserRow) -> None:
         others = [r for r in self.index.local.values() if r.role == "admin" and not r.disabled and r is not row]
         if row.role == "admin" and not row.disabled and not others:
-            raise UserError("This is the only active administrator account.",
-                            "Create or enable another administrator first.")
+            raise UserError(N_("This is the only active administrator account."),
+                            N_("Create or enable another administrator first."))
 
     def _update(self, row: UserRow, record: dict) -> None:
         record["updated_at"] = later_than(record.get("updated_at"))
@@ -319,6 +321,12 @@ class Users(RecordKind):
         else:
             record.update(password_hash=None, failed_logins=0, locked_until=None)
         return record
+
+
+def _locked(until: str) -> AuthError:
+    return AuthError("locked", N_("This account is locked for a while after too many wrong passwords."),
+                     N_("Wait a few minutes and try again, or ask an administrator to set a new password."),
+                     retry_at=until)
 
 
 def _verify(password_hash: str, password: str) -> bool:
