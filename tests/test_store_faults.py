@@ -283,3 +283,19 @@ def test_file_damaged_while_the_store_is_open_is_repaired_on_next_read(cfg):
         assert any(str(exams_file) in w for w in store.warnings)
         assert store.exams.get(exams[2]["uuid"]) is None     # the last write was only in the damaged file
         assert store.exams.query()[1] == 2 and len(store.exams.for_patient(patient["uuid"])) == 2
+
+
+def test_crash_between_keeping_previous_and_replacing_leaves_nothing_behind(cfg):
+    """Killed after .prev was linked to the current file but before the new file replaced it."""
+    with Store.open(cfg) as store:
+        patient = register(store)
+        save_exam(store, patient, seed=1)
+    [exams_file] = chunk_files(cfg.data_dir, "exams")
+    prev = exams_file.with_name(exams_file.name + ".prev")
+    prev.unlink(missing_ok=True)
+    os.link(exams_file, prev)                     # .prev and the current file: one and the same
+    with Store.open(cfg) as store:
+        save_exam(store, store.patients.get(patient["uuid"]), seed=2)
+        assert store.exams.query()[1] == 2
+    assert not list(cfg.data_dir.rglob(".*.tmp-*"))
+    assert json.loads(prev.read_bytes())["exams"] and not os.path.samefile(prev, exams_file)

@@ -246,10 +246,20 @@ def write_fsynced(path: Path, data: bytes) -> None:
     _write_new(path, data, fsync=True)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except FileNotFoundError:
+        return False
+    return (sa.st_ino, sa.st_dev) == (sb.st_ino, sb.st_dev)
+
+
 def _install(tmp: Path, path: Path, keep_previous: bool) -> None:
     """Rename a finished temporary file into place, the replaced file kept as ``.prev``."""
-    if keep_previous and path.exists():
-        prev = path.with_name(path.name + PREV_SUFFIX)
+    prev = path.with_name(path.name + PREV_SUFFIX)
+    # After a crash between the two renames below, .prev already is the current file; renaming
+    # one link of a file onto another link of it does nothing and would leave the temporary one.
+    if keep_previous and path.exists() and not _same_file(path, prev):
         prev_tmp = tmp_path_for(prev)
         os.link(path, prev_tmp)
         os.replace(prev_tmp, prev)
