@@ -134,7 +134,7 @@ class ImageLibrary:
         wanted: dict[tuple[str, str], set[str]] = {}
         exts: dict[str, str] = {}
         for row in exam_rows:
-            if shas is None or row.sha256 in shas:
+            if row.sha256 and (shas is None or row.sha256 in shas):
                 wanted.setdefault((row.analysis, row.sha256), set()).add(row.final_label)
                 exts[row.sha256] = row.ext
         changed = 0

@@ -228,8 +228,8 @@ class Store:
                 "created_at": now, "updated_at": now, **fields}
 
     def _audit(self, actor, action, target_type, target_id=None, detail=None) -> None:
-        """The store's own entry for a change it just made. The change is already on disk, so a
-        failure here is reported as a warning, not as a failed save."""
+        """The store's own entry for a change it is making. The change stands even when its entry
+        cannot be written (a full disk): that is reported as a warning, not as a failed save."""
         try:
             self.audit._append(self.audit._entry(actor, action, target_type, target_id, detail))
         except StoreError as exc:
