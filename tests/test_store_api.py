@@ -325,7 +325,7 @@ def test_change_feed_and_idempotent_merge(store, admin, cfg, tmp_path):
 def load_other(cfg, tmp_path):
     from appliance.config import load_config
     other = tmp_path / "central"
-    other.mkdir()
+    other.mkdir(exist_ok=True)
     return load_config(data_dir=other, environ={})
 
 
@@ -375,3 +375,26 @@ def test_image_library_put_path_and_thumbnail_errors(store):
         store.images.thumbnail(info["sha256"], 5000)
     with pytest.raises(BadImage, match="too large"):
         store.images.put(b"\xff\xd8" + b"0" * (store.cfg.server.max_upload_mb * 1024 * 1024))
+
+
+def test_transaction_commits_many_writes_together_or_none(store, cfg, tmp_path):
+    patient = register(store)
+    exams = [save_exam(store, patient, seed=i) for i in range(3)]
+    with Store.open(load_other(cfg, tmp_path)) as central:
+        records = {kind: list(store.changes(kind)) for kind in ("patients", "exams")}
+        for sha_seed in range(3):
+            central.images.put(jpeg_bytes(sha_seed))
+        with pytest.raises(RuntimeError):
+            with central.transaction():
+                for kind in ("patients", "exams"):
+                    for record in records[kind]:
+                        assert central.merge(kind, record) == "inserted"
+                assert central.exams.query()[1] == 3           # visible inside the transaction
+                raise RuntimeError("the bundle was pulled out")
+        assert central.exams.query()[1] == 0 and central.patients.search("") == []
+        assert not list(central.data_dir.rglob(".*.tmp-*"))
+        with central.transaction():
+            results = [central.merge(kind, r) for kind in ("patients", "exams") for r in records[kind]]
+        assert results == ["inserted"] * 4
+    with Store.open(load_other(cfg, tmp_path)) as central:
+        assert {e["uuid"] for e in central.exams.query()[0]} == {e["uuid"] for e in exams}

@@ -198,6 +198,15 @@ class Store:
                 self._sync()
                 yield
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Many writes as one: everything written inside reaches the disk together when the block
+        ends, or nothing does — an exception leaving the block undoes every write in it. Holds the
+        writer lock throughout (other writers, here and in other processes, wait), so keep it to a
+        few hundred records; an import commits every few hundred records."""
+        with self._writing():
+            yield
+
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError("The record store is closed.", "Restart the appliance.")
