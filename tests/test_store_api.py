@@ -398,3 +398,21 @@ def test_transaction_commits_many_writes_together_or_none(store, cfg, tmp_path):
         assert results == ["inserted"] * 4
     with Store.open(load_other(cfg, tmp_path)) as central:
         assert {e["uuid"] for e in central.exams.query()[0]} == {e["uuid"] for e in exams}
+
+
+def test_transaction_over_more_files_than_are_kept_open(store, cfg, tmp_path):
+    """Files waiting for their commit stay in memory even past the open-file cache limit."""
+    from appliance.store.fields import new_uuid
+    patient = register(store)
+    model = save_exam(store, patient)
+    months = [f"{2015 + m // 12}-{m % 12 + 1:02d}" for m in range(store.exams.collection._open_limit + 6)]
+    with Store.open(load_other(cfg, tmp_path)) as central:
+        central.merge("patients", next(store.changes("patients")))
+        with central.transaction():
+            for month in months + months[:1]:      # the first month's file is written again at the end
+                when = f"{month}-15T08:00:00.000Z"
+                assert central.merge("exams", {**model, "uuid": new_uuid(), "created_at": when,
+                                               "updated_at": when}) == "inserted"
+        assert central.exams.query(limit=500)[1] == len(months) + 1
+    with Store.open(load_other(cfg, tmp_path)) as central:
+        assert central.stats()["by_month"] == {m: 1 + (m == months[0]) for m in months}

@@ -201,13 +201,13 @@ class Collection:
             db = TinyDB(chunk.path, storage=DurableJSONStorage,
                         warn=lambda message, no=chunk.no: self._repaired_while_reading(no, message))
             self._open[chunk.no] = db
-            if len(self._open) > self._open_limit:
-                # Never drop a chunk whose write waits for its batch to commit: reading it again
-                # from disk would lose that write.
-                for no in [n for n, d in self._open.items() if not d.storage.pending][:-self._open_limit or None]:
-                    if len(self._open) <= self._open_limit:
-                        break
-                    self._open.pop(no).close()
+            while len(self._open) > self._open_limit:
+                # The least recently used, but never one whose write waits for its batch to
+                # commit: reading that chunk again from disk would lose the write.
+                victim = next((n for n, d in self._open.items() if not d.storage.pending), chunk.no)
+                if victim == chunk.no:
+                    break
+                self._open.pop(victim).close()
         else:
             self._open.move_to_end(chunk.no)
         return db.table(self.kind, cache_size=0)
