@@ -9,6 +9,9 @@ TinyDB storage); every figure below is then measured through the public API: rea
 ``exams.save`` calls (record + 12 KB JPEG + audit entry, each fsynced), real queries.
 Exams are spread over ten years, with one patient per two exams. Goals (issue 3): save p95
 ≤ 20 ms and flat; browse (analysis + name prefix, 25 rows) ≤ 150 ms and stats ≤ 500 ms at 200k.
+
+A save waits for the disk about four times (image; then record and audit entry together), so
+beside each save figure the bench prints what one durable small-file replace costs right then.
 """
 from __future__ import annotations
 
@@ -122,6 +125,26 @@ def synthetic_records(store, n_exams: int, start_index: int, rnd: random.Random)
                       if decided else None,
                       "final_label": final, "status": "decided" if decided else "awaiting_decision"})
     return patients, exams
+
+
+def disk_baseline(folder: Path, n: int = 50) -> list[float]:
+    """One durable small-file replace (write, fsync, rename, folder fsync): what one save costs
+    several of. Measured in the same run, so a busy or slow disk shows in both figures."""
+    folder.mkdir(parents=True, exist_ok=True)
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        tmp = folder / f".probe.tmp-{i}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, b"x" * 4096)
+        os.fsync(fd)
+        os.close(fd)
+        os.replace(tmp, folder / "probe")
+        dfd = os.open(folder, os.O_RDONLY)
+        os.fsync(dfd)
+        os.close(dfd)
+        times.append((time.perf_counter() - t) * 1000)
+    return times
 
 
 def measure_saves(store, patient: dict, n: int, seed: int) -> list[float]:
@@ -278,10 +301,12 @@ def main() -> int:
                 print(f"built {size:>7} exams in {time.perf_counter() - t:6.1f} s (bulk path)")
                 have = size
             gc.collect()
+            disk = disk_baseline(data_dir.parent / "probe")
             times = measure_saves(store, patient, saves, seed=size)
             have += saves
             results[size] = times
             print(f"save at {size:>7} exams: {summary(times)}")
+            print(f"   disk now: one durable 4 KB replace {summary(disk)}")
     child = open_in_child(data_dir)          # first open in a new process: the summary cache is warm
     print(f"\nat {child['exams']} exams, fresh process: open {child['open_ms']:.0f} ms "
           f"({child['open_cpu_ms']:.0f} ms CPU), "

@@ -118,8 +118,12 @@ class ExamIndex(RowIndex):
             row.cell = None
 
     def finish_loading(self) -> None:
-        """Sort what bulk loading left unsorted, so the first query is as fast as the next."""
-        self.ordered.rows()
+        """Sort what bulk loading left unsorted and make every row's statistics cell, so the
+        first query and the first statistics are as fast as the next ones."""
+        cell = self._cell
+        for row in self.ordered.rows():
+            if row.cell is None:
+                cell(row)
         for rows in self.by_analysis.values():
             rows.rows()
 
