@@ -7,8 +7,9 @@
 #   DESTDIR=/tmp/root ./install.sh ...       write every file under /tmp/root and only print
 #                                            what would be run (no apt, useradd, chown, systemctl)
 #
-# What it does: installs the Debian packages it needs (chromium, fonts-noto-core for Ethiopic,
-# udisks2, python3-venv), creates the system user bccdms, a virtual environment under
+# What it does: installs the Debian packages it needs (chromium, fonts-noto-core for Ethiopic
+# text in the kiosk and the PDF, udisks2, python3-venv), sets the time zone (Africa/Addis_Ababa:
+# dates in records and reports are the local day), creates the system user bccdms, a virtual environment under
 # /opt/bccdms/venv with the appliance (runtime only, no torch), the data folder /var/lib/bccdms
 # (0700), /etc/bccdms/config.toml (written once; edit it afterwards), the systemd units, the USB
 # rules and the kiosk autostart; enables and starts the server, then runs 'appliance doctor'.
@@ -36,6 +37,7 @@ Set-up (used only when /etc/bccdms/config.toml is written the first time):
   --runtime NAME          auto | openvino | onnxruntime (default auto)
   --idle-logout MINUTES   log out of the kiosk after this many idle minutes (default 10)
   --mode MODE             demo | clinical (clinical refuses demo model packs; default demo)
+  --timezone ZONE         the box's time zone (default Africa/Addis_Ababa; "keep" leaves it as it is)
 Installation:
   --prefix DIR            where the program goes (default /opt/bccdms)
   --wheels DIR            install Python packages only from DIR (an offline box; see the admin guide)
@@ -57,14 +59,14 @@ run()  { if [ -n "$DESTDIR" ]; then printf '    would run:'; printf ' %q' "$@"; 
 dest() { printf '%s%s' "$DESTDIR" "$1"; }
 
 POST_ID="" POST_NAME="Health post" SUPERVISOR_KEY="" HOST=127.0.0.1 PORT=8080 RUNTIME=auto IDLE=10
-MODE=demo WHEELS="" APT=1 KIOSK=1 KIOSK_USER="" UNINSTALL=0 PURGE=0
+MODE=demo WHEELS="" APT=1 KIOSK=1 KIOSK_USER="" UNINSTALL=0 PURGE=0 TIMEZONE=Africa/Addis_Ababa
 TRUSTED_KEYS=()
 SETUP_GIVEN=0
 
 while [ $# -gt 0 ]; do
   opt="$1"
   case "$opt" in
-    --post-id|--post-name|--supervisor-key|--trusted-key|--listen|--runtime|--idle-logout|--mode|--prefix|--wheels|--kiosk-user)
+    --post-id|--post-name|--supervisor-key|--trusted-key|--listen|--runtime|--idle-logout|--mode|--prefix|--wheels|--kiosk-user|--timezone)
       [ $# -ge 2 ] || die "$opt needs a value (see --help)."
       val="$2"; shift 2 ;;
     *) val=""; shift ;;
@@ -81,6 +83,7 @@ while [ $# -gt 0 ]; do
     --prefix) PREFIX="$val"; [ "$PREFIX" = / ] || PREFIX="${PREFIX%/}" ;;
     --wheels) WHEELS="$val" ;;
     --kiosk-user) KIOSK_USER="$val" ;;
+    --timezone) TIMEZONE="$val" ;;
     --no-apt) APT=0 ;;
     --no-kiosk) KIOSK=0 ;;
     --uninstall) UNINSTALL=1 ;;
@@ -99,6 +102,10 @@ if [ "$PORT" -lt 1 ] || [ "$PORT" -gt 65535 ]; then die "the port $PORT is out o
 case "$IDLE" in ''|*[!0-9]*) die "--idle-logout needs a whole number of minutes." ;; esac
 case "$RUNTIME" in auto|openvino|onnxruntime) ;; *) die "--runtime must be auto, openvino or onnxruntime." ;; esac
 case "$MODE" in demo|clinical) ;; *) die "--mode must be demo or clinical." ;; esac
+if [ "$TIMEZONE" != keep ]; then
+  case "$TIMEZONE" in ''|/*|*..*) die "--timezone needs a zone name such as Africa/Addis_Ababa." ;; esac
+  [ -f "/usr/share/zoneinfo/$TIMEZONE" ] || die "the time zone $TIMEZONE is not known (see /usr/share/zoneinfo)."
+fi
 if [ -z "$DESTDIR" ] && [ "$(id -u)" != 0 ]; then
   die "run it as root: sudo ./install.sh $ORIG_ARGS (or set DESTDIR to try it into a folder)."
 fi
@@ -157,8 +164,8 @@ if [ "$UNINSTALL" = 1 ]; then uninstall; exit 0; fi
 # -- Debian packages ---------------------------------------------------------------------------
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 if [ "$APT" = 1 ]; then
-  wanted=(python3-venv udisks2)
-  [ "$KIOSK" = 1 ] && wanted+=(fonts-noto-core)
+  # fonts-noto-core on every box, kiosk or not: the PDF report embeds its Ethiopic font.
+  wanted=(python3-venv udisks2 fonts-noto-core)
   [ "$IS_PI" = 1 ] && wanted+=(python3-picamera2)
   missing=()
   for p in "${wanted[@]}"; do installed "$p" || missing+=("$p"); done
@@ -169,6 +176,19 @@ if [ "$APT" = 1 ]; then
     say "installing Debian packages: ${missing[*]}"
     run apt-get update -qq || note "apt-get update failed; trying with the package lists already here"
     run apt-get install -y "${missing[@]}"
+  fi
+fi
+
+# -- time zone ---------------------------------------------------------------------------------
+# Records keep UTC times; the kiosk, the reports and the statistics show the local day (an exam
+# at 22:30 UTC is the next day in Ethiopia), so the box must know where it is.
+if [ "$TIMEZONE" != keep ]; then
+  current_zone="$(readlink /etc/localtime 2>/dev/null | sed 's|.*/zoneinfo/||')"
+  if [ -n "$DESTDIR" ] || [ "$current_zone" != "$TIMEZONE" ]; then
+    say "setting the time zone to $TIMEZONE"
+    # Without a running systemd (a chroot while imaging a card) the link is set by hand.
+    run timedatectl set-timezone "$TIMEZONE" 2>/dev/null || {
+      ln -sf "/usr/share/zoneinfo/$TIMEZONE" /etc/localtime && printf '%s\n' "$TIMEZONE" > /etc/timezone; }
   fi
 fi
 

@@ -3,7 +3,7 @@
 ``appliance doctor`` prints one line per check (``OK``, ``WARN`` or ``FAIL``, a name, one
 sentence) and exits non-zero when anything fails; ``GET /healthz`` returns the same report as
 JSON. The checks: configuration, inference runtime and CPU features, every model file's sha256,
-camera, free disk, clock sanity, and the data folder.
+camera, free disk, clock sanity, the Ethiopic and Latin fonts, and the data folder.
 
 Some checks are expensive (hashing a pack reads a gigabyte from an SD card; importing a runtime
 takes a second). ``HealthMonitor`` caches them for the server: a cached result is reused until
@@ -341,6 +341,26 @@ def check_clock(cfg: Config, now: dt.datetime | None = None) -> list[Check]:
     return [Check("clock", OK, f"{_iso(now)}")]
 
 
+def check_fonts(cfg: Config) -> list[Check]:
+    """The fonts for Ge'ez (Ethiopic) and Latin text: the kiosk shows them, the PDF embeds them."""
+    from .i18n.fonts import FONT_KINDS, FontMissing, font_path
+    found, missing = [], []
+    for kind in FONT_KINDS:
+        try:
+            found.append(f"{kind}: {font_path(kind)}")
+        except FontMissing:
+            missing.append(kind)
+    if missing:
+        return [Check("fonts", FAIL, f"no font for {', '.join(k.replace('-', ' ') for k in missing)} text: "
+                      "Amharic names and reports cannot be shown or printed",
+                      found + ["Install the Debian package fonts-noto-core (sudo apt-get install fonts-noto-core)."])]
+    fallbacks = [line for line in found if "/noto/" not in line]
+    if fallbacks:
+        return [Check("fonts", WARN, "Noto fonts are missing; fallback fonts are used",
+                      fallbacks + ["Install the Debian package fonts-noto-core for the intended look."])]
+    return [Check("fonts", OK, "Ethiopic and Latin fonts for the kiosk and the PDF")]
+
+
 def check_data_folder(cfg: Config, store=None) -> list[Check]:
     d = cfg.data_dir
     if not d.exists():
@@ -433,7 +453,7 @@ def run_checks(cfg: Config, *, store=None, engine=None, cameras=None, include_se
     steps: list[Callable[[], list[Check]]] = [
         lambda: check_config(cfg), lambda: check_runtime(cfg, engine), lambda: check_cpu(cfg),
         lambda: check_models(cfg, engine), lambda: check_camera(cfg, cameras), lambda: check_disk(cfg),
-        lambda: check_clock(cfg), lambda: check_data_folder(cfg, store),
+        lambda: check_clock(cfg), lambda: check_fonts(cfg), lambda: check_data_folder(cfg, store),
     ]
     if include_server:
         steps.append(lambda: check_server(cfg))
@@ -526,5 +546,6 @@ class HealthMonitor:
         checks += self._cached("runtime") + self._cached("cpu") + self._cached("models") + self._cached("camera")
         checks += _guarded(lambda: check_disk(self.cfg))
         checks += _guarded(lambda: check_clock(self.cfg))
+        checks += _guarded(lambda: check_fonts(self.cfg))
         checks += _guarded(lambda: check_data_folder(self.cfg, self.store))
         return Report(checks, _iso(_now()), _post_id(self.cfg, self.store))
