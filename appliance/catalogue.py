@@ -200,19 +200,18 @@ def analysis(analysis_id: str) -> Analysis:
     try:
         return ANALYSES[analysis_id]
     except KeyError:
-        known = ", ".join(ANALYSES)
-        from .errors import UserError
-        raise UserError(f"There is no analysis called {analysis_id!r}.",
-                        f"Choose one of: {known}.") from None
+        from .i18n import TranslatableError
+        raise TranslatableError(N_("There is no analysis called %(name)r."), N_("Choose one of: %(known)s."),
+                                name=analysis_id, known=", ".join(ANALYSES)) from None
 
 
 def model(model_id: str) -> ModelSpec:
     try:
         return MODELS[model_id]
     except KeyError:
-        from .errors import UserError
-        raise UserError(f"There is no model called {model_id!r}.",
-                        f"Known models: {', '.join(MODELS)}.") from None
+        from .i18n import TranslatableError
+        raise TranslatableError(N_("There is no model called %(name)r."), N_("Known models: %(known)s."),
+                                name=model_id, known=", ".join(MODELS)) from None
 
 
 def analysis_of_model(model_id: str) -> Analysis:

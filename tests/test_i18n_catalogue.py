@@ -176,3 +176,32 @@ def test_extract_check_command():
     assert re.search(r"^om: \d+/\d+ translated", done.stdout, re.M)
     assert done.returncode in (0, 1)
     assert (done.returncode == 0) == ("untranslated:" not in done.stdout)
+
+
+# -- errors with variable parts ------------------------------------------------------------------
+def test_errors_with_values_are_shown_translated():
+    """Sentences with values are one msgid with %(fields)s: the CLI prints the English, the kiosk
+    translates it; the exception keeps its class (a BadImage is still caught as a BadImage)."""
+    from appliance import catalogue
+    from appliance.errors import BadImage, UserError
+    from appliance.i18n import error_text, translatable
+    from appliance.inference.imageio import decode
+    from appliance.store.users import check_password
+
+    with pytest.raises(UserError) as exc:
+        catalogue.analysis("lung")
+    assert exc.value.message.startswith("There is no analysis called 'lung'.")
+    message, hint = error_text(exc.value, "am")
+    assert "'lung'" in message and message != exc.value.message and "pap_smear" in hint
+
+    with pytest.raises(BadImage) as exc:
+        decode(b"not an image", 10_000_000)
+    assert "JPEG, PNG" in exc.value.message
+    assert error_text(exc.value, "om")[0] != exc.value.message and "JPEG, PNG" in error_text(exc.value, "om")[0]
+
+    with pytest.raises(UserError) as exc:
+        check_password("short", "almaz")
+    assert "8" in error_text(exc.value, "am")[0] and error_text(exc.value, "am")[0] != exc.value.message
+
+    cls = translatable(BadImage)
+    assert issubclass(cls, BadImage) and translatable(BadImage) is cls and translatable(cls) is cls

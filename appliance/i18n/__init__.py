@@ -101,6 +101,16 @@ class TranslatableError(UserError):
         super().__init__(_fill(message, fields), _fill(hint, fields) if hint else hint)
 
 
+@lru_cache(maxsize=None)
+def translatable(base: type) -> type:
+    """``base`` (a ``UserError`` subclass such as ``BadImage`` or ``NotFound``) with the
+    sentences of a ``TranslatableError``: ``raise translatable(BadImage)(N_("… %(x)s …"), N_(hint), x=…)``
+    is still caught as a ``BadImage`` and is shown translated by ``error_text``."""
+    if issubclass(base, TranslatableError):
+        return base
+    return type(base.__name__, (TranslatableError, base), {"__module__": base.__module__, "__doc__": base.__doc__})
+
+
 def _fill(text: str, fields: dict) -> str:
     return text % fields if fields else text
 

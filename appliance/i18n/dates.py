@@ -20,9 +20,6 @@ import re
 import unicodedata
 from functools import lru_cache
 
-from babel.dates import format_date as _babel_format_date
-from babel.dates import get_month_names
-
 from . import N_, TranslatableError, get_translations, language
 from .ethiopian_calendar import BadEthiopianDate, EthiopianDate
 from .ethiopian_calendar import days_in_month as _ethiopian_days_in_month
@@ -103,6 +100,21 @@ def format_date(value, lang: str = "en", calendar: str = GREGORIAN, *, style: st
     return get_translations(lang).gettext(_BOTH) % {"date": main, "other": other}
 
 
+def format_datetime(value, lang: str = "en", calendar: str = GREGORIAN, *, both: bool = False) -> str:
+    """A stored UTC timestamp as the box's local day (short style) and clock time, ``Nov 26, 2026 14:30``;
+    ``both`` adds the day in the other calendar: ``17/03/2019 E.C. 14:30 (Nov 26, 2026 G.C.)``."""
+    if value is None or value == "":
+        return ""
+    lang = language(lang)
+    _check_calendar(calendar)
+    day = local_date(value)
+    main = f"{_format_one(day, lang, calendar, 'short', marked=both)} {format_time_of_day(value)}"
+    if not both:
+        return main
+    other = _format_one(day, lang, ETHIOPIAN if calendar == GREGORIAN else GREGORIAN, "short", marked=True)
+    return get_translations(lang).gettext(_BOTH) % {"date": main, "other": other}
+
+
 def _format_one(day: _dt.date, lang: str, calendar: str, style: str, marked: bool) -> str:
     t = get_translations(lang)
     if calendar == ETHIOPIAN:
@@ -110,8 +122,36 @@ def _format_one(day: _dt.date, lang: str, calendar: str, style: str, marked: boo
         if style == "short":
             return t.gettext(_EC_SHORT) % {"day": ec.day, "month_number": ec.month, "year": ec.year}
         return t.gettext(_EC_LONG) % {"day": ec.day, "month": ec.month_name(lang), "year": ec.year}
+    from babel.dates import format_date as _babel_format_date   # here: the store imports this module
     text = _babel_format_date(day, "medium" if style == "short" else "long", locale=lang)
     return t.gettext(_GC_MARKED) % {"date": text} if marked else text
+
+
+def entry_text(value, calendar: str = GREGORIAN) -> str:
+    """A stored date as a nurse types it into a date field in ``calendar``: ``dd/mm/yyyy``.
+
+    It reads back with ``parse_date(text, calendar)``; an empty value gives an empty string.
+    """
+    if value is None or value == "":
+        return ""
+    day = local_date(value)
+    if _check_calendar(calendar) == ETHIOPIAN:
+        ec = EthiopianDate.from_gregorian(day)
+        return f"{ec.day:02d}/{ec.month:02d}/{ec.year:04d}"
+    return f"{day.day:02d}/{day.month:02d}/{day.year:04d}"
+
+
+def format_time_of_day(value) -> str:
+    """The box's local time of a stored UTC timestamp, ``14:30`` (24-hour clock, any calendar).
+
+    The Ethiopian 12-hour day (counted from 6 a.m.) is not used: clinical records in Ethiopia
+    write the international clock, and one convention avoids a 6-hour misreading.
+    """
+    if isinstance(value, _dt.datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+    else:
+        moment = _dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    return moment.astimezone().strftime("%H:%M")
 
 
 def calendar_name(calendar: str, lang: str = "en") -> str:
@@ -123,6 +163,7 @@ def month_choices(calendar: str, lang: str = "en") -> list[tuple[int, str]]:
     lang = language(lang)
     if _check_calendar(calendar) == ETHIOPIAN:
         return [(m, _ethiopian_month_name(m, lang)) for m in range(1, 14)]
+    from babel.dates import get_month_names
     return [(m, name) for m, name in get_month_names("wide", locale=lang).items()]
 
 
@@ -156,6 +197,7 @@ def date_from_parts(calendar: str, year: int, month: int, day: int) -> _dt.date:
 
 @lru_cache(maxsize=None)
 def _gregorian_months() -> dict[str, int]:
+    from babel.dates import get_month_names
     table: dict[str, int] = {}
     for lang in ("en", "am", "om"):
         for width in ("wide", "abbreviated"):

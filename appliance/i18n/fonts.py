@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UserError
+from . import N_, TranslatableError
 
 _NOTO = Path("/usr/share/fonts/truetype/noto")
 _CANDIDATES: dict[str, tuple[Path, ...]] = {
@@ -45,8 +45,12 @@ PDF_FAMILY = "bccdms-sans"
 PDF_ETHIOPIC_FAMILY = "bccdms-ethiopic"
 
 
-class FontMissing(UserError):
+class FontMissing(TranslatableError):
     """No usable font for Ge'ez (or Latin) text is installed."""
+
+
+_MISSING = {"ethiopic": N_("No font for Ge'ez (Ethiopic) text is installed."),
+            "latin": N_("No font for Latin text is installed.")}
 
 
 def font_path(kind: str = "ethiopic") -> Path:
@@ -58,8 +62,8 @@ def font_path(kind: str = "ethiopic") -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    raise FontMissing(f"No font for {kind.replace('-', ' ')} text is installed.",
-                      "Install the Debian package fonts-noto-core (sudo apt-get install fonts-noto-core).")
+    raise FontMissing(_MISSING[kind.split("-")[0]],
+                      N_("Install the Debian package fonts-noto-core (sudo apt-get install fonts-noto-core)."))
 
 
 def kiosk_font_file(name: str) -> Path:

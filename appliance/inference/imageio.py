@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ..errors import BadImage
+from ..i18n import N_, translatable
 
 # Formats a microscope camera, a phone or a slide scanner export produce. Anything else
 # (PDF, PSD, ICO, EPS — the last one runs Ghostscript) is refused before it is parsed.
@@ -62,12 +63,13 @@ def decode(source: bytes | str | os.PathLike | Image.Image, max_pixels: int, *,
         return _from_pixels(source, max_pixels)
     data = _read_bytes(source)
     if not data:
-        raise BadImage("The image file is empty.", "Capture the image again, or choose another file.")
+        raise BadImage(N_("The image file is empty."), N_("Capture the image again, or choose another file."))
     try:
         img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
-        raise BadImage(f"This file is not an image the appliance can read ({_FORMAT_NAMES}).",
-                       "Choose a photo or a microscope image, or save it as JPEG and try again.") from None
+        raise translatable(BadImage)(N_("This file is not an image the appliance can read (%(formats)s)."),
+                                     N_("Choose a photo or a microscope image, or save it as JPEG and try again."),
+                                     formats=_FORMAT_NAMES) from None
     except Image.DecompressionBombError:
         raise _too_large(None) from None
     except (OSError, SyntaxError, ValueError):
@@ -86,8 +88,8 @@ def decode(source: bytes | str | os.PathLike | Image.Image, max_pixels: int, *,
         raise _too_large((width, height), max_pixels) from None
     except OSError as exc:
         if "truncated" in str(exc).lower() or "premature" in str(exc).lower():
-            raise BadImage("The image file is incomplete (it was cut short while copying or uploading).",
-                           "Copy or capture the image again.") from None
+            raise BadImage(N_("The image file is incomplete (it was cut short while copying or uploading)."),
+                           N_("Copy or capture the image again.")) from None
         raise _damaged() from None
     except (SyntaxError, ValueError, MemoryError):
         raise _damaged() from None
@@ -122,15 +124,17 @@ def _read_bytes(source: bytes | str | os.PathLike) -> bytes:
 
 
 def _too_large(size: tuple[int, int] | None, max_pixels: int | None = None) -> BadImage:
-    what = f" ({size[0]}×{size[1]} pixels)" if size else ""
-    limit = f"; the limit is {max_pixels / 1e6:.0f} megapixels" if max_pixels else ""
-    return BadImage(f"The image is too large to process safely{what}{limit}.",
-                    "Capture it again at the camera's normal resolution, or reduce its size.")
+    hint = N_("Capture it again at the camera's normal resolution, or reduce its size.")
+    if size is None or not max_pixels:
+        return BadImage(N_("The image is too large to process safely."), hint)
+    return translatable(BadImage)(
+        N_("The image is too large to process safely (%(width)d×%(height)d pixels; the limit is %(limit)d megapixels)."),
+        hint, width=size[0], height=size[1], limit=round(max_pixels / 1e6))
 
 
 def _damaged() -> BadImage:
-    return BadImage("The image file is damaged and cannot be read.",
-                    "Capture the image again, or copy the file again from its source.")
+    return BadImage(N_("The image file is damaged and cannot be read."),
+                    N_("Capture the image again, or copy the file again from its source."))
 
 
 def _exif_orientation(img: Image.Image) -> int:
@@ -173,8 +177,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     try:
         return img.convert("RGB")
     except ValueError:
-        raise BadImage(f"The image uses a colour format the appliance cannot read ({mode}).",
-                       "Save it as an ordinary RGB JPEG or PNG and try again.") from None
+        raise translatable(BadImage)(N_("The image uses a colour format the appliance cannot read (%(mode)s)."),
+                                     N_("Save it as an ordinary RGB JPEG or PNG and try again."), mode=mode) from None
 
 
 def _high_depth_to_rgb(img: Image.Image) -> Image.Image:

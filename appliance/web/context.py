@@ -90,6 +90,19 @@ def request_language(ctx: "AppContext") -> str:
     return ctx.cfg.ui.default_language if ctx.cfg.ui.default_language in ctx.i18n.LANGUAGES else "en"
 
 
+def request_calendar(ctx: "AppContext") -> str:
+    """How this request's dates are shown and typed: the user's calendar, else the box's default."""
+    from ..i18n.dates import CALENDARS, GREGORIAN
+    session = current_session()
+    if session and session.calendar in CALENDARS:
+        return session.calendar
+    return ctx.cfg.ui.calendar if ctx.cfg.ui.calendar in CALENDARS else GREGORIAN
+
+
+def current_context() -> "AppContext | None":
+    return bottle.request.environ.get("bccdms.ctx")
+
+
 def _(text: str, **values) -> str:
     """Translate a Python-side sentence into the current request's language."""
     ctx = bottle.request.environ.get("bccdms.ctx")
@@ -160,7 +173,8 @@ class AppContext:
             lambda text: self._request_translations().gettext(text),
             lambda singular, plural, n: self._request_translations().ngettext(singular, plural, n),
             newstyle=True)
-        self.templates.globals.update(catalogue=catalogue, csrf_token=_RequestCsrfToken())
+        from . import views         # here: views reads this module's request helpers
+        self.templates.globals.update(catalogue=catalogue, csrf_token=_RequestCsrfToken(), views=views)
         self.templates.filters["pct"] = _percent
 
     def _decode_upload(self, data: bytes, analysis_id: str):
@@ -195,7 +209,7 @@ class AppContext:
         tr = self.translator(lang)
         base = {
             "_": tr.gettext, "gettext": tr.gettext, "ngettext": tr.ngettext,
-            "lang": lang, "languages": self.i18n.LANGUAGES,
+            "lang": lang, "languages": self.i18n.LANGUAGES, "calendar": request_calendar(self),
             "user": session.user if session else None,
             "csrf_token": session.csrf_token if session else _anon_csrf_token(),
             "flashes": session.pop_flashes() if session and pop_flashes else [],

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import BadImage, NotFound
+from ..i18n import N_, translatable
 
 PREVIEW_SIDE = 1024
 
@@ -82,8 +83,8 @@ class DraftStore:
             self._expire()
             draft = self._drafts.get(draft_id)
         if draft is None or (owner is not None and draft.owner != owner):
-            raise NotFound("This exam is no longer open (it was finished, or it waited too long).",
-                           "Open the patient again and choose the analysis.")
+            raise NotFound(N_("This exam is no longer open (it was finished, or it waited too long)."),
+                           N_("Open the patient again and choose the analysis."))
         return draft
 
     def attach_image(self, draft_id: str, data: bytes, source: str) -> Draft:
@@ -94,10 +95,11 @@ class DraftStore:
         """
         analysis = self.get(draft_id).analysis
         if not data:
-            raise BadImage("The file is empty.", "Choose an image file from the microscope or camera.")
+            raise BadImage(N_("The file is empty."), N_("Choose an image file from the microscope or camera."))
         if len(data) > self.max_bytes:
-            raise BadImage(f"The image is too large ({len(data) / 1e6:.0f} MB; the limit is "
-                           f"{self.max_bytes / 1e6:.0f} MB).", "Use a smaller image or a lower camera resolution.")
+            raise translatable(BadImage)(N_("The image is too large (%(size)d MB; the limit is %(limit)d MB)."),
+                                         N_("Use a smaller image or a lower camera resolution."),
+                                         size=round(len(data) / 1e6), limit=round(self.max_bytes / 1e6))
         decoded = self._decode(data, analysis)      # BadImage for anything unsafe or unreadable
         quality = _quality_dict(self._check_quality(decoded, analysis)) if self._check_quality else None
         preview = _preview_jpeg(decoded.image)
@@ -105,7 +107,7 @@ class DraftStore:
         with self._changed:
             draft = self._drafts.get(draft_id)
             if draft is None:
-                raise NotFound("This exam is no longer open.", "Open the patient again and choose the analysis.")
+                raise NotFound(N_("This exam is no longer open."), N_("Open the patient again and choose the analysis."))
             draft.image_bytes, draft.decoded, draft.image_info = data, decoded, info
             draft.preview_jpeg, draft.quality, draft.source = preview, quality, source
             draft.version += 1

@@ -29,3 +29,20 @@ def int_query(name: str, default: int = 0, *, minimum: int = 0, maximum: int = 1
     except (TypeError, ValueError):
         return default
     return max(minimum, min(maximum, value))
+
+
+def date_value(text: str, calendar: str, *, past: bool = False) -> str | None:
+    """The ISO date of a date a user typed in ``calendar`` (``21/07/1982``, ``1 Meskerem 2017``,
+    marks such as ``E.C.`` win; see ``appliance.i18n.dates.parse_date``), or None for empty text.
+
+    ``past``: a date of birth, refused when in the future or absurdly long ago. Errors are
+    ``BadDate`` (translatable), naming what was typed.
+    """
+    from ..i18n.dates import check_past_date, parse_date
+    if not text:
+        return None
+    day = parse_date(text, calendar)
+    if past:
+        check_past_date(day, text=text)
+    return day.isoformat()
+

@@ -1,7 +1,9 @@
 """The exam report as a PDF (fpdf2): health post, patient, image, model result, decision.
 
-Fonts are the box's Noto TTFs (Latin + Ethiopic as fallback), embedded, so Amharic names
-print correctly on any computer the PDF is opened on.
+Written in the reader's language; dates in their calendar with the other calendar beside them
+(a report travels to a hospital that may count in the other one). Fonts are the box's Noto TTFs
+(Latin + Ethiopic as fallback), embedded, so Amharic text prints correctly on any computer the
+PDF is opened on and can be extracted back as text.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from fpdf.enums import XPos, YPos
 
 from ..i18n.fonts import register_pdf_fonts
 from . import views
-from .context import AppContext, _
+from .context import AppContext, _, request_language
 
 BRAND = (140, 31, 85)
 RED = (179, 18, 27)
@@ -37,6 +39,7 @@ def exam_report_pdf(ctx: AppContext, exam: dict, patient: dict) -> bytes:
     pdf.footer_text = _("Decision support only: the clinician's decision is the diagnosis.")
     pdf.set_title(_("Breast and cervical cancer diagnosis support: report"))
     pdf.set_creator("BCCDMS")
+    pdf.set_lang(request_language(ctx))
     pdf.set_auto_page_break(True, margin=16)
     pdf.add_page()
     family = pdf.family_name
@@ -54,7 +57,7 @@ def exam_report_pdf(ctx: AppContext, exam: dict, patient: dict) -> bytes:
     # Title block
     line(_("Breast and cervical cancer diagnosis support: report"), 15, "B", BRAND, 8)
     line(f"{ctx.cfg.post.name} ({ctx.store.post_id})", 10, color=GREY)
-    line(f"{_('Exam')} {exam['uuid'][:8]} · {views.local_time(exam.get('created_at'))}", 9, color=GREY)
+    line(f"{_('Exam')} {exam['uuid'][:8]} · {views.local_time(exam.get('created_at'), both=True)}", 9, color=GREY)
     if r["demo"]:
         pdf.ln(1)
         pdf.set_fill_color(*RED)
@@ -65,7 +68,9 @@ def exam_report_pdf(ctx: AppContext, exam: dict, patient: dict) -> bytes:
 
     heading(_("Patient"))
     for label, value in ((_("Name"), patient.get("full_name", "")), (_("Card no."), patient.get("pid", "")),
-                         (_("Age"), views.age_text(patient)), (_("Phone"), views.phone_text(patient.get("phone"))),
+                         (_("Date of birth"), views.date_text(patient.get("birth_date"), both=True)),
+                         (_("Age at the exam"), views.age_text(patient, on=exam.get("created_at"))),
+                         (_("Phone"), views.phone_text(patient.get("phone"))),
                          (_("Address"), patient.get("address", ""))):
         if value:
             line(f"{label}: {value}", 10)

@@ -11,6 +11,7 @@ import bottle
 from markupsafe import Markup
 
 from ..errors import UserError
+from ..i18n.dates import CALENDARS
 from . import auth
 from .context import AppContext, _, current_session
 from .forms import field
@@ -32,15 +33,20 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
     def create_user():
         admin = auth.require_permission("manage_users")
         values = {"username": field("username", max_len=64), "display_name": field("display_name", max_len=100),
-                  "role": field("role", max_len=20)}
+                  "role": field("role", max_len=20),
+                  "language": field("language", max_len=10) or ctx.cfg.ui.default_language,
+                  "calendar": field("calendar", max_len=20) or ctx.cfg.ui.calendar}
         password, repeat = field("password", max_len=256, strip=False), field("password2", max_len=256, strip=False)
         try:
             if values["role"] not in ROLES:
                 raise UserError(_("Choose the role of the new account."), _("Nurse, doctor, supervisor or administrator."))
+            if values["language"] not in ctx.i18n.LANGUAGES or values["calendar"] not in CALENDARS:
+                raise UserError(_("Choose the language and the calendar of the new account."),
+                                _("The person can change them later under their name at the top of the screen."))
             if password != repeat:
                 raise UserError(_("The two passwords are not the same."), _("Type the same password twice."))
             user = store.users.create(values["username"], password, values["role"], display_name=values["display_name"],
-                                      language=ctx.cfg.ui.default_language, by=admin["username"])
+                                      language=values["language"], calendar=values["calendar"], by=admin["username"])
         except UserError as exc:
             bottle.response.status = 400
             return _admin_page(ctx, storage, new_user=values, error=ctx.error_text(exc))
@@ -100,9 +106,11 @@ def _admin_page(ctx: AppContext, storage: "StorageUse", *, new_user=None, error=
         # The panel template sees its values both as `values` and by name.
         panels.append({"title": title, "html": Markup(ctx.render_fragment(template, values=values, **values))})
     message, hint = error if error else (None, None)
+    defaults = {"language": ctx.cfg.ui.default_language, "calendar": ctx.cfg.ui.calendar}
     return ctx.render("admin.html", users=sorted(ctx.store.users.list(), key=lambda u: u["username"]),
                       roles=[(r, ROLE_LABELS[r]) for r in ROLES], engine=engine_status, storage=storage.measure(),
-                      panels=panels, new_user=new_user or {}, error=message, hint=hint)
+                      panels=panels, new_user={**defaults, **(new_user or {})}, error=message, hint=hint,
+                      calendars=list(CALENDARS.items()))
 
 
 class StorageUse:

@@ -1,17 +1,27 @@
-"""First-run admin creation, login with lockout, logout and the language switch."""
+"""First-run admin creation, login with lockout, logout, the language switch and the user's settings.
+
+Language and calendar are per user (stored in the user's record). Before login the language
+switch sets a cookie for the kiosk's login screen; a language picked on the login screen just
+before logging in also becomes the user's own (the login form carries it), so a nurse never has
+to pick it twice. ``/settings`` lets a logged-in user change both.
+"""
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
 import bottle
 from bottle import request
 
 from ..errors import UserError
+from ..i18n import N_
 from . import auth
-from .context import AppContext, _, current_session
+from .context import AppContext, _, current_session, request_language
 from .forms import field
 
 _setup_lock = threading.Lock()
+CALENDAR_CHOSEN = {"gregorian": N_("Dates are now shown and typed in the Gregorian calendar."),
+                   "ethiopian": N_("Dates are now shown and typed in the Ethiopian calendar (E.C.).")}
 
 
 def install(app: bottle.Bottle, ctx: AppContext) -> None:
@@ -26,19 +36,25 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
             bottle.redirect("/")
         notice = _("You were logged out because nobody used the kiosk for a while.") \
             if request.query.get("expired") else None
-        return ctx.render("login.html", error=None, notice=notice, username="")
+        chosen = request_language(ctx) if request.query.get("chosen") else ""
+        return ctx.render("login.html", error=None, notice=notice, username="", chosen_language=chosen)
 
     @app.post("/login")
     def login():
         username = field("username", max_len=64)
         password = field("password", max_len=256, strip=False)
+        chosen = field("language", max_len=10)
+        chosen = chosen if chosen in ctx.i18n.LANGUAGES else ""
         if not username or not password:
-            return _login_failed(ctx, username, _("Enter your username and password."), None)
+            return _login_failed(ctx, username, chosen, _("Enter your username and password."), None)
         try:
             user = ctx.store.users.authenticate(username, password)
         except UserError as exc:
             auth.audit("login_failed", "user", username, actor=username)
-            return _login_failed(ctx, username, *ctx.error_text(exc))
+            return _login_failed(ctx, username, chosen, *ctx.error_text(exc))
+        if chosen and chosen != user.get("language"):
+            # Picked on the login screen just now: it becomes this user's language.
+            user = ctx.store.users.update(user["username"], by=user["username"], language=chosen)
         auth.start_session(user)
         auth.audit("login", "user", user["username"])
         bottle.redirect("/")
@@ -64,7 +80,7 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
             try:
                 user = ctx.store.users.create(values["username"], password, "admin",
                                               display_name=values["display_name"],
-                                              language=ctx.cfg.ui.default_language, by=None)
+                                              language=request_language(ctx), by=None)
             except UserError as exc:
                 return _setup_failed(ctx, values, *ctx.error_text(exc))
         auth.start_session(user)
@@ -94,12 +110,35 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         bottle.response.set_cookie("bccdms_lang", lang, path="/", httponly=True, samesite="strict",
                                    max_age=365 * 24 * 3600)
         back = field("back", max_len=200)
+        if session is None and back == "/login":
+            back = "/login?chosen=1"       # the login form then carries the choice to the user's profile
         bottle.redirect(back if back.startswith("/") and not back.startswith("//") else "/")
 
+    @app.get("/settings")
+    def settings_page():
+        auth.require()
+        from ..i18n.dates import CALENDARS
+        return ctx.render("settings.html", calendars=list(CALENDARS.items()), today=dt.date.today())
 
-def _login_failed(ctx, username, message, hint):
+    @app.post("/settings/calendar")
+    def set_calendar():
+        """The calendar dates are shown and typed in, for this user (saved in the user's record)."""
+        auth.require()
+        from ..i18n.dates import CALENDARS
+        calendar = field("calendar", max_len=20)
+        if calendar not in CALENDARS:
+            raise UserError(_("This calendar is not available."), _("Choose one from the list."))
+        session = current_session()
+        ctx.store.users.update(session.username, by=session.username, calendar=calendar)
+        session.calendar = calendar
+        session.flash(_(CALENDAR_CHOSEN[calendar]), "ok")
+        bottle.redirect("/settings")
+
+
+def _login_failed(ctx, username, chosen, message, hint):
     bottle.response.status = 401
-    return ctx.render("login.html", error=message, hint=hint, notice=None, username=username)
+    return ctx.render("login.html", error=message, hint=hint, notice=None, username=username,
+                      chosen_language=chosen)
 
 
 def _setup_failed(ctx, values, message, hint):

@@ -1,7 +1,6 @@
 """Browse records, browse the labelled image library, statistics."""
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 import re
@@ -12,8 +11,8 @@ from .. import catalogue
 from ..errors import UserError
 from . import auth, views
 from ..catalogue import N_
-from .context import AppContext, _, current_session, request_language
-from .forms import field, int_query, query
+from .context import AppContext, _, current_session, request_calendar, request_language
+from .forms import date_value, field, int_query, query
 
 PAGE_SIZE = 25
 DECISION_LABELS = {"awaiting": N_("Awaiting decision"), "agrees": N_("Clinician agrees with the model"),
@@ -46,8 +45,8 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
             session.state.pop("records_filter", None)
             bottle.redirect("/records")
         filters = {k: field(k, max_len=n) for k, n in
-                   (("analysis", 40), ("pid", 40), ("name", 120), ("date_from", 10), ("date_to", 10), ("label", 60))}
-        _validate_filters(filters)
+                   (("analysis", 40), ("pid", 40), ("name", 120), ("date_from", 40), ("date_to", 40), ("label", 60))}
+        _validate_filters(filters, request_calendar(ctx))
         session.state["records_filter"] = {k: v for k, v in filters.items() if v}
         bottle.redirect("/records")
 
@@ -91,29 +90,28 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
     @app.get("/statistics")
     def statistics():
         user = auth.require_permission("statistics")
-        date_from, date_to = query("from", max_len=10), query("to", max_len=10)
-        for value in (date_from, date_to):
-            if value:
-                _parse_date(value)
-        stats = store.stats(date_from=date_from or None, date_to=date_to or None)
+        calendar = request_calendar(ctx)
+        # Typed in the user's calendar (GET: the link to a period can be kept); ISO for the store.
+        date_from = date_value(query("from", max_len=40), calendar)
+        date_to = date_value(query("to", max_len=40), calendar)
+        _check_period(date_from, date_to)
+        stats = store.stats(date_from=date_from, date_to=date_to)
         charts = _chart_data(ctx, stats, by_post=auth.allowed(user, "statistics_by_post"))
         return ctx.render("statistics.html", stats=stats, charts=charts, charts_json=json.dumps(charts),
-                          date_from=date_from, date_to=date_to)
+                          date_from=date_from or "", date_to=date_to or "", views=views)
 
 
 # -- helpers -------------------------------------------------------------------------------
-def _parse_date(value: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise UserError(_("%(value)s is not a date.", value=value), _("Use the date field to pick it.")) from None
-
-
-def _validate_filters(filters: dict) -> None:
+def _validate_filters(filters: dict, calendar: str) -> None:
+    """Check the record filters; dates typed in the user's calendar become ISO dates."""
     if filters["analysis"] and filters["analysis"] not in catalogue.ANALYSES:
         raise UserError(_("There is no such analysis."), _("Choose one from the list."))
-    start = _parse_date(filters["date_from"]) if filters["date_from"] else None
-    end = _parse_date(filters["date_to"]) if filters["date_to"] else None
+    filters["date_from"] = date_value(filters["date_from"], calendar) or ""
+    filters["date_to"] = date_value(filters["date_to"], calendar) or ""
+    _check_period(filters["date_from"], filters["date_to"])
+
+
+def _check_period(start: str | None, end: str | None) -> None:
     if start and end and start > end:
         raise UserError(_("The start date is after the end date."), _("Swap the two dates."))
 
@@ -166,7 +164,7 @@ def _chart_data(ctx: AppContext, stats: dict, *, by_post: bool) -> dict:
     months = sorted((stats.get("by_month", {}) or {}).items())
     out = {
         "analyses": analyses,
-        "months": [{"month": m, "count": int(_count(v))} for m, v in months],
+        "months": [{"month": views.month_text(m), "count": int(_count(v))} for m, v in months],
         "labels": {"count": _("Exams"), "prevalence": _("Share of exams (%)")},
     }
     decisions = stats.get("by_decision", {}) or {}

@@ -33,6 +33,11 @@ STAGE_LABELS = {
     "patients": N_("Adding the patients"), "exams": N_("Adding the exams"),
 }
 
+# Whole sentences (a translator cannot inflect a noun put into "An %(what)s is ...").
+ALREADY_RUNNING = {"export": N_("An export to USB is already running."),
+                   "import": N_("An import from USB is already running."),
+                   "job": N_("This task is already running.")}
+
 
 AGE_UNKNOWN = N_("Age unknown")
 DECISION_LABELS = {"agrees": N_("agrees with the model"), "disagrees": N_("differs from the model"),
@@ -91,7 +96,7 @@ class Jobs:
         with self._lock:
             job = self.current.get(kind)
             if job is not None and job.running:
-                raise UserError(_("An %(what)s is already running.", what=title),
+                raise UserError(_(ALREADY_RUNNING.get(kind, ALREADY_RUNNING["job"])),
                                 _("Wait for it to finish; this page shows its progress."))
             job = self.current[kind] = Job(title, work)
             return job

@@ -5,7 +5,6 @@ registrations are POSTed and kept in the server-side session (post/redirect/get)
 """
 from __future__ import annotations
 
-import datetime as dt
 import re
 
 import bottle
@@ -13,9 +12,11 @@ from bottle import request
 
 from .. import catalogue
 from ..errors import NotFound, UserError
+from ..i18n.age import parse_age_years
+from ..i18n.names import normalize_phone
 from . import auth, views
-from .context import AppContext, _, current_session
-from .forms import field
+from .context import AppContext, _, current_session, request_calendar
+from .forms import date_value, field
 
 UUID_RE = r"[0-9a-fA-F-]{32,36}"
 DRAFT_RE = r"[A-Za-z0-9_-]{16,40}"
@@ -50,9 +51,9 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         user = auth.require_permission("diagnose")
         values = {k: field(k, max_len=n) for k, n in
                   (("pid", 40), ("full_name", 120), ("address", 200), ("phone", 30),
-                   ("birth_date", 10), ("age_years", 3), ("sex", 10))}
+                   ("birth_date", 40), ("age_years", 20), ("sex", 10))}
         try:
-            kwargs = _patient_fields(values)
+            kwargs = _patient_fields(values, request_calendar(ctx))
             patient = store.patients.register(values["pid"], values["full_name"], by=user["username"], **kwargs)
         except UserError as exc:
             existing = getattr(exc, "existing", None)
@@ -106,7 +107,7 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         upload = request.files.get("image")
         try:
             if upload is None or not upload.raw_filename:
-                raise UserError(_("No image was chosen."), _("Tap “Choose image file” and pick the image."))
+                raise UserError(_("No image was chosen."), _("Tap “Choose an image file” and pick the image."))
             data = upload.file.read(ctx.drafts.max_bytes + 1)
             ctx.drafts.attach_image(draft.id, data, "file")
         except UserError as exc:
@@ -226,8 +227,12 @@ def _exam_or_404(ctx: AppContext, uuid: str) -> dict:
     return exam
 
 
-def _patient_fields(values: dict) -> dict:
-    """Validate the registration form beyond what the store checks; raise UserError."""
+def _patient_fields(values: dict, calendar: str) -> dict:
+    """Validate the registration form beyond what the store checks; raise UserError.
+
+    The date of birth is typed in the user's calendar and stored as a Gregorian ISO date; an
+    approximate age is stored as such (``age_years``), never turned into an invented date.
+    """
     if not values["pid"]:
         raise UserError(_("Enter the card number / patient id."), _("It is written on the patient's card."))
     if not PID_PATTERN.match(values["pid"]):
@@ -235,23 +240,13 @@ def _patient_fields(values: dict) -> dict:
                         _("Type it as written on the card, for example JU-000123."))
     if not values["full_name"]:
         raise UserError(_("Enter the patient's full name."), _("Use the name on the card."))
-    out = {"address": values["address"], "phone": values["phone"]}
+    out = {"address": values["address"], "phone": normalize_phone(values["phone"])}
     if values["sex"] in ("female", "male"):
         out["sex"] = values["sex"]
     if values["birth_date"]:
-        try:
-            born = dt.date.fromisoformat(values["birth_date"])
-        except ValueError:
-            raise UserError(_("The date of birth is not a valid date."), _("Pick the date with the date field.")) from None
-        if born > dt.date.today():
-            raise UserError(_("The date of birth is in the future."), _("Check the year."))
-        if born.year < dt.date.today().year - 120:
-            raise UserError(_("The date of birth is more than 120 years ago."), _("Check the year."))
-        out["birth_date"] = born.isoformat()
+        out["birth_date"] = date_value(values["birth_date"], calendar, past=True)
     elif values["age_years"]:
-        if not values["age_years"].isdigit() or not 0 < int(values["age_years"]) <= 120:
-            raise UserError(_("The age must be a number of years from 1 to 120."), _("Type the approximate age, for example 45."))
-        out["age_years"] = int(values["age_years"])
+        out["age_years"] = parse_age_years(values["age_years"])
     else:
         raise UserError(_("Enter the date of birth or the approximate age."),
                         _("If the exact date is not known, type the age in years."))
@@ -277,7 +272,7 @@ def _diagnose_page(ctx: AppContext, *, form=None, error=None, hint=None, existin
         results = ctx.store.patients.search(text, limit=25)
         auth.audit("search", "patient", None, {"results": len(results)})
     return ctx.render("diagnose.html", search=text, results=results, form=form or {}, error=error, hint=hint,
-                      existing=existing, views=views, today=dt.date.today().isoformat())
+                      existing=existing, views=views)
 
 
 def _exam_row(exam: dict) -> dict:

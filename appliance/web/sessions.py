@@ -29,6 +29,7 @@ class Session:
     csrf_token: str
     created: float
     last_active: float
+    calendar: str = "gregorian"      # how dates are shown and typed for this user
     # Messages to show once on the next page ("Patient registered.").
     flashes: list[tuple[str, str]] = field(default_factory=list)
     # Page state that must not travel in URLs (search text, record filters).
@@ -37,7 +38,8 @@ class Session:
     @property
     def user(self) -> dict:
         return {"username": self.username, "role": self.role,
-                "display_name": self.display_name or self.username, "language": self.language}
+                "display_name": self.display_name or self.username, "language": self.language,
+                "calendar": self.calendar}
 
     def flash(self, message: str, kind: str = "info") -> None:
         self.flashes.append((kind, message))
@@ -63,6 +65,7 @@ class SessionStore:
         session = Session(id=new_token(), username=user["username"], role=user["role"],
                           display_name=user.get("display_name") or "",
                           language=user.get("language") or "en",
+                          calendar=user.get("calendar") or "gregorian",
                           csrf_token=new_token(), created=now, last_active=now)
         with self._lock:
             self._drop_expired(now)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import datetime as dt
 
 from .. import catalogue
-from .context import _
+from ..i18n.age import age_at, format_age
+from ..i18n.dates import GREGORIAN, entry_text, format_date, format_datetime
+from .context import _, current_context, request_calendar, request_language
 
 
 def class_name(model_id: str, class_id: str) -> str:
@@ -85,31 +87,69 @@ def path_text(view: dict) -> str:
     return " → ".join(parts)
 
 
-def local_time(iso: str | None) -> str:
-    """A stored UTC time (``...Z``) as the box's local date and time, to the minute."""
+def _lang_and_calendar() -> tuple[str, str]:
+    ctx = current_context()
+    if ctx is None:
+        return "en", GREGORIAN
+    return request_language(ctx), request_calendar(ctx)
+
+
+def date_text(value, *, both: bool = False, style: str = "long") -> str:
+    """A stored date (or timestamp) in the reader's language and calendar; ``both`` adds the other calendar."""
+    if not value:
+        return ""
+    lang, calendar = _lang_and_calendar()
+    try:
+        return format_date(value, lang, calendar, style=style, both=both)
+    except ValueError:          # not a date (an imported record from other software): as stored
+        return str(value)
+
+
+def local_time(iso: str | None, *, both: bool = False) -> str:
+    """A stored UTC time (``...Z``): its day in the reader's calendar and the box's clock time."""
     if not iso:
         return ""
+    lang, calendar = _lang_and_calendar()
     try:
-        moment = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+        return format_datetime(iso, lang, calendar, both=both)
     except ValueError:
         return iso
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
-def age_text(patient: dict, on: dt.date | None = None) -> str:
-    """"45 years" from the birth date, or "about 45 years" from an approximate age."""
-    on = on or dt.date.today()
-    birth = patient.get("birth_date")
-    if birth:
-        try:
-            born = dt.date.fromisoformat(birth)
-        except ValueError:
-            return birth
-        years = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
-        return _("%(years)s years", years=years)
-    if patient.get("age_years") not in (None, ""):
-        return _("about %(years)s years", years=patient["age_years"])
-    return ""
+def entry_value(value) -> str:
+    """A stored date as the reader types it into a date field (``dd/mm/yyyy`` in their calendar)."""
+    try:
+        return entry_text(value, _lang_and_calendar()[1])
+    except ValueError:
+        return str(value or "")
+
+
+def date_example() -> str:
+    """Today as typed into a date field in the reader's calendar (the example in the field's hint)."""
+    return entry_value(dt.date.today())
+
+
+def month_text(month: str) -> str:
+    """A statistics month key (``2026-11``) as its name and year in the reader's language."""
+    lang, _calendar = _lang_and_calendar()
+    try:
+        year, number = (int(part) for part in month.split("-"))
+        from babel.dates import format_skeleton
+        return format_skeleton("yMMM", dt.date(year, number, 1), locale=lang)
+    except (ValueError, TypeError):
+        return month
+
+
+def age_text(patient: dict, on=None) -> str:
+    """"45 years" from the birth date, or "about 47 years" from an age given two years before
+    (an approximate age grows with the years since it was recorded)."""
+    lang, _calendar = _lang_and_calendar()
+    try:
+        age = age_at(on or dt.date.today(), birth_date=patient.get("birth_date"),
+                     age_years=patient.get("age_years"), recorded_at=patient.get("created_at"))
+    except (ValueError, TypeError):
+        return str(patient.get("birth_date") or patient.get("age_years") or "")
+    return format_age(age, lang) if age is not None else ""
 
 
 def phone_text(phone: str | None) -> str:

@@ -121,12 +121,11 @@
     var kb = root.BCCDMS && root.BCCDMS.keyboard;
     if (!kb || !kb.registerLayout) { return false; }
     var body = root.document && root.document.body;
+    // lang "am": keyboard.js opens this layout for Amharic pages (text fields with data-kb="default").
     kb.registerLayout("ethiopic", layoutDefinition({
       backLabel: body && body.dataset.kbBack,
       spaceLabel: body && body.dataset.kbSpace
     }));
-    // Amharic users start on this layout (keyboard.js otherwise opens on its Latin one).
-    if (body && body.dataset.lang === "am" && kb.use) { kb.use("ethiopic"); }
     return true;
   }
 

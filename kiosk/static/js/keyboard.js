@@ -2,7 +2,10 @@
  *
  * Built on the vendored simple-keyboard. One keyboard panel at the bottom of the screen
  * opens when a text field gets focus and types into that field. Fields choose a layout with
- * data-kb="default" | "numeric" | "none" (no keyboard).
+ * data-kb="default" (the layout of the page's language: Ethiopic for Amharic once
+ * keyboard-ethiopic.js has registered it, Latin otherwise) | "latin" (usernames, passwords,
+ * card numbers) | "numeric" (phones, ages) | "date" (digits and "/") | "none" (no keyboard).
+ * A layout the user picks in the keyboard bar stays for the other default fields of the page.
  *
  * Layout hook (for other scripts, e.g. an Ethiopic layout):
  *   BCCDMS.keyboard.registerLayout(id, {
@@ -22,7 +25,8 @@
 
   var layouts = {};
   var order = [];
-  var current = "latin";
+  var current = null;         // the layout on screen
+  var chosen = null;          // the layout the user picked in the bar (for default fields)
   var active = null;          // the field being typed into
   var keyboard = null;
   var hideLabel = document.body.dataset.kbHide || "Hide";
@@ -30,6 +34,12 @@
   var NUMERIC = {
     label: "123",
     layout: { "default": ["1 2 3", "4 5 6", "7 8 9", "+ 0 -", "{bksp} {enter}"] },
+    hidden: true
+  };
+  // Dates are typed day/month/year (as written in Ethiopia, in either calendar).
+  var DATE = {
+    label: "31/12",
+    layout: { "default": ["1 2 3", "4 5 6", "7 8 9", "/ 0 {bksp}", "{enter}"] },
     hidden: true
   };
   var LATIN = {
@@ -117,7 +127,7 @@
       b.textContent = layouts[id].label;
       b.dataset.layout = id;
       b.addEventListener("mousedown", function (e) { e.preventDefault(); });
-      b.addEventListener("click", function () { applyLayout(id); });
+      b.addEventListener("click", function () { chosen = id; applyLayout(id); });
       bar.appendChild(b);
     });
   }
@@ -153,15 +163,32 @@
     return ["text", "password", "search", "tel", "number", "email", "url", ""].indexOf(el.type) >= 0;
   }
 
+  /* The layout a field opens with: its own kind, else the user's pick, else the language's. */
+  function layoutFor(el) {
+    var kind = el.dataset.kb;
+    if (kind === "numeric" || el.type === "tel" || el.type === "number") { return "numeric"; }
+    if (kind === "date") { return "date"; }
+    if (kind === "latin" || el.type === "password") { return "latin"; }
+    return chosen && layouts[chosen] ? chosen : preferredLayout();
+  }
+
   function show(el) {
     active = el;
     panel.hidden = false;
     document.body.classList.add("osk-open");
-    var numeric = el.dataset.kb === "numeric" || el.type === "tel" || el.type === "number";
-    if (numeric) { applyLayout("numeric"); }
-    else if (current === "numeric" || !layouts[current]) { applyLayout(preferredLayout()); }
+    applyLayout(layoutFor(el));     // also forgets a half-typed Ethiopic syllable or a shift
     keyboard.setInput(el.value);
-    setTimeout(function () { el.scrollIntoView({ block: "center", behavior: "smooth" }); }, 50);
+    setTimeout(function () { keepVisible(el); }, 50);
+  }
+
+  /* Scroll the field into the part of the screen the keyboard leaves free (at 800×480 the
+     keyboard covers the lower half, so "center" would put the field behind it). */
+  function keepVisible(el) {
+    var box = el.getBoundingClientRect();
+    var free = panel.hidden ? window.innerHeight : panel.getBoundingClientRect().top;
+    var margin = 12;
+    if (box.bottom > free - margin) { window.scrollBy(0, box.bottom - free + margin); }
+    else if (box.top < margin) { window.scrollBy(0, box.top - margin); }
   }
 
   function hide() {
@@ -196,9 +223,10 @@
       if (!layouts[id]) { order.push(id); }
       layouts[id] = def;
       renderLayoutButtons();
-      if (active && !def.hidden && def.lang === document.body.dataset.lang) { applyLayout(id); }
+      // A layout for the page's language that arrives while a default field is open takes over.
+      if (active && layoutFor(active) === id && current !== id) { applyLayout(id); }
     },
-    use: applyLayout,
+    use: function (id) { chosen = id; applyLayout(id); },
     show: show,
     hide: hide,
     api: api
@@ -206,15 +234,24 @@
   // Afaan Oromo is written in the Latin alphabet (Qubee): same keys, apostrophe included.
   window.BCCDMS.keyboard.registerLayout("latin", Object.assign({ lang: "en", langs: ["en", "om"] }, LATIN));
   window.BCCDMS.keyboard.registerLayout("numeric", NUMERIC);
+  window.BCCDMS.keyboard.registerLayout("date", DATE);
 
   document.addEventListener("focusin", function (e) {
     if (wants(e.target)) { show(e.target); }
   });
   // Hide on "click", not "pointerdown": hiding reflows the page, and a button that moved
-  // between pointerdown and pointerup would never receive its click.
+  // between pointerdown and pointerup would never receive its click. Where the press *started*
+  // decides, not the click's target: a tap on a field that opens the keyboard (which then covers
+  // the finger) ends on the keyboard, and Chromium sends that click to <body>; a layout button
+  // or key the keyboard redraws while handling the tap is no longer in the panel when its click
+  // arrives (its event path still is).
+  var pressInside = false;
+  function inside(e) { return e.composedPath().indexOf(panel) >= 0 || wants(e.target); }
+  document.addEventListener("pointerdown", function (e) { pressInside = inside(e); }, true);
   document.addEventListener("click", function (e) {
-    if (panel.hidden) { return; }
-    if (panel.contains(e.target) || wants(e.target)) { return; }
+    var started = pressInside;
+    pressInside = false;                 // a click from the physical keyboard has no press
+    if (panel.hidden || started || inside(e)) { return; }
     hide();
   });
   document.addEventListener("input", function (e) {
