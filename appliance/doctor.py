@@ -529,7 +529,10 @@ class HealthMonitor:
                 self._refreshing.add(name)
                 threading.Thread(target=self._refresh, args=(name, key, run), daemon=True,
                                  name=f"health-{name}").start()
-        if entry is not None:
+        # A result for other inputs (say, the pack that was in use before an install) would
+        # tell the technician about the wrong thing: only an expired result for the same inputs
+        # is shown while the check runs again.
+        if entry is not None and entry[0] == key:
             return entry[2]
         return [Check(name, WARN, "check running (started moments ago); ask again in a few seconds")]
 
