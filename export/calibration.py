@@ -112,6 +112,11 @@ def refer_band(probs: np.ndarray, targets, threshold: float | None) -> dict[str,
             "referred": n - kept, "referred_accuracy": float(correct[~accepted].mean()) if n - kept else None}
 
 
+def _rule(target_accuracy: float, min_accepted: int) -> str:
+    return (f"lowest threshold whose accepted validation images reach {target_accuracy:.0%} accuracy "
+            f"(at least {min_accepted} accepted)")
+
+
 def choose_refer_threshold(probs: np.ndarray, targets, target_accuracy: float = REFER_TARGET,
                            min_accepted: int = REFER_MIN_ACCEPTED,
                            fallback_coverage: float = REFER_FALLBACK_COVERAGE) -> dict[str, Any]:
@@ -140,11 +145,32 @@ def choose_refer_threshold(probs: np.ndarray, targets, target_accuracy: float = 
         if accuracy_top_k[k_tied - 1] >= target_accuracy:
             threshold, met = float(threshold_k), True
             break
-    rule = (f"lowest threshold whose accepted validation images reach {target_accuracy:.0%} accuracy "
-            f"(at least {min_accepted} accepted)")
+    rule = _rule(target_accuracy, min_accepted)
     if not met:
         threshold = float(np.quantile(confidence, 1 - fallback_coverage)) if len(confidence) else None
         rule += (f"; not reachable on this validation set, so the least confident "
                  f"{1 - fallback_coverage:.0%} are referred")
     return {"rule": rule, "target_accuracy": target_accuracy, "min_accepted": min_accepted,
-            "target_met": met, **refer_band(probs, targets, threshold)}
+            "fallback_coverage": fallback_coverage, "target_met": met, **refer_band(probs, targets, threshold)}
+
+
+def choose_refer_threshold_for_forms(probs_by_form: dict[str, np.ndarray], targets, **rule) -> dict[str, Any]:
+    """One ``refer_below`` for every form of the model the box may run (INT8 on ONNX Runtime or
+    OpenVINO): the rule's threshold on each form, and the highest of them, so the band keeps the
+    rule whichever runtime the box uses (INT8 shifts the probabilities a little). The band's
+    figures are those of the first form."""
+    per_form = {name: choose_refer_threshold(probs, targets, **rule) for name, probs in probs_by_form.items()}
+    thresholds = [r["threshold"] for r in per_form.values() if r["threshold"] is not None]
+    threshold = max(thresholds) if thresholds else None
+    first_name, first = next(iter(per_form.items()))
+    outcomes = ", ".join(f"{name} {r['threshold']:.3f} (" + ("met" if r["target_met"] else
+                                                             f"not reachable: the least confident "
+                                                             f"{1 - r['fallback_coverage']:.0%} referred") + ")"
+                         for name, r in per_form.items() if r["threshold"] is not None)
+    return {"rule": f"{_rule(first['target_accuracy'], first['min_accepted'])}, on each form the box may run "
+                    f"({outcomes}); the highest threshold is kept",
+            "target_accuracy": first["target_accuracy"], "min_accepted": first["min_accepted"],
+            "target_met": all(r["target_met"] for r in per_form.values()), "form": first_name,
+            "per_form": {name: {k: r[k] for k in ("threshold", "target_met", "coverage", "accepted_accuracy")}
+                         for name, r in per_form.items()},
+            **refer_band(probs_by_form[first_name], targets, threshold)}

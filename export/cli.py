@@ -8,6 +8,7 @@ traceback (the same reporting as the ``appliance`` script).
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from appliance.cli import run_reporting_errors
@@ -29,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The exact command, for the records that cite it (model cards).
+    args.command_line = shlex.join([PROG, *(sys.argv[1:] if argv is None else argv)])
     return run_reporting_errors(PROG, lambda: int(args.func(args) or 0), "the ML team")
 
 

@@ -168,7 +168,8 @@ def _evaluate(args) -> int:
     report = evaluate(Path(args.model_dir), checkpoint=args.checkpoint, data=args.data, layout=args.layout,
                       subset=args.subset, split_side=args.split, limit=args.limit, progress=not args.quiet,
                       write=not args.no_write, card_dir=args.card, ood_data=args.ood_data,
-                      refer_target=args.refer_target, false_alarm=args.false_alarm)
+                      refer_target=args.refer_target, false_alarm=args.false_alarm,
+                      commands=[args.command_line])
     print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

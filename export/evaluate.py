@@ -15,8 +15,9 @@ OpenVINO FP32, OpenVINO INT8 — it runs the same preprocessed images and report
 On the validation side of the split recorded at training (the default for the dataset the
 model was trained on), and when the model folder is one ``export`` wrote, it also *fits*:
 
-- ``refer_below``: chosen on the reference form's calibrated validation probabilities by the
-  rule in ``calibration.choose_refer_threshold``;
+- ``refer_below``: chosen on the calibrated validation probabilities of the INT8 forms the box
+  runs (the reference's when there is none) by the rule in ``calibration.choose_refer_threshold``,
+  the highest of their thresholds (``choose_refer_threshold_for_forms``);
 - the out-of-scope gate (``ood.py``): statistics of the training images' features as the box
   computes them (the INT8 form it runs), thresholds at a false-alarm rate on validation
   images; its catch rate is measured on other datasets (``--ood-data``) and synthetic blanks.
@@ -37,7 +38,7 @@ import numpy as np
 
 from appliance.errors import UserError
 
-from .calibration import REFER_TARGET, calibration_report, choose_refer_threshold, refer_band
+from .calibration import REFER_TARGET, calibration_report, choose_refer_threshold_for_forms, refer_band
 from .datasets import labelled_for, open_dataset, sample_paths, select_files, subset_of
 from .images import batches, recorded_split_paths
 from .metrics import classification_metrics, softmax
@@ -49,6 +50,8 @@ FORMS = ("torch", "onnx_fp32", "onnx_int8", "openvino_fp32", "openvino_int8")
 SPLIT_SIDES = ("auto", "val", "train", "all")
 # The form whose features the box's gate sees, best first (what the box runs by default).
 GATE_FORMS = ("onnx_int8", "openvino_int8", "onnx_fp32", "openvino_fp32", "torch")
+# The forms the box runs: OpenVINO INT8 on x86-64 (the default there), ONNX Runtime INT8 on ARM.
+DEPLOYED_FORMS = ("openvino_int8", "onnx_int8")
 OOD_TRAIN_IMAGES = 400
 OOD_IMAGES_PER_SET = 150
 BATCH = 16
@@ -176,7 +179,8 @@ def evaluate(model_folder: str | Path, *, checkpoint: str | Path | None = None, 
              layout: str = "auto", subset: str | None = None, split_side: str = "auto",
              limit: int | None = None, images: np.ndarray | None = None, progress: bool = True,
              write: bool = True, card_dir: str | Path | None = None, ood_data: list[str] | None = None,
-             refer_target: float = REFER_TARGET, false_alarm: float = FALSE_ALARM) -> dict[str, Any]:
+             refer_target: float = REFER_TARGET, false_alarm: float = FALSE_ALARM,
+             commands: list[str] | None = None) -> dict[str, Any]:
     """The report of one model folder (and, see the module docstring, what it fits and writes).
 
     ``split_side``: ``val``/``train`` keep that side of the split recorded at training (when
@@ -185,7 +189,7 @@ def evaluate(model_folder: str | Path, *, checkpoint: str | Path | None = None, 
     ``images``: evaluate these preprocessed images (no labels) instead of a dataset.
     ``write``: store the fitted refer band, gate and card in the model folder (only an
     ``export`` model folder, only on the recorded validation side). ``card_dir``: write the
-    card there instead (or as well, for a model inside a pack).
+    card there instead (or as well, for a model inside a pack). ``commands``: shown on the card.
     """
     from .packing import read_model_folder
     say = Progress(progress)
@@ -203,7 +207,7 @@ def evaluate(model_folder: str | Path, *, checkpoint: str | Path | None = None, 
     temperature = float(meta.get("temperature", 1.0))
     classes = tuple(meta["classes"])
     report: dict[str, Any] = {"model": meta["model_id"], "classes": list(classes), "temperature": temperature,
-                              "architecture": meta.get("architecture")}
+                              "architecture": meta.get("architecture"), "commands": list(commands or [])}
     if images is not None:
         outputs = run_forms(run, [images], spec, say, 1)
         report.update(images=len(images), source="given images", split=None)
@@ -225,8 +229,10 @@ def evaluate(model_folder: str | Path, *, checkpoint: str | Path | None = None, 
 
     refer_below = meta.get("refer_below")
     if fit:
-        report["refer"] = choose_refer_threshold(softmax(outputs.logits[reference], temperature), targets,
-                                                 target_accuracy=refer_target)
+        # Chosen on what the box runs (the INT8 forms), else on the reference.
+        deployed = [f for f in DEPLOYED_FORMS if f in outputs.logits] or [reference]
+        report["refer"] = choose_refer_threshold_for_forms(
+            {f: softmax(outputs.logits[f], temperature) for f in deployed}, targets, target_accuracy=refer_target)
         refer_below = report["refer"]["threshold"]
     report["refer_below"] = refer_below
     agreement = parity(outputs.logits, reference)

@@ -68,9 +68,11 @@ def key_figures(report: dict[str, Any]) -> dict[str, Any]:
         parity = (report["forms"].get(form) or {}).get("parity")
         out[f"accuracy_int8_{key}"] = m["accuracy"] if m else None
         out[f"agreement_int8_{key}"] = parity["top1_agreement"] if parity else None
-    refer = fp32.get("refer") or {}
+    # The band as the box applies it: on its INT8 probabilities where measured.
+    deployed = next((f for f in ("openvino_int8", "onnx_int8") if _form(report, f)), None)
+    refer = (_form(report, deployed) if deployed else fp32).get("refer") or {}
     out.update(refer_below=report.get("refer_below"), refer_coverage=refer.get("coverage"),
-               refer_accepted_accuracy=refer.get("accepted_accuracy"))
+               refer_accepted_accuracy=refer.get("accepted_accuracy"), refer_form=deployed or _fp32_form(report))
     gate = report.get("out_of_scope") or {}
     out.update(out_of_scope_false_alarm=gate.get("false_alarm_cross_fitted"),
                out_of_scope_catch=gate.get("catch_rate"), out_of_scope_catch_other_data=gate.get("catch_rate_other_data"),
@@ -162,20 +164,22 @@ def card_markdown(report: dict[str, Any], figures: bool = True) -> str:
              f"| ROC AUC FP32 | {_num(fig['auc'])} | ROC plotted, AUC not stated |",
              f"| ECE before → after temperature (cross-fitted) | {_num(fig['ece_uncalibrated'])} → "
              f"{_num(fig['ece_calibrated'])} | – |",
-             f"| refer band: refer below | {_num(fig['refer_below'])} (coverage {_pct(fig['refer_coverage'])}, "
-             f"accepted accuracy {_pct(fig['refer_accepted_accuracy'])}) | – |",
+             f"| refer band: refer below | {_num(fig['refer_below'])} ({FORM_TITLES.get(fig['refer_form'], '')}: coverage "
+             f"{_pct(fig['refer_coverage'])}, accepted accuracy {_pct(fig['refer_accepted_accuracy'])}) | – |",
              f"| out of scope: false alarms / catch rate | {_pct(fig['out_of_scope_false_alarm'])} / "
              f"{_pct(fig['out_of_scope_catch'])} (other datasets {_pct(fig['out_of_scope_catch_other_data'])}, "
              f"synthetic {_pct(fig['out_of_scope_catch_synthetic'])}) | – |", ""]
     lines += ["## Every form of the model", "",
-              "| form | accuracy | balanced | NLL | AUC | ECE raw | ECE T (cross-fitted) | top-1 agreement | max abs Δlogit |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| form | accuracy | balanced | NLL | AUC | ECE raw | ECE at the pack's T | ECE T cross-fitted | "
+              "top-1 agreement | max abs Δlogit |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, form in report["forms"].items():
         m, p = form["metrics"] or {}, form["parity"]
         cal = m.get("calibration") or {}
         lines.append(f"| {FORM_TITLES.get(name, name)} | {_pct(m.get('accuracy'))} | {_pct(m.get('balanced_accuracy'))} | "
                      f"{_num(m.get('nll'))} | {_num(headline_auc(m['roc']) if m.get('roc') else None)} | "
-                     f"{_num(cal.get('ece_uncalibrated'))} | {_num(cal.get('ece_temperature_cross_fitted'))} | "
+                     f"{_num(cal.get('ece_uncalibrated'))} | {_num(cal.get('ece_temperature_in_sample'))} | "
+                     f"{_num(cal.get('ece_temperature_cross_fitted'))} | "
                      f"{'reference' if p is None else _pct(p['top1_agreement'])} | "
                      f"{'–' if p is None else _num(p['max_abs_logit_diff'], '.4f')} |")
     ref = _form(report, fp32_name)
@@ -193,10 +197,16 @@ def card_markdown(report: dict[str, Any], figures: bool = True) -> str:
     if report.get("refer"):
         r = report["refer"]
         lines += ["## Refer band", "", f"Rule: {r['rule']}.", "",
-                  f"`refer_below` = {_num(r['threshold'], '.4f')}: {r['accepted']} of {r['images']} validation images keep "
-                  f"their class (coverage {_pct(r['coverage'])}, accuracy {_pct(r['accepted_accuracy'])}); "
-                  f"{r['referred']} are referred (accuracy there {_pct(r['referred_accuracy'])}). "
-                  f"Target {'met' if r['target_met'] else 'NOT met'}.", ""]
+                  f"`refer_below` = {_num(r['threshold'], '.4f')}. Target {'met' if r['target_met'] else 'NOT met'}.", "",
+                  "| form | images keeping their class (coverage) | their accuracy | referred | accuracy of the referred |",
+                  "|---|---|---|---|---|"]
+        for name, form in report["forms"].items():
+            band = (form["metrics"] or {}).get("refer") or {}
+            if band.get("images"):
+                lines.append(f"| {FORM_TITLES.get(name, name)} | {band['accepted']} of {band['images']} "
+                             f"({_pct(band['coverage'])}) | {_pct(band['accepted_accuracy'])} | {band['referred']} | "
+                             f"{_pct(band['referred_accuracy'])} |")
+        lines.append("")
     gate = report.get("out_of_scope")
     if gate:
         lines += ["## Out-of-scope gate", "",
@@ -214,6 +224,8 @@ def card_markdown(report: dict[str, Any], figures: bool = True) -> str:
                              f"{why['features']} / {why['appearance']} / {why['blank']} |")
         lines.append("")
     lines += ["## What these figures cannot support", ""] + [f"- {n}" for n in limitations(report)] + [""]
+    if report.get("notes"):       # observations added by the people who ran it
+        lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
     prov = report.get("provenance") or {}
     lines += ["## Provenance", "",
               f"Initial weights: {prov.get('initial_weights')}; recipe: {prov.get('recipe')}; best epoch "

@@ -13,8 +13,8 @@ from PIL import Image
 
 from appliance import signing
 from appliance.inference.pack import load_pack
-from export.calibration import (calibration_report, choose_refer_threshold, expected_calibration_error,
-                                refer_band)
+from export.calibration import (calibration_report, choose_refer_threshold, choose_refer_threshold_for_forms,
+                                expected_calibration_error, refer_band)
 from export.cli import main
 from export.metrics import classification_metrics, softmax
 from export.roc import roc_analysis, roc_curve
@@ -174,12 +174,26 @@ def test_an_unreachable_refer_target_falls_back_to_referring_the_least_confident
     assert chosen["coverage"] == pytest.approx(0.5, abs=0.02)
 
 
-def test_refer_band_on_the_real_model_is_stored_and_reported(tiny_pap):
-    refer = tiny_pap["report"]["refer"]
-    assert refer["threshold"] is not None and refer["images"] == tiny_pap["report"]["images"]
-    assert refer["accepted"] + refer["referred"] == refer["images"]
-    if refer["target_met"]:
-        assert refer["accepted_accuracy"] >= refer["target_accuracy"]
+def test_one_band_for_every_runtime_keeps_the_rule_on_each(tiny_pap):
+    probs, targets = _calibrated_binary(seed=8)
+    rng = np.random.default_rng(9)
+    shifted = np.clip(probs + rng.normal(0, 0.03, probs.shape), 0.001, 0.999)      # INT8-like noise
+    shifted /= shifted.sum(1, keepdims=True)
+    chosen = choose_refer_threshold_for_forms({"openvino_int8": probs, "onnx_int8": shifted}, targets,
+                                              target_accuracy=0.9)
+    singles = [choose_refer_threshold(p, targets, target_accuracy=0.9)["threshold"] for p in (probs, shifted)]
+    assert chosen["threshold"] == max(singles) and chosen["form"] == "openvino_int8"
+    for p in (probs, shifted):
+        assert refer_band(p, targets, chosen["threshold"])["accepted_accuracy"] >= 0.9
+
+
+def test_refer_band_on_the_real_model_is_chosen_on_the_int8_forms(tiny_pap):
+    report = tiny_pap["report"]
+    refer = report["refer"]
+    assert set(refer["per_form"]) == {"openvino_int8", "onnx_int8"}
+    assert refer["threshold"] == max(r["threshold"] for r in refer["per_form"].values())
+    assert refer["images"] == report["images"] and refer["accepted"] + refer["referred"] == refer["images"]
+    assert all(form["metrics"]["refer"]["threshold"] == refer["threshold"] for form in report["forms"].values())
 
 
 # ---------------------------------------------------------------- the NumPy figures against scikit-learn

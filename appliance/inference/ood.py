@@ -49,6 +49,7 @@ BLANK_SPREAD = 0.01
 _SPREAD_FLOOR = 1e-3
 APPEARANCE_STATISTICS = ("mean_r", "mean_g", "mean_b", "log_spread_r", "log_spread_g", "log_spread_b",
                          "saturation_mean", "saturation_spread", "log_gradient")
+_SPREADS = slice(3, 6)        # the log_spread_* columns of APPEARANCE_STATISTICS
 _ARRAYS = ("feature_mean", "feature_components", "feature_variances", "residual_variance", "feature_threshold",
            "appearance_mean", "appearance_precision", "appearance_threshold")
 
@@ -91,7 +92,7 @@ def appearance_statistics(tensor: np.ndarray, mean, std) -> np.ndarray:
 
 def is_blank(appearance: np.ndarray) -> np.ndarray | bool:
     """Whether the appearance statistics describe an (almost) uniform frame."""
-    spreads = np.exp(np.asarray(appearance)[..., 3:6]) - _SPREAD_FLOOR
+    spreads = np.exp(np.asarray(appearance)[..., _SPREADS]) - _SPREAD_FLOOR
     return spreads.max(axis=-1) < BLANK_SPREAD
 
 
@@ -144,6 +145,7 @@ class Gate:
     # -- the pack file -------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
+        # The k×F directions in float32 (half the bytes; distances need no more); the rest in float64.
         np.savez(buf, version=np.int64(FORMAT_VERSION),
                  **{name: np.asarray(getattr(self, name), np.float32 if name.startswith("feature_c") else np.float64)
                     for name in _ARRAYS})

@@ -74,8 +74,10 @@ def read_metrics(folder: Path) -> dict:
 
 def verify_here(model_dir: Path, meta: dict, report: dict, data_root: Path) -> dict[str, Any]:
     """ONNX Runtime and OpenVINO INT8 on the validation images, preprocessed as on the box."""
+    from export.calibration import choose_refer_threshold_for_forms, refer_band
     from export.datasets import labelled_for, open_dataset, subset_of
-    from export.evaluate import form_figures, gate_section, parity, run_forms, runners, synthetic_outputs
+    from export.evaluate import DEPLOYED_FORMS, form_figures, gate_section, parity, run_forms, runners, synthetic_outputs
+    from export.metrics import softmax
     from export.images import batches
     from export.ood import Gate
     from export.packing import read_model_folder
@@ -100,9 +102,13 @@ def verify_here(model_dir: Path, meta: dict, report: dict, data_root: Path) -> d
     device_logits = {f"{name} (GPU run)": np.asarray(z, np.float32) for name, z in report["val_logits"].items()}
     agreement = parity({**outputs.logits, **device_logits}, "torch (GPU run)")
     gate = Gate.from_bytes(files["ood"].read_bytes())
-    return {"images": len(targets),
+    # The refer band again, now that both runtimes the box may use can be run (as evaluate does).
+    t = meta["temperature"]
+    refer = choose_refer_threshold_for_forms({f: softmax(outputs.logits[f], t) for f in DEPLOYED_FORMS}, targets)
+    return {"images": len(targets), "refer": refer,
+            "torch_refer": refer_band(softmax(device_logits["torch (GPU run)"], t), targets, refer["threshold"]),
             "forms": {name: {"parity": agreement[name],
-                             "metrics": form_figures(z, targets, classes, meta["temperature"], meta["refer_below"])}
+                             "metrics": form_figures(z, targets, classes, t, refer["threshold"])}
                       for name, z in outputs.logits.items()},
             "onnxruntime_vs_openvino": parity(outputs.logits, "onnx_int8")["openvino_int8"],
             "out_of_scope_openvino": gate_section(gate, fitted=False, form="openvino_int8",
@@ -180,9 +186,13 @@ def _assemble_in(work: Path, returned: Path, out: Path, key, metrics: dict, data
     report = metrics["models"][meta["model_id"]]["report"]
     with say.step("ONNX Runtime and OpenVINO INT8 on the validation images (the box's preprocessing)"):
         here = verify_here(folder, meta, report, data_root)
-    report = {**report, "forms": {**report["forms"], "openvino_int8": here["forms"]["openvino_int8"]},
+    # The INT8 forms as measured here (the box's preprocessing), against the GPU run's FP32 logits.
+    forms = {**report["forms"], **here["forms"]}
+    forms["torch"] = {**forms["torch"], "metrics": {**forms["torch"]["metrics"], "refer": here["torch_refer"]}}
+    report = {**report, "forms": forms, "refer": here["refer"], "refer_below": here["refer"]["threshold"],
               "checked_here": here}
     write_card(folder, report)
+    meta["refer_below"] = report["refer_below"]
     meta["validation"]["figures"] = key_figures(report)
     write_model_json(folder, meta)
     ov = here["onnxruntime_vs_openvino"]

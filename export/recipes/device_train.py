@@ -324,9 +324,9 @@ def evaluate_model(model_id: str, net, data: dict[str, Images], doc: dict, rows:
     """The ``evaluate`` report of a trained model and its out-of-scope gate (fitted on the INT8
     features when the INT8 model exists, else on the network's)."""
     from appliance import catalogue
-    from export.calibration import choose_refer_threshold
-    from export.evaluate import (classes_with_few_patients, form_figures, gate_section, parity, run_forms, runners,
-                                 split_summary, synthetic_outputs)
+    from export.calibration import choose_refer_threshold_for_forms
+    from export.evaluate import (DEPLOYED_FORMS, classes_with_few_patients, form_figures, gate_section, parity,
+                                 run_forms, runners, split_summary, synthetic_outputs)
     from export.metrics import fit_temperature, softmax
     from export.ood import false_alarm_cross_fitted, fit_gate
 
@@ -337,7 +337,8 @@ def evaluate_model(model_id: str, net, data: dict[str, Images], doc: dict, rows:
     val = run_forms(run, crops(images, rows["val"], spec), spec, quiet)
     targets = np.asarray(rows["val_targets"])
     temperature = fit_temperature(val.logits["torch"], targets)
-    refer = choose_refer_threshold(softmax(val.logits["torch"], temperature), targets)
+    deployed = [f for f in DEPLOYED_FORMS if f in val.logits] or ["torch"]
+    refer = choose_refer_threshold_for_forms({f: softmax(val.logits[f], temperature) for f in deployed}, targets)
     agreement = parity(val.logits, "torch")
     gate_form = "onnx_int8" if "onnx_int8" in run else "torch"
     only = {gate_form: run[gate_form]}
