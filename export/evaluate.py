@@ -375,7 +375,7 @@ def _other_data(run, form: str, spec, sets: list, say: Progress) -> dict[str, Ou
     return out
 
 
-def synthetic_outputs(run, form: str, spec) -> dict[str, Outputs]:
+def synthetic_outputs(run, form: str, spec, progress=None) -> dict[str, Outputs]:
     """Features of the synthetic out-of-scope images (``ood.synthetic_out_of_scope``)."""
     from .ood import synthetic_out_of_scope
     from .transforms import eval_transform
@@ -383,7 +383,7 @@ def synthetic_outputs(run, form: str, spec) -> dict[str, Outputs]:
     out = {}
     for kind, pictures in synthetic_out_of_scope().items():
         batch = np.stack([transform(p).numpy() for p in pictures]).astype(np.float32)
-        out[f"synthetic {kind}"] = run_forms({form: run[form]}, [batch], spec, Progress(False))
+        out[f"synthetic {kind}"] = run_forms({form: run[form]}, [batch], spec, progress or Progress(False))
     return out
 
 

@@ -370,7 +370,7 @@ def evaluate_model(model_id: str, net, data: dict[str, Images], doc: dict, rows:
         "val_files": rows["val_files"],
     }
     report["out_of_scope"] = gate_section(gate, fitted=True, form=gate_form, in_scope={"validation": val},
-                                          other=other, synthetic=synthetic_outputs(only, gate_form, spec),
+                                          other=other, synthetic=synthetic_outputs(only, gate_form, spec, quiet),
                                           false_alarm=0.05, false_alarm_cross_fitted=crossed,
                                           train_images=len(rows["train"]))
     return report, gate
