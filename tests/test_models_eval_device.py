@@ -22,15 +22,23 @@ from export.recipes.pack_device_data import pack as pack_device_data
 REPO = Path(__file__).resolve().parents[1]
 
 
-# The GPU machine has torch, torchvision, onnxruntime (and onnx) but not the appliance's other
-# libraries: the smoke run hides them, so an import that would fail there fails here.
+# The GPU machine has torch, torchvision and onnxruntime, perhaps onnx, but not the appliance's other
+# libraries (nor onnxscript, which torch does not install): the smoke runs hide them, so an import
+# that would fail there fails here.
 ABSENT_ON_THE_DEVICE = ("openvino", "nncf", "sklearn", "scipy", "matplotlib", "tqdm", "cryptography", "nacl",
-                        "tinydb", "bottle", "waitress", "cv2", "babel", "jinja2")
-AS_ON_THE_DEVICE = ("import runpy, sys\n"
-                    f"for name in {ABSENT_ON_THE_DEVICE!r}:\n"
-                    "    sys.modules[name] = None\n"
-                    "sys.argv[0] = 'device_train'\n"
-                    "runpy.run_module('export.recipes.device_train', run_name='__main__')\n")
+                        "tinydb", "bottle", "waitress", "cv2", "babel", "jinja2", "onnxscript")
+
+
+def run_as_on_the_device(data: Path, out: Path, *extra: str, absent: tuple[str, ...] = ABSENT_ON_THE_DEVICE):
+    script = ("import runpy, sys\n"
+              f"for name in {absent!r}:\n"
+              "    sys.modules[name] = None\n"
+              "sys.argv[0] = 'device_train'\n"
+              "runpy.run_module('export.recipes.device_train', run_name='__main__')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BCCDMS_")}
+    return subprocess.run([sys.executable, "-c", script, "--smoke", "--data", str(data), "--out", str(out),
+                           "--part-mib", "0.1", *extra], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +48,7 @@ def smoke(tmp_path_factory, datasets):
     base = tmp_path_factory.mktemp("device")
     summary = pack_device_data(datasets, base / ".device_data")
     out = base / "OUT"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BCCDMS_")}
-    done = subprocess.run([sys.executable, "-c", AS_ON_THE_DEVICE, "--smoke", "--data",
-                           str(base / ".device_data"), "--out", str(out), "--part-mib", "0.1"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    done = run_as_on_the_device(base / ".device_data", out)
     return {"base": base, "data": base / ".device_data", "out": out, "summary": summary, "done": done}
 
 
@@ -110,6 +115,22 @@ def test_returned_files_become_a_signed_pack_the_engine_runs(smoke, tmp_path, da
     assert result["out_of_scope"]["assessed"] is True and result["demo"] is False
 
 
+def test_without_onnx_on_the_device_the_weights_come_back_and_are_packed_here(smoke, tmp_path):
+    out = tmp_path / "OUT"
+    done = run_as_on_the_device(smoke["data"], out, "--models", "pap_smear",
+                                absent=ABSENT_ON_THE_DEVICE + ("onnx",))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    names = {p.name for p in out.iterdir()}
+    assert {"pap_smear.weights.npz.part0", "metrics.json"} <= names and not any("onnx" in n for n in names)
+    key = signing.new_private_key()
+    pack = assemble(out, tmp_path / "pack", key, data_root=smoke["data"], progress=False)
+    entry = load_pack(pack, trusted_keys=[signing.public_b64(key)], allow_demo=False).models["pap_smear"]
+    assert {"onnx_int8", "openvino_int8", "ood", "card"} <= set(entry.files)
+    assert "int8 per output channel" in entry.provenance["weights"]
+    card = json.loads((pack / "pap_smear" / "model_card.json").read_text())
+    assert card["report"]["forms"]["onnx_int8"]["parity"]["top1_agreement"] is not None
+
+
 def test_a_damaged_part_is_refused_and_no_pack_is_written(smoke, tmp_path):
     returned = tmp_path / "returned"
     shutil.copytree(smoke["out"], returned)
@@ -137,3 +158,23 @@ def test_the_model_is_compressed_only_when_the_raw_parts_do_not_fit():
     assert suffix == ".xz" and len(parts) <= 2
     with pytest.raises(RuntimeError, match="does not fit"):
         plan_model_parts(os.urandom(1_000_000), other_bytes=0, other_files=7, part_bytes=300_000)
+
+
+def test_compact_weights_round_trip_within_half_a_step_per_channel():
+    import torch
+    from export.models import TinyResNet
+    from export.recipes.assemble_pack import dequantize
+    from export.recipes.device_train import compact_weights
+    torch.manual_seed(0)
+    net = TinyResNet(3)
+    data = compact_weights(net)
+    state = dequantize(data)
+    original = net.state_dict()
+    assert set(state) == set(original)
+    for name, value in original.items():
+        if value.is_floating_point() and value.ndim >= 2:
+            step = value.abs().flatten(1).max(dim=1).values / 127
+            assert ((state[name] - value).abs().flatten(1).max(dim=1).values <= step / 2 + 1e-7).all(), name
+        else:
+            assert torch.equal(state[name].to(value.dtype), value), name
+    assert len(data) < sum(v.numel() * v.element_size() for v in original.values()) / 2

@@ -50,14 +50,33 @@ def _checked(folder: Path, entry: dict) -> bytes:
     return data
 
 
-def join_model(folder: Path, files: dict) -> bytes:
-    """The INT8 ONNX from its checked parts (decompressed when the run had to compress it)."""
-    onnx = files["onnx_int8"]
-    payload = b"".join(_checked(folder, part) for part in onnx["parts"])
-    model = lzma.decompress(payload) if onnx.get("compression") == ".xz" else payload
-    if _sha256(model) != onnx["sha256"]:
-        raise UserError("The joined INT8 model does not match its checksum.", "Fetch every part again.")
-    return model
+def join_parts(folder: Path, entry: dict) -> bytes:
+    """A returned file from its checked parts (decompressed when the run had to compress it)."""
+    payload = b"".join(_checked(folder, part) for part in entry["parts"])
+    data = lzma.decompress(payload) if entry.get("compression") == ".xz" else payload
+    if _sha256(data) != entry["sha256"]:
+        raise UserError("The joined model does not match its checksum.", "Fetch every part again.")
+    return data
+
+
+def dequantize(data: bytes) -> dict:
+    """The state dict from ``device_train.compact_weights`` (int8 per output channel → float32)."""
+    import io
+
+    import torch
+    state = {}
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        for key in npz.files:
+            if key.endswith("::scale"):
+                continue
+            if key.endswith("::int8"):
+                name = key[:-len("::int8")]
+                q = npz[key]
+                value = q.astype(np.float32) * npz[f"{name}::scale"].reshape(-1, *([1] * (q.ndim - 1)))
+            else:
+                name, value = key, npz[key]
+            state[name] = torch.from_numpy(np.array(value))     # a copy that keeps 0-d shapes
+    return state
 
 
 def read_metrics(folder: Path) -> dict:
@@ -132,7 +151,7 @@ def build_model_folder(returned: Path, metrics: dict, work: Path, data_root: Pat
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    (folder / FILE_NAMES["onnx_int8"]).write_bytes(join_model(returned, export["files"]))
+    (folder / FILE_NAMES["onnx_int8"]).write_bytes(join_parts(returned, export["files"]["onnx_int8"]))
     for role in ("classifier", "ood"):
         (folder / FILE_NAMES[role]).write_bytes(_checked(returned, export["files"][role]))
     # convert_model reads the QDQ pairs as FakeQuantize: the IR runs the same INT8 convolutions.
@@ -167,8 +186,10 @@ def assemble(returned: Path, out: Path, key, *, data_root: Path, cards: Path | N
     say = Progress(progress)
     metrics = read_metrics(returned)
     out.parent.mkdir(parents=True, exist_ok=True)
+    files = (metrics.get("export") or {}).get("files") or {}
+    build = _assemble_from_weights if "weights" in files else _assemble_in
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.models-", dir=out.parent) as work:
-        pack, report = _assemble_in(Path(work), returned, out, key, metrics, data_root, version, force, say)
+        pack, report = build(Path(work), returned, out, key, metrics, data_root, version, force, say)
     if cards is not None:
         write_cards(metrics, cards, {report["model"]: report})
     return pack
@@ -200,6 +221,49 @@ def _assemble_in(work: Path, returned: Path, out: Path, key, metrics: dict, data
             f"max |Δlogit| {ov['max_abs_logit_diff']:.3f}")
     pack = build_pack([folder], out, key, pack_id=f"bccdms-{meta['version']}", version=meta["version"],
                       description=f"GPU-trained {meta['model_id']} (from scratch, sample data): see its model card",
+                      include_fp32=False, force=force, progress=say.enabled)
+    return pack, report
+
+
+def _assemble_from_weights(work: Path, returned: Path, out: Path, key, metrics: dict, data_root: Path,
+                           version: str | None, force: bool, say) -> tuple[Path, dict]:
+    """The device could not make the INT8 ONNX: the returned weights go through this machine's
+    pipeline (export → quantize → evaluate with the refer band and gate fitted → pack)."""
+    from export.checkpoint import FORMAT, save_atomic
+    from export.evaluate import evaluate
+    from export.pipeline import build_pack, export_checkpoint, quantize_model_folder
+
+    export = metrics["export"]
+    model_id = export["model"]
+    result = metrics["models"][model_id]
+    device_report = result["report"]
+    split = dict(result["split"])
+    dataset_dir = data_root / split["dataset"]
+    split["dataset"] = str(dataset_dir.resolve())
+    checkpoint = work / "checkpoint.pt"
+    save_atomic({"format": FORMAT, "model_id": model_id, "analysis": catalogue.analysis_of_model(model_id).id,
+                 "architecture": metrics["arguments"]["arch"], "classes": device_report["classes"],
+                 "input": result["input"], "state_dict": dequantize(join_parts(returned, export["files"]["weights"])),
+                 "temperature": result["temperature"],
+                 "validation": {k: device_report["forms"]["torch"]["metrics"][k]
+                                for k in ("accuracy", "balanced_accuracy", "nll")},
+                 "split": split,
+                 "provenance": {"kind": "trained", "trained": True, "initial_weights": "none",
+                                "recipe": device_report["provenance"]["recipe"], "device_run": metrics["environment"],
+                                "weights": "returned as int8 per output channel (the GPU machine could not make "
+                                           "the INT8 ONNX: " + str(export.get("error")) + ")"},
+                 "training": {"best_epoch": result["training"]["best_epoch"]}}, checkpoint)
+    with say.step("exporting and quantizing the returned weights"):
+        folder = export_checkpoint(checkpoint, work / model_id, version=version or metrics["arguments"]["version"],
+                                   progress=False)
+        quantize_model_folder(folder, progress=False)
+    others = [str(p) for p in sorted(data_root.iterdir()) if (p / "manifest.csv").is_file() and p != dataset_dir]
+    report = evaluate(folder, checkpoint=checkpoint, data=str(dataset_dir), subset="eval", ood_data=others,
+                      progress=say.enabled, commands=device_report.get("commands"))
+    report["device_run"] = {"forms": device_report["forms"], "out_of_scope": device_report.get("out_of_scope")}
+    pack = build_pack([folder], out, key, pack_id=f"bccdms-{version or metrics['arguments']['version']}",
+                      version=version or metrics["arguments"]["version"],
+                      description=f"GPU-trained {model_id} (from scratch, sample data): see its model card",
                       include_fp32=False, force=force, progress=say.enabled)
     return pack, report
 

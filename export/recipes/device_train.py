@@ -26,7 +26,11 @@ and the results are still written):
    validation images, the out-of-scope gate refitted on the INT8 features the box will see;
 5. writes into ``--out`` (at most 8 files, 64 MiB): ``metrics.json`` (everything, all models),
    ``model_cards.md``, ``pap_smear.int8.onnx.part0..N`` (≤ 15 MiB each; ``.xz`` parts if
-   the raw file would not fit), ``pap_smear.classifier.npz`` and ``pap_smear.ood.npz``.
+   the raw file would not fit), ``pap_smear.classifier.npz`` and ``pap_smear.ood.npz``. If no
+   INT8 ONNX can be made there (ONNX Runtime's quantizer needs the ``onnx`` package, which
+   torch and onnxruntime do not install), the trained weights go back instead as
+   ``pap_smear.weights.npz.part0..N`` (int8 per output channel, ~60 MB) and ``assemble_pack``
+   exports, quantizes and evaluates them here.
 
 Back here, ``python -m export.recipes.assemble_pack`` turns those files into a signed pack.
 ``--smoke`` runs the same code with the tiny network, one epoch and a few images, on the CPU
@@ -422,6 +426,28 @@ def export_int8(net, images: Images, rows: dict, spec, work: Path) -> tuple[dict
     return {"onnx_fp32": fp32, "onnx_int8": int8}, facts
 
 
+def compact_weights(net) -> bytes:
+    """The trained state dict in about a quarter of its size, for when no INT8 ONNX can be made:
+    every convolution and linear weight as int8 with one symmetric scale per output channel (the
+    scheme ONNX Runtime's per-channel INT8 uses, and it survives BatchNorm folding, which scales
+    whole output channels), everything else as float32. ``assemble_pack.dequantize`` reads it."""
+    import io
+    arrays = {}
+    for name, tensor in net.state_dict().items():
+        value = tensor.detach().float().cpu().numpy() if tensor.is_floating_point() else tensor.cpu().numpy()
+        if tensor.is_floating_point() and tensor.ndim >= 2:
+            scale = np.abs(value).reshape(len(value), -1).max(axis=1) / 127
+            scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+            shaped = scale.reshape(-1, *([1] * (value.ndim - 1)))
+            arrays[f"{name}::int8"] = np.clip(np.round(value / shaped), -127, 127).astype(np.int8)
+            arrays[f"{name}::scale"] = scale
+        else:
+            arrays[name] = value.astype(np.float32) if tensor.is_floating_point() else value
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
 def _export_torchscript(net, path: Path, size: int) -> None:
     import torch
 
@@ -472,18 +498,18 @@ def write_outputs(out: Path, results: dict, exported: dict | None, environment: 
                     np.savez(fh, weight=arrays[0].astype(np.float32), bias=arrays[1].astype(np.float32))
             written.append(path)
             model_files[role] = {"file": path.name, "sha256": _sha256(path.read_bytes()), "bytes": path.stat().st_size}
-        model = exported["onnx_int8"].read_bytes()
+        role, model = exported["payload"]
         # metrics.json and model_cards.md are written after the parts; allow them 2 MiB.
         suffix, parts = plan_model_parts(model, sum(p.stat().st_size for p in written) + 2 * 2**20, len(written) + 2,
                                          int(args.part_mib * 2**20))
-        model_files["onnx_int8"] = {"sha256": _sha256(model), "bytes": len(model), "compression": suffix or None,
-                                    "parts": []}
+        model_files[role] = {"sha256": _sha256(model), "bytes": len(model), "compression": suffix or None, "parts": []}
+        name = {"onnx_int8": "int8.onnx", "weights": "weights.npz"}[role]
         for i, part in enumerate(parts):
-            path = out / f"{prefix}.int8.onnx{suffix}.part{i}"
+            path = out / f"{prefix}.{name}{suffix}.part{i}"
             path.write_bytes(part)
             written.append(path)
-            model_files["onnx_int8"]["parts"].append({"file": path.name, "sha256": _sha256(part), "bytes": len(part)})
-        exported = {k: v for k, v in exported.items() if k not in ("gate", "classifier", "onnx_int8", "onnx_fp32")}
+            model_files[role]["parts"].append({"file": path.name, "sha256": _sha256(part), "bytes": len(part)})
+        exported = {k: v for k, v in exported.items() if k not in ("gate", "classifier", "payload")}
         exported["files"] = model_files
     metrics = {"format": "bccdms-device-metrics/1", "environment": environment,
                "arguments": vars(args) | {"data": str(args.data), "out": str(args.out)},
@@ -573,14 +599,17 @@ def run(args) -> int:
                         traceback.print_exc()
                         export_facts = {"error": f"{type(exc).__name__}: {exc}"}
                 report, gate = evaluate_model(model_id, net, data, doc, rows, spec, args, device, training, onnx_files)
-                if onnx_files:
+                if export_facts:
                     report["export"] = export_facts
-                    exported = {"model": model_id, "onnx_int8": onnx_files["onnx_int8"], "gate": gate,
+                if model_id == EXPORT_MODEL:
+                    # Without an INT8 ONNX (no `onnx` package there, or the export failed) the trained
+                    # weights go back compactly instead; assemble_pack exports and quantizes them here.
+                    payload = (("onnx_int8", onnx_files["onnx_int8"].read_bytes()) if onnx_files else
+                               ("weights", compact_weights(net)))
+                    exported = {"model": model_id, "payload": payload, "gate": gate,
                                 "classifier": (net.fc.weight.detach().float().cpu().numpy(),
                                                net.fc.bias.detach().float().cpu().numpy()),
-                                "input": spec, **export_facts}
-                elif export_facts:
-                    report["export"] = export_facts
+                                "input": spec, **(export_facts or {})}
                 results[model_id] = {"report": report, "training": training, "input": spec,
                                      "temperature": report["temperature"], "refer_below": report["refer_below"],
                                      "split": {k: v for k, v in doc.items() if k != "items"}}
