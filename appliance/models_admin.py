@@ -100,12 +100,7 @@ class PackManager:
     # -- reading ---------------------------------------------------------------------------
     def load(self, path: Path) -> Pack:
         """Load a pack with this box's trust rules (trusted keys; no demo pack in clinical mode)."""
-        pack = load_pack(path, self.cfg.security.trusted_model_keys, allow_demo=not self.cfg.clinical)
-        if pack.demo and self.cfg.clinical:
-            # Even a demo pack signed by a trusted key: its models are untrained.
-            raise PackError(f"The model pack {pack.pack_id} is a demo pack, and this box is set up for clinical use.",
-                            "Install a trained, signed model pack.")
-        return pack
+        return load_pack(path, self.cfg.security.trusted_model_keys, allow_demo=not self.cfg.clinical)
 
     def _link_target(self, name: str) -> Path | None:
         link = self.root / name

@@ -31,8 +31,9 @@ written by ``bccdms-export evaluate``: ``card`` (markdown), ``card_json``, ``fig
 
 Trust: a pack is accepted when its signature verifies with ``signing_key`` and that key is
 one of the configured trusted keys, or when the pack is a demo pack and the box is not in
-clinical mode (a demo pack can never pass for a clinical one: ``demo`` is signed and every
-result it produces says DEMO).
+clinical mode. A demo pack is refused in clinical mode whoever signed it, even a trusted key
+(a demo pack can never pass for a clinical one: ``demo`` is signed and every result it
+produces says DEMO).
 """
 from __future__ import annotations
 
@@ -231,10 +232,11 @@ def load_pack(root: str | os.PathLike, trusted_keys: Iterable[str] = (), allow_d
                         "by someone else.", "Do not use it; install the pack from its original USB stick.")
     demo = bool(manifest.get("demo"))
     trusted = key in set(trusted_keys)
-    if not trusted and not (demo and allow_demo):
-        if demo:
-            raise PackError(f"The model pack {pack_id} is a demo pack, and this box is set up for clinical use.",
-                            "Install a trained, signed model pack.")
+    if demo and not allow_demo:
+        # Whoever signed it (even a trusted key): its models are untrained.
+        raise PackError(f"The model pack {pack_id} is a demo pack, and this box is set up for clinical use.",
+                        "Install a trained, signed model pack.")
+    if not trusted and not demo:
         raise PackError(f"The model pack {pack_id} is signed by a key this box does not trust.",
                         "Add the ML team's public key to [security] trusted_model_keys, or use another pack.")
     listed_raw = manifest.get("files")
