@@ -86,7 +86,7 @@ def serve(cfg: Config, *, host: str | None = None, port: int | None = None,
     except BaseException:
         ctx.close()
         raise
-    previous = _stop_on_sigterm()
+    previous = _stop_on_sigterm(ctx)
     preloading = None
     try:
         log.info("BCCDMS kiosk listening on http://%s:%s", server.effective_host, server.effective_port)
@@ -97,6 +97,8 @@ def serve(cfg: Config, *, host: str | None = None, port: int | None = None,
     except (KeyboardInterrupt, SystemExit):
         log.info("BCCDMS kiosk stopping")
     finally:
+        # Cameras first: their streams end, so no worker thread writes to a closed server.
+        _stop_cameras(ctx)
         for hook in stop_hooks:
             try:
                 hook(server, ctx)
@@ -113,14 +115,29 @@ def serve(cfg: Config, *, host: str | None = None, port: int | None = None,
             preloading.join(timeout=25)
 
 
-def _stop_on_sigterm():
-    """systemd stops the service with SIGTERM: leave the loop cleanly (store closed, camera freed)."""
+def _stop_on_sigterm(ctx: AppContext):
+    """systemd stops the service with SIGTERM: leave the loop cleanly (store closed, camera freed).
+
+    The cameras stop before the loop is left: waitress then waits for its worker threads, and a
+    live MJPEG stream only ends when the cameras stop (otherwise it outlives the wait and writes
+    to the closed server: "Bad file descriptor")."""
     if threading.current_thread() is not threading.main_thread():
         return None
 
     def stop(signum, frame):
+        _stop_cameras(ctx)
         raise SystemExit(0)
     return signal.signal(signal.SIGTERM, stop)
+
+
+def _stop_cameras(ctx: AppContext) -> None:
+    """End every preview stream and long poll now and free the camera (idempotent)."""
+    if ctx.cameras is None:
+        return
+    try:
+        ctx.cameras.stop()
+    except Exception:
+        log.exception("stopping the cameras failed")
 
 
 def _preload_in_background(ctx: AppContext) -> threading.Thread | None:
