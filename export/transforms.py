@@ -16,7 +16,9 @@ Policies:
 - ``resize_exact``: squeeze the whole image to ``size``×``size`` (aspect not kept, nothing cut;
   ``resize`` is not used).
 
-Both start by turning the image upright from its EXIF orientation and converting it to RGB.
+Both start by turning the image upright from its EXIF orientation and converting it to RGB
+with the appliance's own ``to_rgb`` (transparency flattened onto white, 16-bit and float images
+scaled by their value range): a model must be trained on the pixels the box will show it.
 """
 from __future__ import annotations
 
@@ -24,6 +26,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from PIL import Image, ImageOps
+
+# The box's conversion, not Pillow's convert("RGB") (which drops alpha and clips 16-bit data);
+# torch-free, like everything under appliance/.
+from appliance.inference.imageio import to_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -57,8 +63,8 @@ def _spec(spec: Mapping[str, Any] | Any | None) -> dict[str, Any]:
 
 
 def upright_rgb(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation, then convert to RGB (what the appliance's decoder does)."""
-    return ImageOps.exif_transpose(image).convert("RGB")
+    """Apply the EXIF orientation, then convert to RGB exactly as the appliance's decoder does."""
+    return to_rgb(ImageOps.exif_transpose(image))
 
 
 def eval_transform(spec: Mapping[str, Any] | Any | None = None):

@@ -64,6 +64,48 @@ def test_parity_with_exif_rotated_and_odd_sized_images():
             assert float(np.abs(ours[0] - theirs).max()) <= TOLERANCE
 
 
+def _encoded(img: Image.Image, fmt: str, **save) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+def _unusual_images() -> dict[str, bytes]:
+    """Files whose pixels Pillow's plain convert("RGB") would change differently from the box
+    (alpha dropped, 16-bit data clipped): training must see what the box sees."""
+    rng = np.random.default_rng(11)
+    h, w = 229, 301
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    alpha = rng.integers(0, 256, (h, w, 1), dtype=np.uint8)
+    grey = rgb[..., :1]
+    palette = Image.fromarray(rgb).quantize(64)
+    palette.info["transparency"] = 5                 # one palette entry is see-through
+    exif = Image.Exif()
+    exif[0x0112] = 6                                 # stored sideways
+    return {
+        "RGBA": _encoded(Image.fromarray(np.concatenate([rgb, alpha], 2), "RGBA"), "PNG"),
+        "RGBA rotated": _encoded(Image.fromarray(np.concatenate([rgb, alpha], 2), "RGBA"), "PNG",
+                                 exif=exif.tobytes()),
+        "LA": _encoded(Image.fromarray(np.concatenate([grey, alpha], 2), "LA"), "PNG"),
+        "P with transparency": _encoded(palette, "PNG", transparency=5),
+        "I;16 (16-bit)": _encoded(Image.fromarray(rng.integers(0, 65536, (h, w), dtype=np.uint16)), "PNG"),
+        "I;16 (12-bit)": _encoded(Image.fromarray(rng.integers(0, 4096, (h, w), dtype=np.uint16)), "PNG"),
+        "CMYK": _encoded(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=95),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_unusual_images()))
+def test_parity_with_transparent_16_bit_and_cmyk_images(kind):
+    data = _unusual_images()[kind]
+    with Image.open(io.BytesIO(data)) as probe:          # the case really is what its name says
+        assert probe.mode == kind.split()[0]
+    for spec in (SPEC_224, SPEC_ODD, SPEC_EXACT):
+        ours = preprocess(load_image(data, 60_000_000), spec)
+        theirs = torch_tensor(io.BytesIO(data), spec)
+        worst = float(np.abs(ours[0] - theirs).max())
+        assert worst <= TOLERANCE, f"{kind} {spec.policy} {spec.size}: max |diff| {worst:g}"
+
+
 def test_geometry_follows_torchvision_rounding():
     assert resized_size(700, 460, SPEC_224) == (389, 256)       # int(256 * 700 / 460) = 389
     assert resized_size(460, 700, SPEC_224) == (256, 389)
