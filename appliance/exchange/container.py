@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .. import signing
 from ..errors import UserError
+from ..fsutil import fsync_dir
 from . import keys as exchange_keys
 
 FORMAT = "bccdms-bundle/1"
@@ -167,7 +168,7 @@ class BundleWriter(io.RawIOBase):
         os.fsync(self._fh.fileno())
         self._fh.close()
         os.replace(self.tmp_path, self.final_path)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory, best_effort=True)   # a stick's vfat may refuse it
         return self.final_path
 
     def abort(self) -> None:
@@ -185,19 +186,6 @@ class BundleWriter(io.RawIOBase):
     @property
     def bytes_written(self) -> int:
         return self._ct_len
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems (vfat on a few kernels) refuse fsync on a folder; the file itself is synced
-    finally:
-        os.close(fd)
 
 
 # -- reading ------------------------------------------------------------------------------

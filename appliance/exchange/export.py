@@ -33,13 +33,13 @@ from typing import Callable
 
 from .. import __version__
 from ..errors import UserError
+from ..fsutil import is_sha256
 from . import container, csvout, deidentify, keys, layout, workdir
 from .workdir import now_iso
 
 Progress = Callable[[str, int, int], None]
 """progress(stage, done, total): stage is 'records', 'images' or 'done'; done/total in bytes."""
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _COPY = 1 << 20
 
 
@@ -126,7 +126,7 @@ class _Gatherer(threading.Thread):
     def _image_member(self, exam: dict, pseudonyms) -> str | None:
         image = exam.get("image") or {}
         sha, ext = image.get("sha256"), str(image.get("ext") or "jpg").lower()
-        if not isinstance(sha, str) or not _SHA256.fullmatch(sha) or ext not in layout.IMAGE_EXTENSIONS \
+        if not is_sha256(sha) or ext not in layout.IMAGE_EXTENSIONS \
                 or not exam.get("analysis"):
             return None
         if sha not in self._members:

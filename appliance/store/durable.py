@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 from tinydb.storages import Storage
 
 from ..errors import StoreError
+from ..fsutil import fsync_dir  # noqa: F401 (the store's modules import it from here)
 
 log = logging.getLogger("appliance.store")
 
@@ -54,14 +55,6 @@ def os_error(exc: OSError, path: os.PathLike | str, doing: str = "save the recor
 
 def utc_stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fsync_file(path: Path) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from .. import catalogue
 from ..errors import BadImage, NotFound, UserError
+from ..fsutil import is_sha256
 from ..i18n import N_
 from .durable import atomic_write, os_error, remove_stale_tmp_files
 
@@ -87,7 +88,7 @@ class ImageLibrary:
         return {"sha256": sha, "ext": ext, "width": width, "height": height}
 
     def path(self, sha256: str) -> Path:
-        if not isinstance(sha256, str) or len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+        if not is_sha256(sha256):
             raise NotFound(N_("There is no such image."), N_("Open the exam again."))
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(self.root / sha256[:2]):

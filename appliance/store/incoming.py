@@ -9,10 +9,9 @@ import re
 
 from .. import catalogue
 from ..errors import UserError
+from ..fsutil import is_sha256
 from .fields import clone, is_time, is_uuid, text
 from .users import ROLES, check_username
-
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _refuse(kind: str, record, why: str) -> UserError:
@@ -65,6 +64,6 @@ def _check_exam(out: dict, record: dict) -> None:
     if not is_uuid(out.get("patient_uuid")):
         raise _refuse("exams", record, "it names no patient")
     image = out.get("image")
-    if image is not None and (not isinstance(image, dict) or not _SHA256.match(str(image.get("sha256", "")))
+    if image is not None and (not isinstance(image, dict) or not is_sha256(image.get("sha256"))
                               or not re.match(r"^[a-z]{3,4}$", str(image.get("ext", "")))):
         raise _refuse("exams", record, "its image reference is malformed")

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 
 import bottle
 
 from .. import catalogue
 from ..errors import UserError
+from ..fsutil import SHA256_PATTERN, is_sha256
 from . import auth, views
 from ..catalogue import N_
 from .context import AppContext, _, current_session, request_calendar, request_language
@@ -18,7 +18,6 @@ PAGE_SIZE = 25
 DECISION_LABELS = {"awaiting": N_("Awaiting decision"), "agrees": N_("Clinician agrees with the model"),
                    "disagrees": N_("Clinician chose another class")}
 THUMBS_PER_PAGE = 48
-SHA256_RE = r"[0-9a-f]{64}"
 
 
 def install(app: bottle.Bottle, ctx: AppContext) -> None:
@@ -75,7 +74,7 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
                           page=page, pages=pages, analysis_id=analysis_id, label=label,
                           base=f"/images?analysis={analysis_id}&label={label}&")
 
-    @app.get(f"/images/thumb/<sha256:re:{SHA256_RE}>.jpg")
+    @app.get(f"/images/thumb/<sha256:re:{SHA256_PATTERN}>.jpg")
     def thumbnail(sha256):
         auth.require_permission("view_records")
         try:
@@ -144,7 +143,7 @@ def _record_row(ctx: AppContext, exam: dict) -> dict:
 def _image_item(item: dict) -> dict:
     sha = item.get("sha256", "")
     exam_uuid = item.get("exam_uuid") or (item.get("exams") or [None])[-1]
-    return {"sha256": sha if re.fullmatch(SHA256_RE, sha or "") else "", "exam_uuid": exam_uuid,
+    return {"sha256": sha if is_sha256(sha) else "", "exam_uuid": exam_uuid,
             "label": views.label_name(item.get("analysis", ""), item.get("label")),
             "when": views.local_time(item.get("created_at"))}
 
