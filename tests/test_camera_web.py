@@ -361,23 +361,46 @@ def test_a_link_for_another_exam_is_refused(server, datasets):
     assert draft_of(server, doctors_exam).has_image and not draft_of(server, second_exam).has_image
 
 
-def test_phone_upload_over_the_size_limit_is_refused(camera_cfg, datasets):
+@pytest.fixture
+def one_mb_phone_exam(camera_cfg):
+    """A kiosk with a 1 MB upload limit, a nurse's open exam and its phone link."""
     camera_cfg.server.max_upload_mb = 1
     live = start_server(camera_cfg)
     try:
         make_users(live)
         nurse = login(live)
         draft_id = open_exam(live, nurse, "cervix_type")
-        path = phone_link(live, nurse, draft_id)
-        photo = Image.open(datasets / COLPOSCOPY).resize((3000, 2250))
-        buf = io.BytesIO()
-        photo.save(buf, "PNG")                                   # ~ a few MB, over 1 MB
-        big = buf.getvalue()[: 1024 * 1024 + 200_000]            # under the guard's margin, over the limit
-        res = send_photo(live.client(), path, big, "big.png", "image/png")
-        assert res.status == 413 and "too large" in res.text
-        assert not draft_of(live, draft_id).has_image
-        small = (datasets / COLPOSCOPY).read_bytes()
-        assert len(small) < 1024 * 1024
-        assert send_photo(live.client(), path, small).status == 200          # the link was not spent
+        yield live, draft_id, phone_link(live, nurse, draft_id)
     finally:
         live.stop()
+
+
+def test_phone_upload_over_the_size_limit_is_refused(one_mb_phone_exam, datasets):
+    live, draft_id, path = one_mb_phone_exam
+    photo = Image.open(datasets / COLPOSCOPY).resize((3000, 2250))
+    buf = io.BytesIO()
+    photo.save(buf, "PNG")                                   # ~ a few MB, over 1 MB
+    big = buf.getvalue()[: 1024 * 1024 + 200_000]            # under the guard's margin, over the limit
+    res = send_photo(live.client(), path, big, "big.png", "image/png")
+    assert res.status == 413 and "too large" in res.text
+    assert not draft_of(live, draft_id).has_image
+    small = (datasets / COLPOSCOPY).read_bytes()
+    assert len(small) < 1024 * 1024
+    assert send_photo(live.client(), path, small).status == 200          # the link was not spent
+
+
+def test_phone_upload_far_over_the_limit_gets_a_plain_phone_page(one_mb_phone_exam, datasets):
+    """The guard refuses it before reading it; the phone still sees only a phone page."""
+    live, draft_id, path = one_mb_phone_exam
+    huge = b"\xff\xd8\xff" + bytes(3 * 1024 * 1024)           # over the limit and the form margin
+    phone = live.client()
+    res = send_photo(phone, path, huge, "huge.jpg")
+    assert res.status == 413
+    assert "The photo is too large" in res.text and 'class="phone-page"' in res.text
+    for kiosk_only in ('class="topbar"', "Test health post", "Log out", 'href="/"', "keyboard"):
+        assert kiosk_only not in res.text
+    assert not draft_of(live, draft_id).has_image
+    assert f'href="{path}"' in res.text                       # the link still works: try again
+    assert send_photo(phone, path, (datasets / COLPOSCOPY).read_bytes()).status == 200
+    lost = phone.get(path + "/more")                          # any other error: a phone page too
+    assert lost.status == 404 and 'class="phone-page"' in lost.text and 'class="topbar"' not in lost.text

@@ -65,8 +65,10 @@ def _error_page(ctx: AppContext, status: int, title: str, message: str, hint: st
         if auth.is_api(bottle.request.path):
             bottle.response.content_type = "application/json"
             return json.dumps({"error": _(message), "hint": _(hint) if hint else None})
+        # A phone that opened a QR link sees only phone pages, errors included.
+        template = "phone_error.html" if auth.is_phone(bottle.request.path) else "error.html"
         try:
-            return ctx.render("error.html", title=_(title), message=_(message), hint=_(hint) if hint else None)
+            return ctx.render(template, title=_(title), message=_(message), hint=_(hint) if hint else None)
         except Exception:   # the error page itself must never fail
             log.exception("error page failed")
             return message

@@ -33,6 +33,8 @@ UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 PUBLIC_PREFIXES = ["/login", "/setup", "/static/", "/healthz", "/phone/", "/favicon.ico"]
 # Routes with their own protection (one-time tokens bound to one exam) instead of a session.
 CSRF_EXEMPT_PREFIXES = ["/phone/"]
+# What a phone opens from a QR code: it must only ever see phone pages (no kiosk chrome).
+PHONE_PREFIX = "/phone/"
 # Background requests (polls, previews) that must not keep an idle session alive.
 PASSIVE_PREFIXES: list[str] = []
 # multipart framing and the other form fields around an upload
@@ -54,6 +56,10 @@ def is_public(path: str) -> bool:
 
 def is_api(path: str) -> bool:
     return path.startswith("/api/")
+
+
+def is_phone(path: str) -> bool:
+    return path.startswith(PHONE_PREFIX)
 
 
 def _is_passive() -> bool:
@@ -154,6 +160,13 @@ def _refuse_anonymous(path: str) -> bottle.HTTPResponse:
 
 def _too_large(limit_mb: int) -> bottle.HTTPResponse:
     from .context import _
+    if is_phone(request.path):
+        # The link is not spent (nothing was read): the phone may send a smaller photo.
+        body = ctx_of_request().render(
+            "phone_error.html", title=_("Photo not sent"), retry=request.path,
+            message=_("The photo is too large (the limit is %(mb)s MB).", mb=limit_mb),
+            hint=_("Use a lower camera resolution on the phone and take the photo again."))
+        return bottle.HTTPResponse(status=413, body=body)
     message = _("The upload is too large (the limit is %(mb)s MB).", mb=limit_mb)
     hint = _("Use a smaller image or a lower camera resolution.")
     if is_api(request.path):
