@@ -1,13 +1,17 @@
 """Small file-system helpers shared by the store, the USB exchange and the keys.
 
 One definition each of: what an image's content name looks like (a sha256 in lower-case hex),
-and how a folder is made durable (fsync of the folder, so a rename or a new file in it
-survives a power cut).
+how a folder is made durable (fsync of the folder, so a rename or a new file in it survives a
+power cut), and how a secret (a private key) is written.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
+import secrets
+from pathlib import Path
 from typing import Any
 
 # Images are named by the sha256 of their bytes, in lower-case hex (the store, the bundles and
@@ -40,3 +44,59 @@ def fsync_dir(path: os.PathLike | str, *, best_effort: bool = False) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def write_secret(path: os.PathLike | str, data: bytes, *, replace: bool = False) -> bytes:
+    """Write a secret (a private key) into a file only its owner may read; returns what the file holds.
+
+    The bytes go to a new temporary file with a random name (``O_EXCL``: never an old file
+    left by a killed writer, whose looser mode would be kept), are made 0600 whatever the umask,
+    and are fsynced before the file takes its name; the folder is fsynced after. Without
+    ``replace`` an existing file is never overwritten: when another process created the secret
+    first, its bytes are returned (and the caller uses the winner's key, not its own).
+    """
+    path = Path(path)
+    folder = path.parent
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = folder / f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(8)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            with contextlib.suppress(PermissionError):      # vfat cannot store modes at all
+                os.fchmod(fd, 0o600)
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)          # fails, atomically, when the name is taken
+            except FileExistsError:
+                return path.read_bytes()
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+                # A file system without hard links (a key kept on a vfat stick): claim the name
+                # itself exclusively; a crash while writing these few bytes leaves a short file
+                # that reading reports as damaged, never a key silently replaced.
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                except FileExistsError:
+                    return path.read_bytes()
+                try:
+                    _write_all(fd, data)
+                finally:
+                    os.close(fd)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    fsync_dir(folder)
+    return bytes(data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fsync(fd)

@@ -1,13 +1,12 @@
 """Ed25519 keys and signatures, shared by model packs and USB bundles.
 
 Keys travel as base64 text (what a technician pastes into config.toml); private keys are
-kept in files readable by their owner only.
+kept in files readable by their owner only (written by ``fsutil.write_secret``).
 """
 from __future__ import annotations
 
 import base64
 import binascii
-import os
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -15,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .errors import UserError
+from .fsutil import write_secret
 
 
 def b64(data: bytes) -> str:
@@ -50,34 +50,37 @@ def public_key_from_b64(text: str, what: str = "public key") -> Ed25519PublicKey
 
 
 def write_private_key(key: Ed25519PrivateKey, path: Path) -> None:
-    """Write a private key readable by its owner only, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(b64(private_bytes(key)) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write (or replace) a private key readable by its owner only, atomically."""
+    write_secret(path, _key_text(key), replace=True)
+
+
+def _key_text(key: Ed25519PrivateKey) -> bytes:
+    return (b64(private_bytes(key)) + "\n").encode("ascii")
 
 
 def read_private_key(path: Path) -> Ed25519PrivateKey:
     try:
-        raw = unb64(path.read_text(), f"private key in {path}")
-    except OSError as exc:
-        raise UserError(f"The private key {path} cannot be read ({exc.strerror}).",
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"The private key {path} cannot be read ({getattr(exc, 'strerror', None) or exc}).",
                         "Check that the file exists and that this user may read it.") from None
+    return _parse_private_key(text, path)
+
+
+def _parse_private_key(text: str, path: Path) -> Ed25519PrivateKey:
+    raw = unb64(text, f"private key in {path}")
     if len(raw) != 32:
         raise UserError(f"The private key in {path} is damaged.", "Restore it from a backup.")
     return Ed25519PrivateKey.from_private_bytes(raw)
 
 
 def load_or_create_private_key(path: Path) -> Ed25519PrivateKey:
+    """The key in ``path``, created on first use. Two processes starting at once end up with the
+    same key: the file is never overwritten, and the one that lost the race reads the winner's."""
     if path.exists():
         return read_private_key(path)
-    key = new_private_key()
-    write_private_key(key, path)
-    return key
+    stored = write_secret(path, _key_text(new_private_key()))
+    return _parse_private_key(stored.decode("ascii", "replace"), path)
 
 
 def sign(key: Ed25519PrivateKey, data: bytes) -> str:

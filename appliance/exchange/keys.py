@@ -10,12 +10,12 @@
   the file named by ``[exchange] supervisor_private_key`` (default
   ``<data>/keys/supervisor_exchange.key``).
 
-Private keys are base64 text in files readable by their owner only, written atomically.
+Private keys are base64 text in files readable by their owner only (``fsutil.write_secret``: written
+atomically, never overwriting a key another process created at the same moment).
 """
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from .. import signing
 from ..errors import UserError
+from ..fsutil import write_secret
 
 POST_SIGNING_KEY = "post_signing.key"
 PSEUDONYM_SECRET = "post_pseudonym.key"
@@ -44,12 +45,12 @@ def pseudonym_secret(cfg) -> bytes:
     """The post's secret for stable pseudonyms; created on first use, never exported."""
     path = keys_dir(cfg) / PSEUDONYM_SECRET
     if path.exists():
-        raw = signing.unb64(_read_text(path), f"pseudonym secret in {path}")
-        if len(raw) != 32:
-            raise UserError(f"The pseudonym secret in {path} is damaged.", "Restore it from a backup.")
-        return raw
-    raw = secrets.token_bytes(32)
-    _write_secret(path, signing.b64(raw))
+        text = _read_text(path)
+    else:      # first use; another process creating it at the same moment wins and both use its secret
+        text = write_secret(path, _secret_text(secrets.token_bytes(32))).decode("ascii", "replace")
+    raw = signing.unb64(text, f"pseudonym secret in {path}")
+    if len(raw) != 32:
+        raise UserError(f"The pseudonym secret in {path} is damaged.", "Restore it from a backup.")
     return raw
 
 
@@ -80,7 +81,9 @@ def create_supervisor_key(path: Path, *, overwrite: bool = False) -> X25519Priva
     key = X25519PrivateKey.generate()
     raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                             serialization.NoEncryption())
-    _write_secret(path, signing.b64(raw))
+    if write_secret(path, _secret_text(raw), replace=overwrite) != _secret_text(raw):
+        raise UserError(f"A supervisor key was created at {path} at the same moment by another command.",
+                        "Keep using that one: run 'appliance keys show' to see it.")
     return key
 
 
@@ -126,12 +129,5 @@ def _read_text(path: Path) -> str:
                         "Check that it exists and that this user may read it.") from None
 
 
-def _write_secret(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def _secret_text(raw: bytes) -> bytes:
+    return (signing.b64(raw) + "\n").encode("ascii")
