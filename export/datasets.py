@@ -51,11 +51,26 @@ HERLEV_CLASSES = {
 # Herlev cell crops are named <source image>-<cell>-<n>; cells of one source image stay together.
 _HERLEV_NAME = re.compile(r"^(?P<source>\d+)-\d+(-\d+)?$")
 _CERVIX_TYPE = re.compile(r"^type[_ ]?([123])$", re.IGNORECASE)
-# Other spellings of catalogue class ids that datasets use.
+# Other spellings of catalogue class ids that datasets use. Each one files a lesion under a class,
+# so each must be clinically right (the model card lists the mapping a model was trained with):
+# - Cervical precursors are "precancer", never a cancer class. CIN 1-3 and LSIL/HSIL (the LAST/WHO
+#   names of the same squamous intraepithelial lesions, in histology and cytology) are precursors,
+#   and squamous carcinoma in situ is CIN 3/HSIL. Adenocarcinoma in situ (AIS) is the glandular
+#   precursor: confined to the epithelium, not invasive; filing it as "adenocarcinoma" would teach
+#   the model to call a precursor an invasive cancer. The catalogue's cervical model has one
+#   precursor class (no low/high grade), so LSIL/CIN 1, which mostly regresses and is followed up
+#   rather than treated (WHO's treatment threshold is CIN 2+), is in it too: it is not normal
+#   epithelium and it is not cancer; "precancer" here means "intraepithelial lesion, follow up".
+# - "scc" is the usual abbreviation of squamous cell carcinoma; BreakHis's type codes (A, F, PT,
+#   TA benign; DC, LC, MC, PC malignant) are the dataset's own abbreviations of the subtypes.
+# - Phyllodes tumours can be benign, borderline or malignant: the alias only names the subtype;
+#   the benign/malignant group comes from the dataset (BreakHis files its cases as benign).
+CERVICAL_PRECURSORS = ("cin", "cin1", "cin2", "cin3", "cin_1", "cin_2", "cin_3", "lsil", "hsil",
+                       "carcinoma_in_situ", "adenocarcinoma_in_situ", "ais")
 ALIASES = {
     **{code.lower(): name for code, name in BREAKHIS_TYPES.items()},
-    "phyllodes": "phyllodes_tumor", "scc": "squamous_cell_carcinoma", "adenocarcinoma_in_situ": "adenocarcinoma",
-    "cin": "precancer", "hsil": "precancer", "lsil": "precancer",
+    "phyllodes": "phyllodes_tumor", "scc": "squamous_cell_carcinoma",
+    **{name: "precancer" for name in CERVICAL_PRECURSORS},
     "type1": "type_1", "type2": "type_2", "type3": "type_3",
 }
 LAYOUT_DOMAINS = {"breakhis": catalogue.HISTOPATHOLOGY, "herlev": catalogue.CYTOLOGY,
@@ -280,13 +295,30 @@ def open_dataset(path: str | Path, layout: str = "auto", subset: str | None = No
 
 def class_of(item: Item, class_ids: tuple[str, ...]) -> str | None:
     """The model class an item belongs to: its own label, else its group (aliases allowed)."""
-    for name in (item.label, item.group):
+    found = _class_and_route(item, class_ids)
+    return found[0] if found else None
+
+
+def _class_and_route(item: Item, class_ids: tuple[str, ...]) -> tuple[str, str] | None:
+    """The class and how it was reached: ``label``, ``label alias``, ``group`` or ``group alias``."""
+    for source, name in (("label", item.label), ("group", item.group)):
         if not name:
             continue
-        name = ALIASES.get(name, name)
-        if name in class_ids:
-            return name
+        cls = ALIASES.get(name, name)
+        if cls in class_ids:
+            return cls, source if cls == name else f"{source} alias"
     return None
+
+
+def label_mapping(labelled: Labelled) -> list[dict[str, Any]]:
+    """Each dataset label (with its group) → the model class its images trained or tested, how the
+    class was reached and how many images: the model card lists it so a reader can check it."""
+    counts: Counter = Counter()
+    for item in labelled.items:
+        cls, route = _class_and_route(item, labelled.classes)
+        counts[(item.label, item.group or "", cls, route)] += 1
+    return [{"label": label, "group": group or None, "class": cls, "via": route, "images": n}
+            for (label, group, cls, route), n in sorted(counts.items())]
 
 
 def labelled_for(dataset: Dataset, model_id: str) -> Labelled:

@@ -39,7 +39,7 @@ import numpy as np
 from appliance.errors import UserError
 
 from .calibration import REFER_TARGET, calibration_report, choose_refer_threshold_for_forms, refer_band
-from .datasets import labelled_for, open_dataset, sample_paths, select_files, subset_of
+from .datasets import label_mapping, labelled_for, open_dataset, sample_paths, select_files, subset_of
 from .images import batches, recorded_split_paths
 from .metrics import classification_metrics, softmax
 from .ood import FALSE_ALARM, Gate, appearance_statistics, pooled_features
@@ -220,7 +220,8 @@ def evaluate(model_folder: str | Path, *, checkpoint: str | Path | None = None, 
         report.update(images=len(paths), source=str(labelled.dataset.root), split=side,
                       patients=len({i.patient for i in labelled.items if i.patient}) or None,
                       groups=len({i.split_key for i in labelled.items}),
-                      classes_with_few_patients=classes_with_few_patients(patients_per_class(whole)))
+                      classes_with_few_patients=classes_with_few_patients(patients_per_class(whole)),
+                      label_mapping=label_mapping(whole))
     reference = "torch" if "torch" in outputs.logits else next(iter(outputs.logits))
     report["reference"] = reference
     report["split_recorded"] = split_summary(meta.get("split"))

@@ -143,6 +143,22 @@ def limitations(report: dict[str, Any]) -> list[str]:
     return notes
 
 
+def label_mapping_lines(report: dict[str, Any]) -> list[str]:
+    """The dataset labels → model classes section (which lesions each class was taught with)."""
+    rows = report.get("label_mapping")
+    if not rows:
+        return []
+    how = {"label": "same name", "label alias": "alias of the label", "group": "by its group",
+           "group alias": "alias of the group"}
+    lines = ["## Dataset labels → model classes", "",
+             "Each label of the dataset (whole dataset, both split sides) and the model class its images were "
+             "filed under (aliases: `export/datasets.py`).", "",
+             "| dataset label | group | model class | how | images |", "|---|---|---|---|---|"]
+    lines += [f"| {r['label']} | {r.get('group') or '–'} | {r['class']} | {how.get(r['via'], r['via'])} | "
+              f"{r['images']} |" for r in rows]
+    return lines + [""]
+
+
 def card_markdown(report: dict[str, Any], figures: bool = True) -> str:
     """The card for people; ``figures``: link ``roc.png``/``reliability.png`` (written beside it)."""
     model = report["model"]
@@ -223,6 +239,7 @@ def card_markdown(report: dict[str, Any], figures: bool = True) -> str:
                 lines.append(f"| {name} ({group.replace('_', ' ')}) | {r['flagged']} of {r['images']} | {_pct(r['rate'])} | "
                              f"{why['features']} / {why['appearance']} / {why['blank']} |")
         lines.append("")
+    lines += label_mapping_lines(report)
     lines += ["## What these figures cannot support", ""] + [f"- {n}" for n in limitations(report)] + [""]
     if report.get("notes"):       # observations added by the people who ran it
         lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from appliance.errors import UserError
-from export.datasets import (detect_layout, labelled_for, open_dataset, parse_breakhis_name, sample_paths,
-                             select_files, split)
+from export.datasets import (detect_layout, label_mapping, labelled_for, open_dataset, parse_breakhis_name,
+                             sample_paths, select_files, split)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -160,6 +160,32 @@ def test_image_folder_named_by_class_ids(tmp_path, datasets):
     ds = open_dataset(root, layout="imagefolder")
     assert detect_layout(root) in ("imagefolder", "breakhis")
     assert labelled_for(ds, "breast_binary").counts() == {"benign": 5, "malignant": 4}
+
+
+def test_cervical_precursors_are_filed_as_precancer_never_as_cancer(tmp_path, datasets):
+    """Adenocarcinoma in situ, CIN and LSIL/HSIL folders train the precancer class; only invasive
+    cancers reach the cancer classes (the pixels are stand-ins: only the folder names matter here)."""
+    images = iter(sorted((datasets / "breakhis" / "eval" / "adenosis").glob("*.jpg")))
+    root = tmp_path / "cervix"
+    for folder in ("normal", "Adenocarcinoma in situ", "AIS", "CIN 2", "CIN3", "LSIL", "HSIL", "carcinoma in situ",
+                   "SCC", "adenocarcinoma"):
+        src = next(images)
+        _link(src, root / folder / src.name)
+    labelled = labelled_for(open_dataset(root, layout="imagefolder"), "cervix_histopathology")
+    assert labelled.counts() == {"normal": 1, "precancer": 7, "squamous_cell_carcinoma": 1, "adenocarcinoma": 1}
+    mapping = {row["label"]: (row["class"], row["via"]) for row in label_mapping(labelled)}
+    assert mapping["adenocarcinoma_in_situ"] == ("precancer", "label alias")
+    assert mapping["scc"] == ("squamous_cell_carcinoma", "label alias")
+    assert mapping["adenocarcinoma"] == ("adenocarcinoma", "label")
+
+
+def test_label_mapping_lists_every_dataset_label_with_its_class(datasets):
+    labelled = labelled_for(open_dataset(datasets / "herlev", subset="eval"), "pap_smear")
+    rows = label_mapping(labelled)
+    assert {(r["label"], r["class"], r["via"]) for r in rows} >= {
+        ("carcinoma_in_situ", "abnormal", "group"), ("light_dysplastic", "abnormal", "group"),
+        ("normal_columnar", "normal", "group")}
+    assert len(rows) == 7 and sum(r["images"] for r in rows) == len(labelled.items)
 
 
 def test_manifest_with_missing_files_is_refused(tmp_path):

@@ -54,7 +54,8 @@ def test_the_model_card_holds_the_figures_the_split_and_the_paper(tiny_pap):
     assert figures["paper_accuracy"] == pytest.approx(0.8727) and figures["split"] == "group"
     text = (folder / "model_card.md").read_text()
     for words in ("# Model card: pap_smear", "87.27 %", "grouped by source image", "## Refer band",
-                  "## Out-of-scope gate", "synthetic", "What these figures cannot support", "95 % interval"):
+                  "## Out-of-scope gate", "synthetic", "What these figures cannot support", "95 % interval",
+                  "## Dataset labels → model classes", "| carcinoma_in_situ | abnormal | abnormal | by its group |"):
         assert words in text, words
     for name in ("roc.png", "reliability.png"):
         with Image.open(folder / name) as png:

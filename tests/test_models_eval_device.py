@@ -87,6 +87,7 @@ def test_smoke_run_writes_its_files_within_the_device_limits(smoke):
     assert pap["out_of_scope"]["form"] == "onnx_int8"
     cards = (smoke["out"] / "model_cards.md").read_text()
     assert all(f"# Model card: {m}" in cards for m in MODELS)
+    assert "| light_dysplastic | abnormal | abnormal | by its group |" in cards     # the label → class table
     assert "[" in done.stdout and "wrote" in done.stdout                 # progress lines with the clock
 
 

@@ -361,6 +361,7 @@ def evaluate_model(model_id: str, net, data: dict[str, Images], doc: dict, rows:
         "images": len(targets), "source": f".device_data/{doc['dataset']} (eval images)", "split": "val",
         "patients": len(doc["val"]["patients"]) or None, "groups": None,
         "classes_with_few_patients": classes_with_few_patients(doc.get("patients_per_class") or {}),
+        "label_mapping": doc.get("label_mapping"),
         "reference": "torch", "split_recorded": summary,
         "provenance": {"initial_weights": "none", "trained": True, "torch": _version("torch"),
                        "recipe": f"from scratch, {training['optimiser']}, lr {args.lr}, batch {training['batch_size']}, "

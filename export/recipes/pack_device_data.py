@@ -60,7 +60,7 @@ def copy_dataset(source: Path, target: Path) -> int:
 
 def model_splits(folder: Path) -> dict[str, dict]:
     """``split.json``-style documents (relative file lists) for the models of one dataset folder."""
-    from export.datasets import labelled_for, open_dataset, split
+    from export.datasets import label_mapping, labelled_for, open_dataset, split
     from export.evaluate import patients_per_class
     dataset = open_dataset(folder, "manifest", SUBSET)
     out = {}
@@ -70,6 +70,7 @@ def model_splits(folder: Path) -> dict[str, dict]:
         doc = parts.describe()
         doc["dataset"] = folder.name          # relative: the device has its own root
         doc["patients_per_class"] = patients_per_class(labelled)
+        doc["label_mapping"] = label_mapping(labelled)      # for the model card
         doc["items"] = {side: [[dataset.relpath(i), int(t)] for i, t in zip(part.items, part.targets)]
                         for side, part in (("train", parts.train), ("val", parts.val))}
         out[model_id] = doc
