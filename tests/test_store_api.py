@@ -282,7 +282,7 @@ def test_stats_counts_by_class_decision_and_age(store):
     assert (s["exams"], s["patients"], s["patients_examined"]) == (3, 2, 2)
     assert s["by_analysis"] == {"cervix_type": 1, "pap_smear": 2}
     assert s["by_class"] == {"cervix_type": {"type_2": 1}, "pap_smear": {"abnormal": 1, "normal": 1}}
-    assert s["by_decision"] == {"awaiting": 2, "disagrees": 1}
+    assert s["by_decision"] == {"awaiting_decision": 2, "disagrees": 1}
     assert s["by_age_group"] == {"70+": 2, "20-29": 1} and s["by_post"] == {store.post_id: 3}
     assert sum(c["count"] for c in s["cells"]) == 3
     assert store.stats(date_to="2001-01-01")["exams"] == 0

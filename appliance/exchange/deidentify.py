@@ -19,7 +19,7 @@ import io
 import struct
 
 from .. import catalogue
-from ..store.exams import age_group
+from ..store.exams import STATUSES, age_group
 from ..store.patients import age_on
 from . import layout
 
@@ -105,7 +105,7 @@ def exam_record(exam: dict, patient: dict | None, pseudonyms: Pseudonyms, image_
         "source": exam.get("source") if exam.get("source") in SOURCES else None,
         "label": _label(analysis_id, exam.get("label")),
         "final_label": _label(analysis_id, exam.get("final_label")),
-        "status": exam.get("status") if exam.get("status") in ("awaiting_decision", "decided") else None,
+        "status": exam.get("status") if exam.get("status") in STATUSES else None,
         "demo": bool(exam.get("demo")),
         "decision": None if decision is None else {
             "label": _label(analysis_id, decision.get("label")), "agrees": bool(decision.get("agrees"))},

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .. import catalogue
-from ..store.exams import age_group
+from ..store.exams import AGREES, AWAITING, DISAGREES, age_group
 from .deidentify import patient_age
 
 
@@ -102,7 +102,7 @@ def summarize(cube: Counter, post_names: dict[str, str] | None = None) -> dict:
         by_age[cell.age_group][cell.analysis][cell.label] += n
         by_analysis[cell.analysis][cell.label] += n
         by_group[cell.analysis][label_group(cell.analysis, cell.label)] += n
-        decisions["awaiting_decision" if not cell.decided else "agrees" if cell.agrees else "disagrees"] += n
+        decisions[AWAITING if not cell.decided else AGREES if cell.agrees else DISAGREES] += n
         demo += n if cell.demo else 0
 
     def nested(table):

@@ -29,7 +29,14 @@ if TYPE_CHECKING:
 SOURCES = ("file", "camera", "phone", "cli")
 MAX_RESULT_BYTES = 256 * 1024
 MAX_NOTE = 2000
-AWAITING, AGREES, DISAGREES = "awaiting", "agrees", "disagrees"
+# The one vocabulary of an exam's state, for records, statistics, exports and the kiosk. A
+# record's ``status`` is AWAITING or DECIDED; its decision is AWAITING, AGREES or DISAGREES.
+AWAITING, DECIDED = "awaiting_decision", "decided"
+AGREES, DISAGREES = "agrees", "disagrees"
+STATUSES = (AWAITING, DECIDED)
+# What the kiosk calls each decision (English source strings, translated where shown).
+DECISION_NAMES = {AWAITING: N_("Awaiting decision"), AGREES: N_("Clinician agrees with the model"),
+                  DISAGREES: N_("Clinician chose another class")}
 # When a name or card-number filter matches fewer patients than this, their exams are
 # collected per patient; otherwise the analysis list is scanned. Both are exact.
 _FEW_PATIENTS = 2000
@@ -285,10 +292,10 @@ class Exams(RecordKind):
                 "created_by": by, "patient_uuid": patient_row.uuid, "patient_pid": patient_row.pid,
                 "analysis": analysis, "source": source, "image": image, "result": result,
                 "label": label, "demo": demo, "decision": None, "final_label": label,
-                "status": "awaiting_decision"})
+                "status": AWAITING})
             if decision_in:
                 record.update(decision={"label": final, "agrees": final == label, "note": note, "by": by,
-                                        "at": record["created_at"]}, final_label=final, status="decided")
+                                        "at": record["created_at"]}, final_label=final, status=DECIDED)
             self._insert(record)
             self._store._audit(by, "exam.save", "exam", record["uuid"],
                                {"patient": patient_row.uuid, "analysis": analysis, "label": label})
@@ -307,7 +314,7 @@ class Exams(RecordKind):
             previous = record.get("final_label")
             now = later_than(record.get("updated_at"))
             record.update(decision={"label": label, "agrees": label == record.get("label"), "note": note, "by": by,
-                                    "at": now}, final_label=label, status="decided", updated_at=now)
+                                    "at": now}, final_label=label, status=DECIDED, updated_at=now)
             self._replace(row, record)
             detail = {"label": label, "agrees": label == record.get("label")}
             if previous != label:

@@ -40,7 +40,7 @@ from .users import Users
 log = logging.getLogger("appliance.store")
 
 KINDS = ("users", "patients", "exams", "audit")
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3          # 3: decisions named awaiting_decision / agrees / disagrees
 MERGE_RESULTS = ("inserted", "updated", "unchanged", "older")
 
 
@@ -255,7 +255,7 @@ class Store:
         """Counts for the dashboard, ``appliance stats`` and the DHIS2/CSV outputs.
 
         ``exams``; ``patients`` (registered in the period); ``patients_examined``; ``by_analysis``;
-        ``by_class`` ({analysis: {final class: n}}); ``by_month``; ``by_decision`` (awaiting /
+        ``by_class`` ({analysis: {final class: n}}); ``by_month``; ``by_decision`` (awaiting_decision /
         agrees / disagrees); ``by_post``; ``by_age_group`` (age at the exam); ``cells`` (the same
         counts by post, month, analysis, class, decision and age group, for exports).
         """

@@ -9,14 +9,12 @@ import bottle
 from .. import catalogue
 from ..errors import UserError
 from ..fsutil import SHA256_PATTERN, is_sha256
+from ..store.exams import DECISION_NAMES
 from . import auth, views
-from ..catalogue import N_
 from .context import AppContext, _, current_session, request_calendar, request_language
 from .forms import date_value, field, int_query, query
 
 PAGE_SIZE = 25
-DECISION_LABELS = {"awaiting": N_("Awaiting decision"), "agrees": N_("Clinician agrees with the model"),
-                   "disagrees": N_("Clinician chose another class")}
 THUMBS_PER_PAGE = 48
 
 
@@ -167,7 +165,7 @@ def _chart_data(ctx: AppContext, stats: dict, *, by_post: bool) -> dict:
         "labels": {"count": _("Exams"), "prevalence": _("Share of exams (%)")},
     }
     decisions = stats.get("by_decision", {}) or {}
-    out["decisions"] = [{"name": _(DECISION_LABELS.get(k, k)), "count": int(_count(v))} for k, v in decisions.items()]
+    out["decisions"] = [{"name": _(DECISION_NAMES.get(k, k)), "count": int(_count(v))} for k, v in decisions.items()]
     from ..i18n.age import AGE_GROUPS, age_group_label
     ages = stats.get("by_age_group", {}) or {}
     out["age_groups"] = [{"name": age_group_label(k, request_language(ctx)), "count": int(_count(ages[k]))}

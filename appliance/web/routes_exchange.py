@@ -20,6 +20,7 @@ from ..catalogue import N_
 from ..errors import UserError
 from ..exchange import dhis2, export, importer, keys, stats, usb, workdir
 from ..exchange.container import BundleRefused
+from ..store.exams import DECISION_NAMES
 from . import auth
 from .context import AppContext, HomeButton, _, current_session
 
@@ -40,8 +41,6 @@ ALREADY_RUNNING = {"export": N_("An export to USB is already running."),
 
 
 AGE_UNKNOWN = N_("Age unknown")
-DECISION_LABELS = {"agrees": N_("agrees with the model"), "disagrees": N_("differs from the model"),
-                   "awaiting_decision": N_("awaiting decision")}
 
 
 class Job:
@@ -261,7 +260,7 @@ def _bars(summary: dict) -> dict:
         "months": scale([(m, entry["exams"]) for m, entry in summary["by_month"].items()]),
         "ages": scale([(_(AGE_UNKNOWN) if a == "unknown" else a, entry["exams"])
                        for a, entry in summary["by_age_group"].items()]),
-        "decisions": scale([(_(DECISION_LABELS.get(d, d)), n) for d, n in summary["by_decision"].items()]),
+        "decisions": scale([(_(DECISION_NAMES.get(d, d)), n) for d, n in summary["by_decision"].items()]),
     }
 
 
