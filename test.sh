@@ -8,7 +8,9 @@ if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
 fi
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   echo "==> installing Chromium for the browser tests (Debian packages chromium, chromium-driver)"
-  if [ "$(id -u)" = 0 ]; then apt-get install -y chromium chromium-driver; else sudo apt-get install -y chromium chromium-driver; fi
+  # apt-get update first: on a fresh machine the package lists are empty or stale.
+  if [ "$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium chromium-driver
+  else sudo apt-get update && sudo apt-get install -y chromium chromium-driver; fi
 fi
 # pytest exits 5 when it collected no tests: that is a failure here, never a pass.
 exec .venv/bin/python -m pytest "$@"

@@ -113,7 +113,8 @@ def test_summary_cache_that_lies_is_not_trusted(cfg):
 
 def _need_root_mount(tmp_path: Path) -> None:
     if os.geteuid() != 0:
-        pytest.fail("This test mounts a real tmpfs / read-only bind mount and must run as root (CI does).")
+        pytest.fail("This test mounts a real tmpfs / read-only bind mount and must run as root (CI does); "
+                    "non-root developers: ./test.sh -m 'not root'.")
     probe = tmp_path / "probe"
     probe.mkdir(exist_ok=True)
     ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)], capture_output=True)
@@ -132,6 +133,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
+@pytest.mark.root
 def test_full_disk_gives_a_clear_error_and_changes_nothing(small_disk):
     cfg = load_config(data_dir=small_disk / "data", environ={})
     filler = small_disk / "filler"
