@@ -40,7 +40,8 @@ def test_backup_and_restore_round_trip(cfg, tmp_path):
         backup = store.backup(tmp_path / "usb")
     assert backup.parent == tmp_path / "usb" and backup.name.startswith("bccdms-backup-")
     manifest = json.loads((backup / "manifest.json").read_text())
-    assert manifest["schema_version"] == 2 and "keys/post.key" in manifest["files"]
+    assert manifest["schema_version"] == 2 and manifest["keys"] == "not included"
+    assert not any(name.startswith("keys") for name in manifest["files"])    # keys only ever sealed (test_backup_keys)
     assert any(name.startswith("images/") for name in manifest["files"])
     assert not any(name.startswith(("library/", "store/index/")) or name.endswith(".prev")
                    for name in manifest["files"])
@@ -53,7 +54,7 @@ def test_backup_and_restore_round_trip(cfg, tmp_path):
         assert store.users.authenticate("admin", "correct horse")
         decided = store.exams.query(label="type_3")[0][0]
         assert (target.data_dir / "library" / "cervix_type" / "type_3" / f"{decided['image']['sha256']}.jpg").exists()
-    assert (target.data_dir / "keys" / "post.key").read_text() == "secret key of the post"
+    assert not (target.data_dir / "keys").exists()
 
 
 def test_restore_checks_everything_before_replacing_anything(cfg, tmp_path):

@@ -5,11 +5,10 @@ installer pipe it in), else it is asked twice without echo. There is no default 
 """
 from __future__ import annotations
 
-import getpass
 import json
-import sys
 
 from ..errors import UserError
+from .prompt import read_secret
 
 CLI_ACTOR = "cli"
 ROLE_CHOICES = ("nurse", "doctor", "supervisor", "admin")
@@ -45,19 +44,7 @@ def register(subparsers, common) -> None:
 
 
 def read_password(stdin=None) -> str:
-    stdin = stdin or sys.stdin
-    if stdin.isatty():
-        first = getpass.getpass("New password: ")
-        if getpass.getpass("Repeat the password: ") != first:
-            raise UserError("The two passwords are not the same.", "Run the command again and type the same password twice.")
-        return first
-    line = stdin.readline()
-    password = line[:-1] if line.endswith("\n") else line
-    password = password[:-1] if password.endswith("\r") else password
-    if not password:
-        raise UserError("No password was given on standard input.",
-                        "Pipe the password in, for example: printf '%s\\n' \"$PASSWORD\" | appliance user add ...")
-    return password
+    return read_secret("password", confirm=True, example="appliance user add ...", stdin=stdin)
 
 
 def _open(cfg):

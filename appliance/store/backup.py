@@ -10,10 +10,16 @@ link is a frozen copy), then the lock is released and the snapshot is copied at 
 Images are content-addressed and never change, so they are copied directly. The manifest is
 written last and the folder renamed from ``.partial`` only when everything is on the stick.
 
-Restore verifies every checksum before touching anything, refuses to replace a store that has
-records unless forced, copies into a staging folder, then switches folder by folder; a marker
-file lets the next start finish a switch a power cut interrupted. What it replaces is kept aside
-under ``replaced-<UTC time>/``, never deleted.
+The box's keys (``keys/``: the post's signing key, the pseudonym secret, a supervisor's private
+key) are left out by default: a lost stick must not let anyone forge bundles, re-identify
+research exports or open bundles. ``passphrase`` seals them into the backup (``keys.sealed``,
+see :mod:`appliance.store.sealed_keys`); restore asks for it and writes them back readable by
+the owner only.
+
+Restore verifies every checksum (and opens the sealed keys) before touching anything, refuses
+to replace a store that has records unless forced, copies into a staging folder, then switches
+folder by folder; a marker file lets the next start finish a switch a power cut interrupted.
+What it replaces is kept aside under ``replaced-<UTC time>/``, never deleted.
 """
 from __future__ import annotations
 
@@ -22,12 +28,14 @@ import hashlib
 import json
 import os
 import shutil
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..config import Config
 from ..errors import StoreError, UserError
-from . import durable
+from ..fsutil import write_secret
+from . import durable, sealed_keys
 from .durable import fsync_dir, is_tmp_name, os_error, utc_stamp
 from .fields import utc_now
 from .locking import InstanceLock
@@ -39,9 +47,11 @@ MANIFEST = "manifest.json"
 FORMAT = 1
 STAGING = "restore-staging"
 COMPLETE = "COMPLETE"
-# Never backed up: derived (library, thumbs, index cache), re-installable (packs), or this
-# module's and the store's own working files.
-_SKIP_TOP = {"packs", "library", "thumbs", "store.seq", "store.lock", STAGING, "store.migrating", "artifacts"}
+KEYS = "keys"
+# Never backed up as they are: derived (library, thumbs, index cache), re-installable (packs),
+# this module's and the store's own working files, and the keys (only ever sealed).
+_SKIP_TOP = {"packs", "library", "thumbs", "store.seq", "store.lock", STAGING, "store.migrating", "artifacts", KEYS}
+_KEY_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")
 _SKIP_PREFIX = (".snapshot-", "replaced-", "store.incomplete-", "bccdms-backup-")
 
 
@@ -87,8 +97,30 @@ def _hash(path: Path) -> tuple[str, int]:
 
 # --- backup --------------------------------------------------------------------------------
 
-def backup(store: "Store", to_dir: Path) -> Path:
+def _key_files(data_dir: Path) -> dict[str, bytes]:
+    """The files of the keys folder (name -> bytes), without temporary files."""
+    found = {}
+    with contextlib.suppress(FileNotFoundError):
+        for entry in sorted(os.scandir(data_dir / KEYS), key=lambda e: e.name):
+            if entry.is_file(follow_symlinks=False) and not is_tmp_name(entry.name) and _KEY_NAME.match(entry.name):
+                found[entry.name] = Path(entry.path).read_bytes()
+    return found
+
+
+def backup(store: "Store", to_dir: Path, *, passphrase: str | None = None) -> Path:
+    """Write a backup folder into ``to_dir``; with ``passphrase`` the keys go in too, sealed."""
     data_dir = store.data_dir
+    sealed = None
+    if passphrase is not None:
+        sealed_keys.check_passphrase(passphrase)
+        try:
+            keys = _key_files(data_dir)
+        except OSError as exc:
+            raise os_error(exc, data_dir / KEYS, "read the keys") from None
+        if not keys:
+            raise UserError(f"There are no keys in {data_dir / KEYS} to back up.",
+                            "Make the backup without --with-keys.")
+        sealed = sealed_keys.seal(keys, passphrase)
     stamp = utc_stamp()
     final = to_dir / f"bccdms-backup-{store.post_id}-{stamp}"
     partial = final.with_name(final.name + ".partial")
@@ -116,10 +148,14 @@ def backup(store: "Store", to_dir: Path) -> Path:
             for rel in rels:
                 name = Path(entry.name) / rel
                 files[name.as_posix()] = _entry(*_copy_hashed(data_dir / name, partial / name))
+        if sealed is not None:
+            write_secret(partial / sealed_keys.FILE_NAME, sealed)
+            files[sealed_keys.FILE_NAME] = _entry(*_hash(partial / sealed_keys.FILE_NAME))
         os.sync()    # one sync for thousands of images instead of one fsync each
         manifest = {"format": FORMAT, "kind": "bccdms-backup", "post_id": store.post_id,
                     "post_name": store.post_name, "created_at": utc_now(), "change_seq": seq,
-                    "schema_version": store.meta.get("schema_version"), "files": files}
+                    "schema_version": store.meta.get("schema_version"),
+                    "keys": "sealed" if sealed is not None else "not included", "files": files}
         durable.write_fsynced(partial / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False).encode())
         fsync_dir(partial)
         os.replace(partial, final)
@@ -192,10 +228,34 @@ def _has_records(data_dir: Path) -> bool:
     return (data_dir / "db.json").exists()
 
 
-def restore(source: Path, cfg: Config, *, force: bool = False) -> dict:
+def _open_keys(folder: Path, manifest: dict, passphrase, without_keys: bool) -> dict[str, bytes] | None:
+    """The keys sealed in the backup (None when it holds none, or they are not wanted)."""
+    if without_keys or sealed_keys.FILE_NAME not in manifest["files"]:
+        return None
+    if callable(passphrase):
+        passphrase = passphrase()
+    if not passphrase:
+        raise UserError("This backup holds the box's keys, sealed with a passphrase.",
+                        "Give the passphrase, or restore the records without the keys (--without-keys).")
+    try:
+        blob = (folder / sealed_keys.FILE_NAME).read_bytes()
+    except OSError as exc:
+        raise UserError(f"The sealed keys in {folder} cannot be read ({exc.strerror}).", "Use another backup.") from None
+    keys = sealed_keys.unseal(blob, passphrase)
+    if any(not _KEY_NAME.match(name) for name in keys):
+        raise UserError("The sealed keys in this backup name a file outside the keys folder.",
+                        "The backup is damaged; use another one.")
+    return keys
+
+
+def restore(source: Path, cfg: Config, *, force: bool = False,
+            passphrase: str | Callable[[], str] | None = None, without_keys: bool = False) -> dict:
+    """Replace the records with a backup. A backup with sealed keys needs ``passphrase`` (text, or a
+    function asked only then) unless ``without_keys``; the keys then replace the box's keys."""
     data_dir = Path(cfg.data_dir)
     folder, manifest = read_manifest(source)
     verify(folder, manifest)
+    keys = _open_keys(folder, manifest, passphrase, without_keys)
     data_dir.mkdir(parents=True, exist_ok=True)
     finish_interrupted_restore(data_dir)
     instance = InstanceLock(data_dir / "store.lock")
@@ -211,8 +271,17 @@ def restore(source: Path, cfg: Config, *, force: bool = False) -> dict:
         shutil.rmtree(staging, ignore_errors=True)
         try:
             for rel, want in manifest["files"].items():
+                top = Path(rel).parts[0]
+                if rel == sealed_keys.FILE_NAME or (top == KEYS and without_keys):
+                    continue
                 if _copy_hashed(folder / rel, staging / rel) != (want["sha256"], want["size"]):
                     raise UserError(f"The backup changed while it was read: {rel}.", "Try again.")
+                if top == KEYS:            # a backup made before keys were sealed: owner only now
+                    os.chmod(staging / rel, 0o600)
+            for name, data in (keys or {}).items():
+                write_secret(staging / KEYS / name, data)
+            if (staging / KEYS).is_dir():
+                os.chmod(staging / KEYS, 0o700)
             os.sync()
             durable.write_fsynced(staging / COMPLETE, b"restore ready to switch\n")
             fsync_dir(staging)
@@ -230,8 +299,10 @@ def restore(source: Path, cfg: Config, *, force: bool = False) -> dict:
         store.images.reconcile()
         counts = {"users": store.users.count(), "patients": len(store.patients.index.by_uuid),
                   "exams": len(store.exams.index.by_uuid)}
+    had_keys = sealed_keys.FILE_NAME in manifest["files"] or any(Path(r).parts[0] == KEYS for r in manifest["files"])
     return {"restored_from": str(folder), "post_id": manifest.get("post_id"), "created_at": manifest.get("created_at"),
-            "files": len(manifest["files"]), "kept_aside": str(kept) if kept else None, **counts}
+            "files": len(manifest["files"]), "kept_aside": str(kept) if kept else None,
+            "keys": ("left out" if without_keys else "restored") if had_keys else "not in the backup", **counts}
 
 
 def _switch(data_dir: Path) -> Path | None:

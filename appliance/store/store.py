@@ -270,14 +270,16 @@ class Store:
 
     # --- backup ---------------------------------------------------------------------------
 
-    def backup(self, to_dir) -> Path:
+    def backup(self, to_dir, *, passphrase: str | None = None) -> Path:
+        """A backup folder in ``to_dir``; the keys are left out unless a ``passphrase`` seals them in."""
         from .backup import backup
-        return backup(self, Path(to_dir))
+        return backup(self, Path(to_dir), passphrase=passphrase)
 
     @classmethod
-    def restore(cls, from_path, cfg: Config, *, force: bool = False) -> dict:
+    def restore(cls, from_path, cfg: Config, *, force: bool = False, passphrase=None,
+                without_keys: bool = False) -> dict:
         from .backup import restore
-        return restore(Path(from_path), cfg, force=force)
+        return restore(Path(from_path), cfg, force=force, passphrase=passphrase, without_keys=without_keys)
 
     # --- USB exchange ---------------------------------------------------------------------
 
