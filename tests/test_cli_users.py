@@ -68,13 +68,14 @@ def test_user_commands(cfg, monkeypatch, capsys):
 def test_stats_command_json_text_and_dhis2(cfg, monkeypatch, capsys, tmp_path):
     with Store.open(cfg) as store:
         patient = register(store, age_years=35)
-        save_exam(store, patient, "pap_smear", "abnormal", seed=1)
-        save_exam(store, patient, "cervix_type", "type_1", seed=2)
+        decided = save_exam(store, patient, "pap_smear", "abnormal", seed=1, demo=False)
+        store.exams.decide(decided["uuid"], "abnormal", by="doctor1")
+        save_exam(store, patient, "cervix_type", "type_1", seed=2, demo=False)
     assert run(cfg, monkeypatch, "stats", "--json") == 0
     stats = json.loads(capsys.readouterr().out)
-    assert (stats["exams"], stats["patients"]) == (2, 1)
+    assert (stats["exams"], stats["patients"], stats["awaiting_decision"], stats["demo_exams"]) == (2, 1, 1, 0)
     assert stats["by_analysis"] == {"cervix_type": 1, "pap_smear": 1}
-    assert stats["by_class"] == {"cervix_type": {"type_1": 1}, "pap_smear": {"abnormal": 1}}
+    assert stats["by_class"] == {"pap_smear": {"abnormal": 1}}          # decided exams only
     assert run(cfg, monkeypatch, "stats") == 0
     text = capsys.readouterr().out
     assert "exams: 2" in text and "Pap smear: 1" in text

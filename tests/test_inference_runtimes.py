@@ -2,6 +2,7 @@
 OpenVINO float precision and the telemetry block are what the configuration says."""
 from __future__ import annotations
 
+import mmap
 import subprocess
 import sys
 import textwrap
@@ -99,6 +100,44 @@ def test_openvino_float_precision_is_the_configured_one(engines, setting):
     if has_bf16:   # what the setting protects against: OpenVINO's own default on this CPU
         default = runtime.core.compile_model(runtime.core.read_model(str(slot.pack.root / slot.entry.files["openvino_int8"])), "CPU")
         assert default.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16
+
+
+def resident_pages(mapping: mmap.mmap, ranges: list[tuple[int, int]]) -> int:
+    """Pages of these (offset, length) ranges of ``mapping`` now in this process's memory
+    (Linux /proc/self/pagemap: bit 63 of each page's entry says "present")."""
+    base = np.frombuffer(mapping, dtype=np.uint8).ctypes.data
+    count = 0
+    with open("/proc/self/pagemap", "rb") as fh:
+        for offset, length in ranges:
+            fh.seek((base + offset) // mmap.PAGESIZE * 8)
+            entries = np.frombuffer(fh.read(length // mmap.PAGESIZE * 8), dtype="<u8")
+            count += int((entries >> np.uint64(63)).sum())
+    return count
+
+
+def test_openvino_keeps_one_copy_of_the_int8_weights_and_never_reads_the_other(engines, datasets):
+    """The compiled model repacks its INT8 weights; the verified originals are handed back to
+    the kernel, never read again, and the results are those of the model compiled from bytes."""
+    from appliance.inference.imageio import load_image
+    from appliance.inference.preprocess import preprocess
+    slot = engines["openvino", "int8"].slots["breast_binary"]
+    runtime = base.create("openvino", base.RuntimeOptions(2, "int8", "f32"))
+    mapped = runtime.load(slot.pack, slot.entry)
+    roles = ("openvino_int8", "openvino_int8_weights")
+    from_bytes = runtime.load_files(slot.entry, {r: slot.pack.read_verified(slot.entry.files[r]) for r in roles},
+                                    "openvino_int8")
+    released = mapped.released_ranges
+    assert sum(length for _, length in released) >= 0.5 * len(mapped.weights) and from_bytes.released_ranges == []
+    assert resident_pages(mapped.weights, released) == 0
+    for image in real_images(datasets)[:3]:
+        tensor = preprocess(load_image(image, 10**8), slot.entry.input)
+        ours, reference = mapped.run(tensor, features=True), from_bytes.run(tensor, features=True)
+        assert np.array_equal(ours.logits, reference.logits) and np.array_equal(ours.features, reference.features)
+    mapped.compiled.create_infer_request().infer({0: tensor})     # a new request needs them no more
+    assert resident_pages(mapped.weights, released) == 0          # inference never touched them
+    first_kept = next(off for off in range(0, len(mapped.weights), mmap.PAGESIZE)
+                      if not any(start <= off < start + length for start, length in released))
+    assert resident_pages(mapped.weights, [(first_kept, mmap.PAGESIZE)]) == 1   # the probe does see pages
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:

@@ -43,6 +43,30 @@ def test_a_flipped_byte_in_a_model_file_is_refused_on_read(pack, pack_key):
     assert p.verify_all() == [f"{MODEL_FILE}: checksum does not match"]
 
 
+WEIGHTS_FILE = "breast_binary/model.int8.bin"
+
+
+def test_a_verified_map_holds_the_checked_bytes_even_when_the_file_changes_later(pack, pack_key):
+    original = (pack / WEIGHTS_FILE).read_bytes()
+    target = own_copy(pack / WEIGHTS_FILE)
+    mapping = load_pack(pack, trusted(pack_key)).map_verified(WEIGHTS_FILE)
+    assert mapping[:] == original
+    changed = bytearray(original)
+    changed[len(changed) // 2] ^= 0x01
+    target.write_bytes(bytes(changed))                # rewritten in place, as a careless copy would
+    assert mapping[:] == original                     # every page was copied before it was checked
+
+
+def test_a_flipped_byte_is_refused_when_mapped_too(pack, pack_key):
+    target = own_copy(pack / WEIGHTS_FILE)
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0x01
+    target.write_bytes(bytes(data))
+    with pytest.raises(PackError) as err:
+        load_pack(pack, trusted(pack_key)).map_verified(WEIGHTS_FILE)
+    assert "does not match its checksum" in err.value.message and "Reinstall" in err.value.hint
+
+
 def test_a_file_of_the_wrong_size_is_refused_when_the_pack_loads(pack, pack_key):
     with open(own_copy(pack / MODEL_FILE), "ab") as fh:
         fh.write(b"\0")

@@ -274,14 +274,14 @@ def test_every_change_is_audited_and_the_log_pages(store, admin):
 def test_stats_counts_by_class_decision_and_age(store):
     young = register(store, "JU-1", "Almaz", age_years=28)
     old = register(store, "JU-2", "Hana", birth_date="1950-01-01")
-    save_exam(store, young, "pap_smear", "abnormal", seed=1)
-    e = save_exam(store, old, "pap_smear", "abnormal", seed=2)
-    save_exam(store, old, "cervix_type", "type_2", seed=3)
+    save_exam(store, young, "pap_smear", "abnormal", seed=1, demo=False)
+    e = save_exam(store, old, "pap_smear", "abnormal", seed=2, demo=False)
+    save_exam(store, old, "cervix_type", "type_2", seed=3, demo=False)
     store.exams.decide(e["uuid"], "normal", by="doctor1")
     s = store.stats()
     assert (s["exams"], s["patients"], s["patients_examined"]) == (3, 2, 2)
     assert s["by_analysis"] == {"cervix_type": 1, "pap_smear": 2}
-    assert s["by_class"] == {"cervix_type": {"type_2": 1}, "pap_smear": {"abnormal": 1, "normal": 1}}
+    assert s["by_class"] == {"pap_smear": {"normal": 1}}          # decided only (test_statistics_honesty)
     assert s["by_decision"] == {"awaiting_decision": 2, "disagrees": 1}
     assert s["by_age_group"] == {"70+": 2, "20-29": 1} and s["by_post"] == {store.post_id: 3}
     assert sum(c["count"] for c in s["cells"]) == 3
@@ -309,7 +309,7 @@ def test_change_feed_and_idempotent_merge(store, admin, cfg, tmp_path):
             assert {central.merge(kind, r) for r in store.changes(kind)} == {"unchanged"}
         assert central.exams.get(e["uuid"])["final_label"] == "normal"
         assert central.users.count() == 0             # another post's accounts never log in here
-        assert central.stats()["by_post"] == {store.post_id: 1}
+        assert central.stats(include_demo=True)["by_post"] == {store.post_id: 1}
         newer = store.exams.decide(e["uuid"], "abnormal", by="doctor1")
         assert central.merge("exams", newer) == "updated"
         assert central.merge("exams", {**newer, "final_label": "normal", "updated_at": "2001-01-01T00:00:00.000Z"}) \
@@ -415,4 +415,4 @@ def test_transaction_over_more_files_than_are_kept_open(store, cfg, tmp_path):
                                                "updated_at": when}) == "inserted"
         assert central.exams.query(limit=500)[1] == len(months) + 1
     with Store.open(load_other(cfg, tmp_path)) as central:
-        assert central.stats()["by_month"] == {m: 1 + (m == months[0]) for m in months}
+        assert central.stats(include_demo=True)["by_month"] == {m: 1 + (m == months[0]) for m in months}

@@ -1,4 +1,8 @@
-"""``appliance stats [--json] [--dhis2 FILE] [--from DATE] [--to DATE]``: counts of the records."""
+"""``appliance stats [--json] [--dhis2 FILE] [--from DATE] [--to DATE] [--include-demo]``: counts of the records.
+
+Prevalence (``by_class``) counts only exams a clinician decided; exams made with demo models are
+counted apart (``demo_exams``) and exams without a decision in ``awaiting_decision``.
+"""
 from __future__ import annotations
 
 import json
@@ -9,17 +13,20 @@ from ..errors import UserError
 def register(subparsers, common) -> None:
     p = subparsers.add_parser("stats", parents=[common], help="statistics of the exams (text, JSON or DHIS2)",
                               description="Counts of exams by analysis, class, month, decision, post and age group.")
-    p.add_argument("--json", action="store_true", help="print one JSON object (exams, patients, by_analysis, by_class, …)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (exams, patients, by_analysis, by_class, "
+                                                       "demo_exams, awaiting_decision, …)")
     p.add_argument("--dhis2", metavar="FILE", help="also write a DHIS2 data value set to FILE")
     p.add_argument("--from", dest="date_from", metavar="DATE", help="first day counted (YYYY-MM-DD)")
     p.add_argument("--to", dest="date_to", metavar="DATE", help="last day counted (YYYY-MM-DD)")
+    p.add_argument("--include-demo", action="store_true",
+                   help="count exams made with demo (untrained) models like the others (left out by default)")
     p.set_defaults(func=cmd_stats)
 
 
 def cmd_stats(args, cfg) -> int:
     from ..store import Store
     with Store.open(cfg) as store:
-        stats = store.stats(date_from=args.date_from, date_to=args.date_to)
+        stats = store.stats(date_from=args.date_from, date_to=args.date_to, include_demo=args.include_demo)
         if args.dhis2:
             try:
                 from ..exchange.dhis2 import write_data_value_set
@@ -41,13 +48,18 @@ def render(stats: dict) -> str:
     span = ""
     if stats.get("date_from") or stats.get("date_to"):
         span = f" from {(stats.get('date_from') or '…')[:10]} to {(stats.get('date_to') or '…')[:10]}"
+    demo = "included" if stats.get("include_demo") else "not counted"
     lines = [f"{stats.get('post_name', '')} ({stats.get('post_id', '')}){span}",
              f"exams: {stats['exams']}   patients registered: {stats['patients']}   "
-             f"patients examined: {stats['patients_examined']}"]
+             f"patients examined: {stats['patients_examined']}",
+             f"decided: {stats['decided']}   awaiting decision: {stats['awaiting_decision']}   "
+             f"referred without a class: {stats['referred']}   made with demo models ({demo}): {stats['demo_exams']}",
+             "classes are the clinicians' decisions; exams awaiting a decision are not counted in a class"]
     for analysis, n in stats["by_analysis"].items():
         name = catalogue.ANALYSES[analysis].name if analysis in catalogue.ANALYSES else analysis
         classes = ", ".join(f"{label} {count}" for label, count in stats["by_class"].get(analysis, {}).items())
-        lines.append(f"  {name}: {n}  ({classes})")
+        waiting = stats["awaiting_by_analysis"].get(analysis, 0)
+        lines.append(f"  {name}: {n}  (decided: {classes or 'none'}; awaiting decision: {waiting})")
     if stats["by_decision"]:
         lines.append("decisions: " + ", ".join(f"{k} {v}" for k, v in stats["by_decision"].items()))
     if stats["by_month"]:

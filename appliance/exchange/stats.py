@@ -2,13 +2,14 @@
 
 Everything is a sum over a small count cube keyed by (post, month, analysis, label, age group,
 decided, demo): the tables (by post, month, class, age group, decision, and prevalence) and the
-DHIS2 data values. The label counted is the final one: the clinician's decision when recorded,
-the model's label before that. Prevalence is a class's share of the exams of its analysis in
-the same slice.
+DHIS2 data values. Prevalence is a class's share of the *decided* exams of its analysis in the
+same slice, by the clinician's class; exams awaiting a decision are counted beside it (the
+model's label is no finding), and exams made with demo models are left out of every table and
+counted apart (``demo_exams``), as in ``store.stats()`` and the DHIS2 output.
 
 Two ways to fill the cube: ``store_cube`` from the store's own index (``store.stats()["cells"]``:
-milliseconds at any size, for the pages; it cannot tell demo exams apart), and ``count_cube``, one
-pass over every exam record (exact, demo flag included, about 0.1 ms per exam: for DHIS2).
+milliseconds at any size, for the pages), and ``count_cube``, one pass over every exam record
+(about 0.1 ms per exam); both give the same cube.
 """
 from __future__ import annotations
 
@@ -70,24 +71,33 @@ def count_cube(store, *, date_from: str | None = None, date_to: str | None = Non
 
 
 def store_cube(store, *, date_from: str | None = None, date_to: str | None = None) -> Counter:
-    """The cube from the store's index (fast; every exam counted as not demo)."""
+    """The cube from the store's index (fast; the same cube as ``count_cube``)."""
     cube: Counter = Counter()
     for c in store.stats(date_from=date_from, date_to=date_to)["cells"]:
-        decided = c["decision"] in ("agrees", "disagrees")
+        decided = c["decision"] in (AGREES, DISAGREES)
         cube[Cell(c["post_id"], c["month"] or "unknown", c["analysis"], c["label"] or "unlabelled", c["age_group"],
-                  decided, False, (c["decision"] == "agrees") if decided else None)] += c["count"]
+                  decided, bool(c["demo"]), (c["decision"] == AGREES) if decided else None)] += c["count"]
     return cube
 
 
+# A class counter's key for the exams still awaiting a decision (never a class of the catalogue).
+_AWAITING = None
+
+
 def _classes(counts: Counter) -> dict:
-    total = sum(counts.values())
-    return {"exams": total,
-            "by_class": dict(sorted(counts.items())),
-            "prevalence": {c: round(n / total, 4) for c, n in sorted(counts.items())} if total else {}}
+    """One analysis in one slice: its exams, those awaiting a decision, and the decided ones by
+    class with each class's share of them (the prevalence)."""
+    waiting = counts.get(_AWAITING, 0)
+    decided = {c: n for c, n in counts.items() if c is not _AWAITING}
+    total = sum(decided.values())
+    return {"exams": total + waiting, "decided": total, "awaiting_decision": waiting,
+            "by_class": dict(sorted(decided.items())),
+            "prevalence": {c: round(n / total, 4) for c, n in sorted(decided.items())} if total else {}}
 
 
-def summarize(cube: Counter, post_names: dict[str, str] | None = None) -> dict:
-    """The cross-post tables (JSON-able) from a count cube."""
+def summarize(cube: Counter, post_names: dict[str, str] | None = None, *, include_demo: bool = False) -> dict:
+    """The cross-post tables (JSON-able) from a count cube; demo exams only counted in ``demo_exams``
+    unless ``include_demo``."""
     post_names = post_names or {}
     by_post: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     by_month: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
@@ -97,25 +107,35 @@ def summarize(cube: Counter, post_names: dict[str, str] | None = None) -> dict:
     decisions: Counter = Counter()
     demo = 0
     for cell, n in cube.items():
-        by_post[cell.post_id][cell.analysis][cell.label] += n
-        by_month[cell.month][cell.analysis][cell.label] += n
-        by_age[cell.age_group][cell.analysis][cell.label] += n
-        by_analysis[cell.analysis][cell.label] += n
-        by_group[cell.analysis][label_group(cell.analysis, cell.label)] += n
+        if cell.demo:
+            demo += n
+            if not include_demo:
+                continue
+        label = cell.label if cell.decided else _AWAITING
+        by_post[cell.post_id][cell.analysis][label] += n
+        by_month[cell.month][cell.analysis][label] += n
+        by_age[cell.age_group][cell.analysis][label] += n
+        by_analysis[cell.analysis][label] += n
+        by_group[cell.analysis][label if label is _AWAITING else label_group(cell.analysis, label)] += n
         decisions[AWAITING if not cell.decided else AGREES if cell.agrees else DISAGREES] += n
-        demo += n if cell.demo else 0
 
     def nested(table):
-        return {key: {"exams": sum(sum(c.values()) for c in per.values()),
-                      "by_analysis": {a: _classes(c) for a, c in sorted(per.items())}}
-                for key, per in sorted(table.items())}
+        out = {}
+        for key, per in sorted(table.items()):
+            analyses = {a: _classes(c) for a, c in sorted(per.items())}
+            out[key] = {"exams": sum(a["exams"] for a in analyses.values()),
+                        "awaiting_decision": sum(a["awaiting_decision"] for a in analyses.values()),
+                        "by_analysis": analyses}
+        return out
 
     posts = nested(by_post)
     for post_id, entry in posts.items():
         entry["name"] = post_names.get(post_id, "")
     return {
-        "exams": sum(cube.values()),
+        "exams": sum(decisions.values()),
+        "awaiting_decision": decisions.get(AWAITING, 0),
         "demo_exams": demo,
+        "include_demo": include_demo,
         "posts": {p: post_names.get(p, "") for p in sorted(by_post)},
         "by_analysis": {a: _classes(c) for a, c in sorted(by_analysis.items())},
         "by_group": {a: _classes(c) for a, c in sorted(by_group.items())},

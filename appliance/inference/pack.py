@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -109,20 +110,57 @@ class Pack:
 
         Models are loaded from these very bytes, so what runs is what was verified.
         """
+        expected = self._listed(relpath)
+        try:
+            data = self.path_of(relpath).read_bytes()
+        except OSError as exc:
+            raise self._unreadable(relpath, exc) from None
+        self._check(relpath, hashlib.sha256(data).hexdigest(), expected)
+        return data
+
+    def map_verified(self, relpath: str) -> mmap.mmap:
+        """The verified bytes in private, page-aligned, writable memory of their own.
+
+        Like `read_verified` (the file is read once, then checked; later changes to the file
+        cannot reach it), but a runtime may later hand whole pages it no longer needs back to
+        the system (`mmap.madvise`). OpenVINO does so with the IR weights, of which the
+        compiled model keeps its own repacked copy (``runtimes/openvino.py``).
+        """
+        expected = self._listed(relpath)
+        try:
+            with open(self.path_of(relpath), "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size == 0:                               # nothing to map, and no model either
+                    self._check(relpath, hashlib.sha256(b"").hexdigest(), expected)
+                    raise PackError(f"The model file {relpath} of pack {self.pack_id} is empty.",
+                                    "Reinstall the pack from its original USB stick.")
+                mapping = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+                got = fh.readinto(mapping)
+        except OSError as exc:
+            raise self._unreadable(relpath, exc) from None
+        try:                                                # a file cut short while read: no match
+            self._check(relpath, hashlib.sha256(mapping).hexdigest() if got == size else "", expected)
+        except PackError:
+            mapping.close()
+            raise
+        return mapping
+
+    def _listed(self, relpath: str) -> dict[str, Any]:
         expected = self.files.get(relpath)
         if expected is None:
             raise PackError(f"The model pack {self.pack_id} does not list the file {relpath}.",
                             "Reinstall the pack from its original USB stick.")
-        try:
-            data = self.path_of(relpath).read_bytes()
-        except OSError as exc:
-            raise PackError(f"The model file {relpath} of pack {self.pack_id} cannot be read ({exc.strerror}).",
-                            "Reinstall the pack from its original USB stick.") from None
-        if hashlib.sha256(data).hexdigest() != expected["sha256"]:
+        return expected
+
+    def _unreadable(self, relpath: str, exc: OSError) -> PackError:
+        return PackError(f"The model file {relpath} of pack {self.pack_id} cannot be read ({exc.strerror}).",
+                         "Reinstall the pack from its original USB stick.")
+
+    def _check(self, relpath: str, sha256: str, expected: dict[str, Any]) -> None:
+        if sha256 != expected["sha256"]:
             raise PackError(f"The model file {relpath} of pack {self.pack_id} does not match its checksum: "
                             "it is damaged or was altered, so it will not be used.",
                             "Reinstall the pack from its original USB stick, or roll back to the previous pack.")
-        return data
 
     def verify_all(self, roles: Iterable[str] | None = None) -> list[str]:
         """Check the sha256 of every file (or of the files with the given roles); return problems."""

@@ -2,8 +2,8 @@
 
 The index keeps one small row per exam (no model output, no image data) for the kiosk's
 browse page and the statistics; full records are read from their chunk file when shown.
-A row's ``cell`` — (post, month, analysis, final class, decision, age group) — is shared by
-all rows alike, so statistics over 200,000 exams are one C-level ``Counter`` pass.
+A row's ``cell`` — (post, month, analysis, final class, decision, age group, demo) — is shared
+by all rows alike, so statistics over 200,000 exams are one C-level ``Counter`` pass.
 """
 from __future__ import annotations
 
@@ -83,7 +83,8 @@ class ExamIndex(RowIndex):
         cell = row.cell
         if cell is None:
             age = self._age_at(row.patient_uuid, row.created_at)
-            cell = (row.post_id, row.created_at[:7], row.analysis, row.final_label, row.decision, age_group(age))
+            cell = (row.post_id, row.created_at[:7], row.analysis, row.final_label, row.decision, age_group(age),
+                    row.demo)
             cell = row.cell = self._cells.setdefault(cell, cell)
         return cell
 
@@ -163,25 +164,44 @@ class ExamIndex(RowIndex):
                 total += 1
         return page, total
 
-    def stats(self, date_from=None, date_to=None) -> dict[str, Any]:
+    def stats(self, date_from=None, date_to=None, include_demo: bool = False) -> dict[str, Any]:
+        """Counts of the exams in the period (see ``Store.stats`` for what each one means)."""
         rows = self.ordered.between(date_from, date_to) if (date_from or date_to) else self.ordered.rows()
         cell = self._cell
         cells = Counter(row.cell or cell(row) for row in rows)
-        out: dict[str, Any] = {"exams": len(rows), "patients_examined": len({r.patient_uuid for r in rows}),
-                               "by_analysis": Counter(), "by_class": {}, "by_month": Counter(),
-                               "by_decision": Counter(), "by_post": Counter(), "by_age_group": Counter()}
-        for (post, month, analysis, label, decision, age), n in cells.items():
+        counted = rows if include_demo else [r for r in rows if not r.demo]
+        classes = catalogue.all_label_ids()
+        out: dict[str, Any] = {"exams": 0, "decided": 0, "awaiting_decision": 0, "referred": 0, "demo_exams": 0,
+                               "include_demo": include_demo,
+                               "patients_examined": len({r.patient_uuid for r in counted}),
+                               "by_analysis": Counter(), "awaiting_by_analysis": Counter(), "by_class": {},
+                               "by_month": Counter(), "by_decision": Counter(), "by_post": Counter(),
+                               "by_age_group": Counter()}
+        for (post, month, analysis, label, decision, age, demo), n in cells.items():
+            if demo:
+                out["demo_exams"] += n
+                if not include_demo:
+                    continue          # untrained models: reported apart, never part of a figure
+            out["exams"] += n
             out["by_analysis"][analysis] += n
-            by_label = out["by_class"].setdefault(analysis, Counter())
-            by_label[label] += n
             out["by_month"][month] += n
             out["by_decision"][decision] += n
             out["by_post"][post] += n
             out["by_age_group"][age] += n
+            if decision == AWAITING:
+                # The model's label is no finding until a clinician decides (uncertain and
+                # out-of-scope results included): counted as awaiting, never as a class.
+                out["awaiting_decision"] += n
+                out["awaiting_by_analysis"][analysis] += n
+            elif label in classes.get(analysis, ()):
+                out["decided"] += n
+                out["by_class"].setdefault(analysis, Counter())[label] += n
+            else:
+                out["referred"] += n       # decided without a class (a referral): no prevalence either
         out["cells"] = [{"post_id": post, "month": month, "analysis": analysis, "label": label, "decision": decision,
-                         "age_group": age, "count": n}
-                        for (post, month, analysis, label, decision, age), n in sorted(cells.items())]
-        for key in ("by_analysis", "by_month", "by_decision", "by_post", "by_age_group"):
+                         "age_group": age, "demo": demo, "count": n}
+                        for (post, month, analysis, label, decision, age, demo), n in sorted(cells.items())]
+        for key in ("by_analysis", "awaiting_by_analysis", "by_month", "by_decision", "by_post", "by_age_group"):
             out[key] = dict(sorted(out[key].items()))
         out["by_class"] = {a: dict(sorted(c.items())) for a, c in sorted(out["by_class"].items())}
         return out

@@ -251,17 +251,26 @@ class Store:
 
     # --- statistics ------------------------------------------------------------------------
 
-    def stats(self, *, date_from=None, date_to=None) -> dict:
+    def stats(self, *, date_from=None, date_to=None, include_demo: bool = False) -> dict:
         """Counts for the dashboard, ``appliance stats`` and the DHIS2/CSV outputs.
 
-        ``exams``; ``patients`` (registered in the period); ``patients_examined``; ``by_analysis``;
-        ``by_class`` ({analysis: {final class: n}}); ``by_month``; ``by_decision`` (awaiting_decision /
-        agrees / disagrees); ``by_post``; ``by_age_group`` (age at the exam); ``cells`` (the same
-        counts by post, month, analysis, class, decision and age group, for exports).
+        Prevalence comes from clinicians' decisions only. Exams made with demo (untrained) models
+        are left out of every figure and counted apart in ``demo_exams`` (``include_demo`` counts
+        them like the others); an exam without a decision is counted in ``awaiting_decision``,
+        never under the model's class.
+
+        ``exams``: exams in the period (demo left out) = ``decided`` (with a class) +
+        ``awaiting_decision`` + ``referred`` (decided without a class); ``demo_exams``;
+        ``patients`` (registered in the period); ``patients_examined``; ``by_analysis``
+        ({analysis: exams}); ``awaiting_by_analysis``; ``by_class`` ({analysis: {final class:
+        decided exams}}: the prevalence figures); ``by_month``; ``by_decision`` (awaiting_decision /
+        agrees / disagrees); ``by_post``; ``by_age_group`` (age at the exam); ``cells`` (every
+        exam, demo ones included, by post, month, analysis, class, decision, age group and demo
+        flag, for exports).
         """
         low, high = day_bound(date_from, "start date", end=False), day_bound(date_to, "end date", end=True)
         with self._reading():
-            out = self.exams.index.stats(low, high)
+            out = self.exams.index.stats(low, high, include_demo=bool(include_demo))
             recent = self.patients.index.recent
             out["patients"] = len(recent.between(low, high)) if (low or high) else len(recent)
         out.update(post_id=self.post_id, post_name=self.post_name, date_from=low, date_to=high,

@@ -151,13 +151,17 @@ def _chart_data(ctx: AppContext, stats: dict, *, by_post: bool) -> dict:
     by_analysis = stats.get("by_analysis", {}) or {}
     analyses = []
     for a in catalogue.ANALYSES.values():
-        total = int(_count(by_analysis.get(a.id, 0)))
+        # Prevalence is a share of the exams a clinician decided; those still awaiting a decision
+        # are shown beside it, never under the model's class (store.stats leaves demo exams out).
         classes = (stats.get("by_class", {}) or {}).get(a.id, {}) or {}
+        decided = int(sum(_count(n) for n in classes.values()))
         rows = []
         for c in a.label_classes():
             n = int(_count(classes.get(c.id, 0)))
-            rows.append({"id": c.id, "name": _(c.name), "count": n, "prevalence": (n / total) if total else 0.0})
-        analyses.append({"id": a.id, "name": _(a.name), "total": total, "classes": rows})
+            rows.append({"id": c.id, "name": _(c.name), "count": n, "prevalence": (n / decided) if decided else 0.0})
+        analyses.append({"id": a.id, "name": _(a.name), "exams": int(_count(by_analysis.get(a.id, 0))),
+                         "total": decided, "awaiting": int((stats.get("awaiting_by_analysis") or {}).get(a.id, 0)),
+                         "classes": rows})
     months = sorted((stats.get("by_month", {}) or {}).items())
     out = {
         "analyses": analyses,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import mmap
 import os
 import platform
 from abc import ABC, abstractmethod
@@ -65,8 +66,14 @@ class Runtime(ABC):
         """Pack file roles this runtime can load, best first; each tuple is one loadable set."""
 
     @abstractmethod
-    def load_files(self, entry: ModelEntry, files: dict[str, bytes], role: str) -> LoadedModel:
-        """Compile a model from verified bytes (``files``: role -> bytes of that role set)."""
+    def load_files(self, entry: ModelEntry, files: dict[str, bytes | mmap.mmap], role: str) -> LoadedModel:
+        """Compile a model from verified bytes (``files``: role -> the bytes of that role set,
+        as `read_file` gave them)."""
+
+    def read_file(self, pack: Pack, relpath: str, role: str) -> bytes | mmap.mmap:
+        """A model file's verified bytes; a runtime that can give memory back once a model is
+        compiled asks for a private map instead (`Pack.map_verified`)."""
+        return pack.read_verified(relpath)
 
     def version(self) -> str:
         return ""
@@ -75,7 +82,7 @@ class Runtime(ABC):
         """Compile ``entry`` of ``pack`` from the bytes `Pack.read_verified` returns."""
         for roles in self.file_roles():
             if all(r in entry.files for r in roles):
-                files = {r: pack.read_verified(entry.files[r]) for r in roles}
+                files = {r: self.read_file(pack, entry.files[r], r) for r in roles}
                 return self.load_files(entry, files, roles[0])
         from ...errors import PackError
         have = ", ".join(sorted(entry.files)) or "none"

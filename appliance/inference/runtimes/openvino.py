@@ -10,9 +10,21 @@ Settings and why:
   the CPU plugin pick its fastest kernels, like benchmark_app with ``-shape``.
 - Models are read from the verified bytes (``core.read_model(model=xml, weights=Tensor)``),
   never from the files again: what runs is what was checked.
+- Memory: the CPU plugin repacks every INT8 weight into its own layout when it compiles, yet
+  its constants keep pointing at the bytes they were read from, so a model read from bytes
+  holds its weights twice (~55 MB more per ResNet152, ~380 MB for seven). The IR weights
+  therefore come in page-aligned memory of their own (`Pack.map_verified`; the tensor shares
+  it), and once the model is compiled and has run once, the whole pages holding only INT8
+  weights are handed back to the system and made inaccessible: nothing can ever compute with
+  anything but the verified bytes (a read there would stop the process, not use other
+  bytes). Float constants (scales, biases) are read at every inference and stay. A test
+  checks that inference never touches the handed-back pages (tests/test_inference_runtimes.py);
+  a compiled model with handed-back weights must never be exported (`export_model` reads them).
 """
 from __future__ import annotations
 
+import ctypes
+import mmap
 import sys
 
 import numpy as np
@@ -39,15 +51,24 @@ import openvino as ov  # noqa: E402 - after the telemetry block, on purpose
 
 
 class OpenVinoModel(LoadedModel):
-    def __init__(self, compiled, entry: ModelEntry, precision: str, role: str):
+    def __init__(self, compiled, entry: ModelEntry, precision: str, role: str, weights=None):
         self.compiled = compiled
         self.request = compiled.create_infer_request()
         self.precision = precision
         self.file_role = role
+        # The verified map the compiled model's constants point into: mapped as long as it lives.
+        self.weights = weights
+        self.released_ranges: list[tuple[int, int]] = []    # (offset, length) handed back
         names = {name for out in compiled.outputs for name in out.get_names()}
         self._logits = compiled.output(entry.outputs.get("logits", "logits"))
         feature_name = entry.outputs.get("features", "features")
         self._features = compiled.output(feature_name) if feature_name in names else None
+
+    def warm_up(self) -> None:
+        """One run on a blank image: the plugin finishes its own weights and buffers now, not
+        during the first exam."""
+        port = self.compiled.input(0)
+        self.request.infer({0: np.zeros(tuple(port.shape), dtype=np.float32)})
 
     def run(self, batch: np.ndarray, *, features: bool) -> ModelOutput:
         # No copies inside OpenVINO: the input is read in place, and the outputs are views of the
@@ -87,15 +108,82 @@ class OpenVinoRuntime(Runtime):
             "INFERENCE_PRECISION_HINT": "bf16" if self.options.openvino_float_precision == "bf16" else "f32",
         }
 
-    def load_files(self, entry: ModelEntry, files: dict[str, bytes], role: str) -> LoadedModel:
-        if role.startswith("openvino_"):
-            weights = files[role + "_weights"]
-            model = self.core.read_model(model=files[role],
-                                         weights=ov.Tensor(np.frombuffer(weights, dtype=np.uint8)))
+    def read_file(self, pack, relpath: str, role: str):
+        if role.endswith("_weights"):
+            return pack.map_verified(relpath)
+        return pack.read_verified(relpath)
+
+    def load_files(self, entry: ModelEntry, files: dict, role: str) -> LoadedModel:
+        weights = files.get(role + "_weights")
+        if weights is not None:
+            model = self.core.read_model(model=files[role], weights=weights_tensor(weights))
         else:
             model = self.core.read_model(model=files[role])
         size = entry.input.size
         model.reshape({model.inputs[0].get_any_name(): ov.PartialShape([1, 3, size, size])})
         compiled = self.core.compile_model(model, "CPU", self.compile_config())
         precision = "int8" if role in ("openvino_int8", "onnx_int8") else "fp32"
-        return OpenVinoModel(compiled, entry, precision, role)
+        loaded = OpenVinoModel(compiled, entry, precision, role, weights)
+        loaded.warm_up()
+        if isinstance(weights, mmap.mmap):
+            loaded.released_ranges = release_repacked_weights(model, weights)
+        return loaded
+
+
+def weights_tensor(weights) -> ov.Tensor:
+    """The IR weights as a tensor: sharing a (writable) verified map, or a copy of bytes."""
+    if isinstance(weights, mmap.mmap):
+        return ov.Tensor(np.frombuffer(weights, dtype=np.uint8), shared_memory=True)
+    return ov.Tensor(np.frombuffer(weights, dtype=np.uint8))
+
+
+def integer_constant_ranges(model, mapping: mmap.mmap) -> list[tuple[int, int]]:
+    """(start, end) offsets in ``mapping`` of the model's INT8 constants (its quantized
+    weights), merged where they touch."""
+    base = np.frombuffer(mapping, dtype=np.uint8).ctypes.data
+    ranges = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "Constant" and op.get_output_element_type(0) in (ov.Type.i8, ov.Type.u8):
+            data = op.get_data()
+            start = data.ctypes.data - base
+            if 0 <= start and start + data.nbytes <= len(mapping):
+                ranges.append((start, start + data.nbytes))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def release_repacked_weights(model, mapping: mmap.mmap) -> list[tuple[int, int]]:
+    """Hand back the whole pages of ``mapping`` that hold only INT8 weights, which the compiled
+    model has repacked into its own memory, and make them inaccessible; returns (offset,
+    length) of each range. Pages shared with float constants stay as they are."""
+    mprotect = _libc_mprotect()
+    if mprotect is None or not hasattr(mmap, "MADV_DONTNEED"):
+        return []
+    base = np.frombuffer(mapping, dtype=np.uint8).ctypes.data
+    page = mmap.PAGESIZE
+    released = []
+    for start, end in integer_constant_ranges(model, mapping):
+        first, last = -(-start // page) * page, end // page * page
+        if last > first and mprotect(ctypes.c_void_p(base + first), last - first, _PROT_NONE) == 0:
+            mapping.madvise(mmap.MADV_DONTNEED, first, last - first)    # private anonymous: freed
+            released.append((first, last - first))
+    return released
+
+
+_PROT_NONE = 0
+
+
+def _libc_mprotect():
+    """libc's mprotect, or None where there is no such C library (then nothing is handed back)."""
+    try:
+        mprotect = ctypes.CDLL(None, use_errno=True).mprotect
+    except (OSError, AttributeError):
+        return None
+    mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    mprotect.restype = ctypes.c_int
+    return mprotect

@@ -19,7 +19,7 @@
     });
   }
   bar(document.getElementById("chart-analysis"), data.analyses.map(function (a) { return a.name; }),
-      data.analyses.map(function (a) { return a.total; }), data.labels.count);
+      data.analyses.map(function (a) { return a.exams; }), data.labels.count);
   bar(document.getElementById("chart-month"), data.months.map(function (m) { return m.month; }),
       data.months.map(function (m) { return m.count; }), data.labels.count);
   document.querySelectorAll("canvas.chart-classes").forEach(function (canvas) {
