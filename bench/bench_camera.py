@@ -365,7 +365,7 @@ def diagnosis_pairs(kiosk: Kiosk, patient: dict, data: bytes, pairs: int) -> dic
             else:
                 kiosk.wait_state("idle", timeout=PREVIEW_IDLE_SECONDS + 10)
             started, t0 = time.perf_counter(), time.monotonic()
-            res, _ = kiosk.form(f"/drafts/{draft}/process", {})
+            res, _ = kiosk.form(f"/drafts/{draft}/process", {"version": 1})   # its one upload
             elapsed, t1 = (time.perf_counter() - started) * 1000, time.monotonic()
             assert res.status == 303, res.status
             if reader is not None:

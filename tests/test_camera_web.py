@@ -113,7 +113,7 @@ def test_preview_capture_and_the_captured_image_is_what_gets_analysed(server, sl
 
     page = nurse.get(f"/drafts/{draft_id}")
     assert "from the camera" in page.text
-    done = nurse.post(f"/drafts/{draft_id}/process")
+    done = nurse.process(draft_id)
     assert done.status == 303, done.text[:400]
     exams, total = server.ctx.store.exams.query(limit=5)
     assert total == 1

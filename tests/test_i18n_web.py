@@ -195,7 +195,7 @@ def test_errors_reach_the_user_in_their_language(server):
 def _exam(client, uuid: str, datasets) -> str:
     draft = client.new_draft(uuid, "pap_smear")
     assert client.upload(draft, first_image(datasets, "herlev").read_bytes()).status == 303
-    res = client.post(f"/drafts/{draft}/process")
+    res = client.process(draft)
     assert res.status == 303, text_of(res)[:500]
     return res.location.rsplit("/", 1)[-1]
 

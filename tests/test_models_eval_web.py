@@ -63,7 +63,7 @@ def _result_page(kiosk, image: bytes, name: str, pid: str) -> str:
     assert patient.status == 303
     draft = nurse.new_draft(patient.location.rsplit("/", 1)[-1], "pap_smear")
     assert nurse.upload(draft, image, filename=name).status == 303
-    done = nurse.post(f"/drafts/{draft}/process")
+    done = nurse.process(draft)
     assert done.status == 303, done.text[:300]
     return nurse.get(done.location).text
 

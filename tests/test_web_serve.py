@@ -58,7 +58,7 @@ def test_demo_models_say_demo_in_red_everywhere(cfg, tiny_demo_pack, pack_key, d
         uuid = res.location.rsplit("/", 1)[-1]
         draft = nurse.new_draft(uuid, "pap_smear")
         nurse.upload(draft, first_image(datasets, "herlev").read_bytes())
-        exam_url = nurse.post(f"/drafts/{draft}/process").location
+        exam_url = nurse.process(draft).location
         page = nurse.get(exam_url).text
         assert "DEMO RESULT" in page and 'class="demo-banner result-demo"' in page
         assert live.ctx.store.exams.get(exam_url.rsplit("/", 1)[-1])["demo"] is True

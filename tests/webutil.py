@@ -29,6 +29,7 @@ SUPERVISOR = ("super1", "super-pass-2026")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update"]
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+VERSION_RE = re.compile(r'name="version" value="(\d+)"')      # the image-step form's image version
 
 
 @dataclass
@@ -127,6 +128,15 @@ class Client:
                content_type: str = "image/jpeg") -> Response:
         self.get(f"/drafts/{draft_id}")
         return self.post(f"/drafts/{draft_id}/image", files={"image": (filename, data, content_type)})
+
+    def process(self, draft_id: str, version: int | None = None, **kw) -> Response:
+        """"Start processing" as the nurse does it: look at the image step, then post its form
+        (which carries the version of the image shown)."""
+        if version is None:
+            page = self.get(f"/drafts/{draft_id}")
+            match = VERSION_RE.search(page.text)
+            version = int(match.group(1)) if match else 0
+        return self.post(f"/drafts/{draft_id}/process", {"version": version}, **kw)
 
 
 def multipart(fields: dict, files: dict) -> tuple[bytes, str]:

@@ -7,6 +7,7 @@ by all rows alike, so statistics over 200,000 exams are one C-level ``Counter`` 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from collections import Counter
@@ -233,6 +234,16 @@ def _check_result(result) -> dict:
     return json.loads(encoded)
 
 
+def _check_same_image(result: dict, image_bytes) -> None:
+    """A result that names the image it was made from is stored only with that image's bytes (a
+    camera or phone image arriving while the models ran must never be paired with the result)."""
+    made_from = (result.get("image_info") or {}).get("sha256") if isinstance(result.get("image_info"), dict) else None
+    if made_from and isinstance(image_bytes, (bytes, bytearray, memoryview)) \
+            and hashlib.sha256(image_bytes).hexdigest() != made_from:
+        raise UserError(N_("This result was made from another image, not the image being saved."),
+                        N_("Nothing was saved. Process the image again."))
+
+
 class Exams(RecordKind):
     kind = "exams"
     capacity = 64          # ~130 KB a chunk: a save rewrites little, a cold read parses little
@@ -297,6 +308,7 @@ class Exams(RecordKind):
         final = _check_label(analysis, decision_in["label"], "decision") if decision_in else label
         note = text((decision_in or {}).get("note", ""), "note", max_len=MAX_NOTE, multiline=True)
         demo = bool(exam["demo"]) if "demo" in exam else bool(result.get("demo", False))
+        _check_same_image(result, image_bytes)
         images = self._store.images
         patients = self._store.patients.index.by_uuid
         with self._store._reading():

@@ -16,12 +16,15 @@ from ..i18n.age import parse_age_years
 from ..i18n.names import normalize_phone
 from . import auth, views
 from .context import AppContext, _, current_session, request_calendar
+from .drafts import ImageChanged
 from .forms import date_value, field
 
 UUID_RE = r"[0-9a-fA-F-]{32,36}"
 DRAFT_RE = r"[A-Za-z0-9_-]{16,40}"
 IMAGE_EXT = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "TIFF": "tif", "BMP": "bmp", "WEBP": "webp", "GIF": "gif"}
 PID_PATTERN = re.compile(r"^[\w][\w/.\- ]{0,39}$", re.UNICODE)
+# A second "Start processing" for the same image waits this long for the first one's exam.
+PROCESS_WAIT_SECONDS = 120
 
 
 def install(app: bottle.Bottle, ctx: AppContext) -> None:
@@ -119,16 +122,31 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
     @app.post(f"/drafts/<draft_id:re:{DRAFT_RE}>/process")
     def process(draft_id):
         user = auth.require_permission("diagnose")
-        draft = ctx.drafts.get(draft_id, user["username"])
-        if not draft.has_image:
-            raise UserError(_("There is no image yet."), _("Capture or choose an image first."))
-        patient = _patient_or_404(ctx, draft.patient_uuid)
-        result = ctx.engine.diagnose(draft.decoded, draft.analysis, name=draft.source)
-        exam = store.exams.save(_exam_record(draft, patient, result), draft.image_bytes, by=user["username"])
+        owner = user["username"]
+        try:
+            # The draft leaves the draft store here, frozen: an image arriving from now on finds
+            # no open exam, so the result, the stored bytes and the preview are one image.
+            claimed = ctx.drafts.claim(draft_id, owner, field("version", max_len=12))
+        except ImageChanged as exc:
+            bottle.response.status = 409
+            message, hint = ctx.error_text(exc)
+            return _image_step_page(ctx, ctx.drafts.get(draft_id, owner), error=message, hint=hint)
+        except NotFound:
+            # A second tap on the button (or a reload of the POST): the first one's exam.
+            exam_uuid = ctx.drafts.processed_exam(draft_id, owner, timeout=PROCESS_WAIT_SECONDS)
+            if exam_uuid is None:
+                raise
+            bottle.redirect(f"/exams/{exam_uuid}")
+        try:
+            patient = _patient_or_404(ctx, claimed.patient_uuid)
+            result = ctx.engine.diagnose(claimed.decoded, claimed.analysis, name=claimed.source)
+            exam = store.exams.save(_exam_record(claimed, patient, result), claimed.image_bytes, by=owner)
+        except BaseException:
+            ctx.drafts.give_back(claimed)       # nothing was saved: the nurse can try again
+            raise
+        ctx.drafts.finish(claimed, exam["uuid"])
         ctx.results.put(exam["uuid"], result)
-        ctx.previews.put(exam["uuid"], draft.preview_jpeg)   # the result page shows it at once
-        ctx.drafts.discard(draft.id)
-        auth.audit("create", "exam", exam["uuid"], {"analysis": draft.analysis, "source": draft.source})
+        ctx.previews.put(exam["uuid"], claimed.preview_jpeg)   # the result page shows it at once
         bottle.redirect(f"/exams/{exam['uuid']}")
 
     # -- result, decision, print ------------------------------------------------------------
@@ -296,6 +314,7 @@ def _image_step_page(ctx: AppContext, draft, *, error=None, hint=None):
 
 
 def _exam_record(draft, patient: dict, result) -> dict:
+    """The exam to store for a claimed draft (``drafts.ClaimedDraft``) and its result."""
     info = draft.image_info
     body = result.to_json()      # its "heatmap" entry says whether one can be drawn (not the image)
     return {
