@@ -12,6 +12,7 @@ from appliance.i18n.dates import (BadDate, check_past_date, date_from_parts, day
                                   local_date, month_choices, parse_date)
 from appliance.i18n.ethiopian_calendar import (MONTH_NAMES, BadEthiopianDate, EthiopianDate, from_gregorian,
                                                is_leap_year, parse_month, to_gregorian)
+from webutil import browser  # noqa: F401 (fixture: the system Chromium)
 
 # (Gregorian, Ethiopian year, month, day). Sources, independent of this code:
 #  [P] Perl Date::Converter / Raku Date::Calendar::CopticEthiopic conversion tests (new-year eves, Pagume);
@@ -273,29 +274,21 @@ def test_parse_age_refuses(text, fragment):
 
 
 @pytest.mark.browser
-def test_icu_agrees_every_day_from_1900_to_2100():
+def test_icu_agrees_every_day_from_1900_to_2100(browser):
     """An independent implementation: ICU's Ethiopic calendar (Amete Mihret era) in Chromium."""
-    from playwright.sync_api import sync_playwright
     start, end = dt.date(1900, 1, 1), dt.date(2100, 12, 31)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update"])
-        try:
-            icu = browser.new_page().evaluate("""([start, days]) => {
-                const f = new Intl.DateTimeFormat('en-u-ca-ethiopic',
-                    {year: 'numeric', month: 'numeric', day: 'numeric', era: 'short', timeZone: 'UTC'});
-                const out = [];
-                for (let i = 0; i < days; i++) {
-                    const parts = {};
-                    for (const p of f.formatToParts(new Date(start + i * 86400000))) parts[p.type] = p.value;
-                    out.push(`${parts.era} ${parts.year}-${parts.month}-${parts.day}`);
-                }
-                return out;
-            }""", [int(dt.datetime(1900, 1, 1, 12, tzinfo=dt.timezone.utc).timestamp() * 1000),
-                   (end - start).days + 1])
-        finally:
-            browser.close()
+    icu = browser.new_page().evaluate("""([start, days]) => {
+        const f = new Intl.DateTimeFormat('en-u-ca-ethiopic',
+            {year: 'numeric', month: 'numeric', day: 'numeric', era: 'short', timeZone: 'UTC'});
+        const out = [];
+        for (let i = 0; i < days; i++) {
+            const parts = {};
+            for (const p of f.formatToParts(new Date(start + i * 86400000))) parts[p.type] = p.value;
+            out.push(`${parts.era} ${parts.year}-${parts.month}-${parts.day}`);
+        }
+        return out;
+    }""", [int(dt.datetime(1900, 1, 1, 12, tzinfo=dt.timezone.utc).timestamp() * 1000),
+           (end - start).days + 1])
     ours = []
     day = start
     while day <= end:

@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 
 from appliance.i18n.names import name_key
+from webutil import chromium_browser
 
 REPO = Path(__file__).resolve().parents[1]
 STATIC = REPO / "kiosk" / "static"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update"]
 
 pytestmark = pytest.mark.browser
 
@@ -41,11 +40,8 @@ PAGE = """<!doctype html>
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+    with chromium_browser() as chromium:      # one browser for the module's pages
+        yield chromium
 
 
 def open_page(browser, tmp_path: Path, lang: str):

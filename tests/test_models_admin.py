@@ -280,7 +280,7 @@ def test_cli_refusal_is_one_sentence_and_no_traceback(box_cfg, tiny_pack, stick)
 
 
 # -- the Admin page --------------------------------------------------------------------------
-from webutil import NURSE, live_server, staffed_server, wait_until, web_config  # noqa: E402,F401
+from webutil import NURSE, browser, live_server, staffed_server, wait_until, web_config  # noqa: E402,F401
 
 
 @pytest.fixture
@@ -372,37 +372,29 @@ def test_only_the_administrator_manages_model_packs(staffed_server, tiny_pack, p
 
 
 @pytest.mark.browser
-def test_admin_installs_a_pack_in_chromium(staffed_server, tiny_pack, pack_key, tmp_path, artifacts_dir):
+def test_admin_installs_a_pack_in_chromium(staffed_server, browser, tiny_pack, pack_key, tmp_path, artifacts_dir):
     """The Admin page at the kiosk's 800x480, touched in real Chromium: install a pack from the
     stick, then the Self-check panel (the doctor's report). Screenshots for the admin guide."""
-    from playwright.sync_api import sync_playwright
     pack_on(tmp_path / "media" / "ML-TEAM", tiny_pack, pack_key, "breast-2026.2", "2.0.0")
     client = staffed_server.client()
     assert client.login(*ADMIN).status == 303
     shots = artifacts_dir / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update"])
-        try:
-            context = browser.new_context(viewport={"width": 800, "height": 480}, has_touch=True)
-            context.add_cookies([{"name": k, "value": v, "url": staffed_server.url} for k, v in client.cookies.items()])
-            page = context.new_page()
-            page.goto(f"{staffed_server.url}/admin")
-            panel = page.locator("#models-panel")
-            panel.scroll_into_view_if_needed()
-            panel.screenshot(path=str(shots / "admin-model-packs.png"))
-            page.locator('form.pack-candidate[data-pack="breast-2026.2"] button').tap()
-            page.wait_for_selector("#models-result", timeout=120_000)
-            assert "breast-2026.2 2.0.0 is now in use" in page.inner_text("#models-result")
-            page.screenshot(path=str(shots / "admin-model-pack-installed.png"))
-            wait_until(lambda: 'data-check="models" data-status="OK"' in client.get("/admin").text, timeout=60)
-            page.goto(f"{staffed_server.url}/admin")
-            doctor_panel = page.locator("#doctor-panel")
-            doctor_panel.scroll_into_view_if_needed()
-            assert "breast-2026.2" in doctor_panel.locator('tr[data-check="models"]').first.inner_text()
-            doctor_panel.screenshot(path=str(shots / "admin-self-check.png"))
-        finally:
-            browser.close()
+    context = browser.new_context(viewport={"width": 800, "height": 480}, has_touch=True)
+    context.add_cookies([{"name": k, "value": v, "url": staffed_server.url} for k, v in client.cookies.items()])
+    page = context.new_page()
+    page.goto(f"{staffed_server.url}/admin")
+    panel = page.locator("#models-panel")
+    panel.scroll_into_view_if_needed()
+    panel.screenshot(path=str(shots / "admin-model-packs.png"))
+    page.locator('form.pack-candidate[data-pack="breast-2026.2"] button').tap()
+    page.wait_for_selector("#models-result", timeout=120_000)
+    assert "breast-2026.2 2.0.0 is now in use" in page.inner_text("#models-result")
+    page.screenshot(path=str(shots / "admin-model-pack-installed.png"))
+    wait_until(lambda: 'data-check="models" data-status="OK"' in client.get("/admin").text, timeout=60)
+    page.goto(f"{staffed_server.url}/admin")
+    doctor_panel = page.locator("#doctor-panel")
+    doctor_panel.scroll_into_view_if_needed()
+    assert "breast-2026.2" in doctor_panel.locator('tr[data-check="models"]').first.inner_text()
+    doctor_panel.screenshot(path=str(shots / "admin-self-check.png"))
     assert engine_pack(staffed_server) == "breast-2026.2"

@@ -7,6 +7,7 @@ what the server answered.
 """
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
@@ -26,6 +27,8 @@ NURSE = ("nurse1", "nurse-pass-2026")
 DOCTOR = ("doctor1", "doctor-pass-2026")
 SUPERVISOR = ("super1", "super-pass-2026")
 
+# The one way tests start Chromium: the system's browser (never a downloaded one), headless.
+CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update"]
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -295,13 +298,20 @@ def staffed_server(live_server):
 
 
 
-@pytest.fixture
-def browser():
-    """The system Chromium, headless, driven by Playwright (no downloaded browsers)."""
+@contextlib.contextmanager
+def chromium_browser():
+    """The system Chromium, headless, driven by Playwright (for fixtures of a wider scope)."""
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             yield chromium
         finally:
             chromium.close()
+
+
+@pytest.fixture
+def browser():
+    """The system Chromium, headless, driven by Playwright (no downloaded browsers)."""
+    with chromium_browser() as chromium:
+        yield chromium
