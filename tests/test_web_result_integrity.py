@@ -165,3 +165,76 @@ def test_the_store_refuses_a_result_made_from_another_image(cfg, two_images):
         assert store.exams.query()[1] == 0
         assert not list((cfg.data_dir / "images").rglob(f"{sha(second)}.*"))
         assert store.exams.save(exam, first, by="nurse1")["image"]["sha256"] == sha(first)
+
+
+# --- the heatmap of a saved record -----------------------------------------------------------------
+def forget_results(live) -> None:
+    """What a restart of the server does to the in-memory results (the heatmap is then redrawn)."""
+    live.ctx.results = type(live.ctx.results)()
+
+
+def processed_exam(live, nurse, image: bytes, pid: str, analysis="pap_smear") -> str:
+    draft = open_draft(live, nurse, pid=pid, analysis=analysis)
+    nurse.upload(draft, image)
+    res = nurse.process(draft)
+    assert res.status == 303, res.text[:500]
+    return res.location.rsplit("/", 1)[-1]
+
+
+def count_model_runs(live, monkeypatch) -> list:
+    runs = []
+    real = live.ctx.engine.run_model
+    monkeypatch.setattr(live.ctx.engine, "run_model", lambda *a, **k: runs.append(a[0]) or real(*a, **k))
+    return runs
+
+
+def test_a_redrawn_heatmap_is_the_one_the_result_had(staffed_server, nurse, two_images, monkeypatch):
+    live = staffed_server
+    exam_uuid = processed_exam(live, nurse, two_images[0], "HM-1")
+    drawn = nurse.get(f"/exams/{exam_uuid}/heatmap.png")
+    assert drawn.status == 200 and drawn.body.startswith(b"\x89PNG")
+    forget_results(live)
+    runs = count_model_runs(live, monkeypatch)
+    assert 'id="heatmap-toggle"' in nurse.get(f"/exams/{exam_uuid}").text
+    again = nurse.get(f"/exams/{exam_uuid}/heatmap.png")
+    assert again.status == 200 and again.body == drawn.body
+    assert runs == ["pap_smear"]                     # the final step's model alone, once
+
+
+def test_no_heatmap_from_other_models_after_a_pack_change(staffed_server, nurse, two_images, pack_key,
+                                                          tmp_path, monkeypatch):
+    from inference_helpers import clone_pack, reseal
+    live = staffed_server
+    exam_uuid = processed_exam(live, nurse, two_images[0], "HM-2")
+    # A newer pack is installed and the server restarts: the record's models are gone.
+    newer = clone_pack(live.cfg.demo_pack_dir, tmp_path / "newer")
+
+    def bump(manifest):
+        manifest["pack_id"] = "tiny-newer"
+        for entry in manifest["models"].values():
+            entry["version"] += ".1"
+    reseal(newer, pack_key, bump)
+    live.cfg.packs_dir.mkdir(parents=True, exist_ok=True)
+    (live.cfg.packs_dir / "current").symlink_to(newer)
+    live.ctx.engine.reload()
+    forget_results(live)
+    runs = count_model_runs(live, monkeypatch)
+    page = nurse.get(f"/exams/{exam_uuid}")
+    assert 'id="heatmap-toggle"' not in page.text and "Heatmap not available for this record" in page.text
+    res = nurse.get(f"/exams/{exam_uuid}/heatmap.png")
+    assert res.status == 404 and not res.body.startswith(b"\x89PNG")
+    assert runs == []
+
+
+def test_viewing_a_record_never_runs_a_model_for_a_supervisor(staffed_server, nurse, two_images, monkeypatch):
+    from webutil import SUPERVISOR
+    live = staffed_server
+    exam_uuid = processed_exam(live, nurse, two_images[0], "HM-3")
+    forget_results(live)
+    runs = count_model_runs(live, monkeypatch)
+    supervisor = live.client()
+    supervisor.login(*SUPERVISOR)
+    page = supervisor.get(f"/exams/{exam_uuid}")
+    assert page.status == 200 and "Heatmap not available for this record" in page.text
+    assert supervisor.get(f"/exams/{exam_uuid}/heatmap.png").status == 404
+    assert runs == []

@@ -24,7 +24,7 @@ from PIL import Image
 
 from .. import catalogue
 from ..config import Config
-from ..errors import PackError
+from ..errors import PackError, UserError
 from . import heatmap, imageio, ood, quality
 from .cascade import run_cascade
 from .pack import ModelEntry, Pack, load_pack
@@ -326,6 +326,66 @@ class Engine:
             skipped=outcome.skipped,
             image_bytes=decoded.data, image=decoded.image, cam=cam, cam_spec=last.entry.input,
         )
+
+    # -- the heatmap of a stored result -------------------------------------------------------
+    def _models_of(self, result: dict) -> ModelSlot | None:
+        """The final step's slot when every step of a stored result would run the very model
+        that made it (same model, version and pack) and it has classifier weights; else None:
+        after a pack change another model would draw another heatmap."""
+        steps = result.get("steps") if isinstance(result, dict) else None
+        if not steps:
+            return None
+        for step in steps:
+            slot = self.slots.get(step.get("model"))
+            if slot is None or slot.entry.version != step.get("version") or slot.pack.pack_id != step.get("pack"):
+                return None
+        last = self.slots[steps[-1]["model"]]
+        if "classifier" not in last.entry.files or steps[-1].get("top") not in last.entry.classes:
+            return None
+        return last
+
+    def can_redraw_heatmap(self, result: dict) -> bool:
+        """Whether ``redraw_heatmap`` can draw the heatmap of this stored result."""
+        return self._models_of(result) is not None
+
+    def redraw_heatmap(self, image, result: dict, max_side: int = 1024) -> bytes:
+        """The heatmap of a stored result (its JSON) over its image, as PNG: the class-activation
+        map of the result's own final class by the model that made it (one model run). Raises
+        UserError when those models are not the ones on this box any more."""
+        slot = self._models_of(result)
+        if slot is None:
+            raise UserError("The heatmap is not available for this record: the models that made it are "
+                            "not installed any more.", "The classes and percentages are still valid.")
+        decoded = self.decode(image, catalogue.analysis(result.get("analysis")))
+        self._loaded(slot)
+        output = self.run_model(slot.entry.id, preprocess(decoded.image, slot.entry.input))
+        if output.features is None or slot.classifier is None:
+            raise UserError("The heatmap is not available for this record.",
+                            "The classes and percentages are still valid.")
+        cam = heatmap.class_activation_map(output.features, slot.classifier[0],
+                                           slot.entry.classes.index(result["steps"][-1]["top"]))
+        return heatmap.to_png(heatmap.overlay(decoded.image, cam, slot.entry.input, max_side))
+
+
+_side_worker: ThreadPoolExecutor | None = None
+_side_worker_lock = threading.Lock()
+
+
+def _beside(fn, *args, **kwargs) -> Future:
+    """Run ``fn`` on the one worker thread that every engine of the process shares for
+    single-threaded work done beside its own (2-core boxes: one more thread is all that helps)."""
+    global _side_worker
+    with _side_worker_lock:
+        if _side_worker is None:
+            _side_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-beside")
+    return _side_worker.submit(fn, *args, **kwargs)
+
+
+def _timed(fn, *args, **kwargs) -> tuple:
+    """``fn``'s result and how long it took, in ms."""
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, (time.perf_counter() - start) * 1000.0
 
 
 __all__ = ["Engine", "ModelSlot", "FAST_DECODE_MARGIN"]

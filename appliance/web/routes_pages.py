@@ -160,7 +160,7 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         return ctx.render("result.html", exam=exam, patient=patient, r=views.result_view(exam["result"]),
                           views=views, label_classes=analysis.label_classes(),
                           may_decide=auth.may_decide(user, exam["analysis"]),
-                          heatmap=_heatmap_available(ctx, exam))
+                          heatmap=_heatmap_available(ctx, user, exam))
 
     @app.get(f"/exams/<uuid:re:{UUID_RE}>/image.jpg")
     def exam_image(uuid):
@@ -173,16 +173,20 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
 
     @app.get(f"/exams/<uuid:re:{UUID_RE}>/heatmap.png")
     def exam_heatmap(uuid):
-        auth.require_permission("view_records")
+        user = auth.require_permission("view_records")
         exam = _exam_or_404(ctx, uuid)
         result = ctx.results.get(uuid)
-        if result is None:
-            # Not in memory any more (server restarted): run the models again on the stored image.
-            result = ctx.engine.diagnose(store.images.path(exam["image"]["sha256"]), exam["analysis"])
-            ctx.results.put(uuid, result)
+        if result is not None:
+            png = result.heatmap_png(max_side=1024)
+        elif _may_redraw_heatmap(ctx, user, exam):
+            # Not in memory any more (server restarted): the model that made the result draws its class again.
+            png = ctx.engine.redraw_heatmap(store.images.path(exam["image"]["sha256"]), exam["result"], max_side=1024)
+        else:
+            raise NotFound(_("Heatmap not available for this record."),
+                           _("The classes and percentages are still valid."))
         auth.audit("view", "exam_heatmap", uuid)
         bottle.response.content_type = "image/png"
-        return result.heatmap_png(max_side=1024)
+        return png
 
     @app.post(f"/exams/<uuid:re:{UUID_RE}>/decide")
     def decide(uuid):
@@ -271,15 +275,20 @@ def _patient_fields(values: dict, calendar: str) -> dict:
     return out
 
 
-def _heatmap_available(ctx: AppContext, exam: dict) -> bool:
-    """A heatmap can be drawn: from the result in memory, else when the final step's model
-    on this box has its classifier weights (the route then runs the models again)."""
+def _heatmap_available(ctx: AppContext, user: dict, exam: dict) -> bool:
+    """A heatmap can be drawn: from the result in memory, else by the very models that made it."""
     cached = ctx.results.get(exam["uuid"])
     if cached is not None:
         return cached.has_heatmap
-    path = exam.get("result", {}).get("path") or []
-    slot = ctx.engine.slots.get(path[-1][0]) if path else None
-    return slot is not None and "classifier" in slot.entry.files
+    return _may_redraw_heatmap(ctx, user, exam)
+
+
+def _may_redraw_heatmap(ctx: AppContext, user: dict, exam: dict) -> bool:
+    """Redraw only a record of this box, for a clinician who runs analyses, and only when every
+    step's model (id, version, pack) is still the one installed: after a pack change, or for an
+    imported record, another model would draw another heatmap (a supervisor's GET runs no model)."""
+    return (exam.get("post_id") == ctx.store.post_id and auth.allowed(user, "diagnose")
+            and ctx.engine is not None and ctx.engine.can_redraw_heatmap(exam.get("result") or {}))
 
 
 def _diagnose_page(ctx: AppContext, *, form=None, error=None, hint=None, existing=None):
