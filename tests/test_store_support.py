@@ -1,6 +1,7 @@
 """Helpers shared by the record-store tests (no tests here): real images, real results."""
 from __future__ import annotations
 
+import hashlib
 import io
 
 from PIL import Image
@@ -30,7 +31,7 @@ def result_json(analysis: str = "pap_smear", label: str | None = None) -> dict:
             "path": [[analysis, label]], "label": label, "uncertain": False,
             "out_of_scope": {"flagged": False, "score": 0.1, "reason": None},
             "quality": {"ok": True, "warnings": [], "metrics": {"sharpness": 120.5}},
-            "image_info": {"sha256": "0" * 64, "width": 64, "height": 48, "format": "JPEG"},
+            "image_info": {"width": 64, "height": 48, "format": "JPEG"},
             "timings_ms": {"decode": 1.0, "total": 30.0}}
 
 
@@ -40,9 +41,11 @@ def register(store, pid: str = "JU-000001", name: str = "Almaz Tadesse", **kw) -
 
 def save_exam(store, patient: dict, analysis: str = "pap_smear", label: str | None = None, seed: int = 0,
               by: str = "nurse1", image_size: tuple[int, int] = (64, 48), **extra) -> dict:
-    exam = {"patient_uuid": patient["uuid"], "analysis": analysis, "source": "file",
-            "result": result_json(analysis, label), **extra}
-    return store.exams.save(exam, jpeg_bytes(seed, image_size), by=by)
+    image = jpeg_bytes(seed, image_size)
+    result = result_json(analysis, label)
+    result["image_info"]["sha256"] = hashlib.sha256(image).hexdigest()     # the result names its image
+    exam = {"patient_uuid": patient["uuid"], "analysis": analysis, "source": "file", "result": result, **extra}
+    return store.exams.save(exam, image, by=by)
 
 
 def snapshot(store) -> dict:
