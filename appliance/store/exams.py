@@ -335,7 +335,13 @@ class Exams(RecordKind):
             return public(record)
 
     def decide(self, uuid: str, label: str, *, note: str = "", by: str | None) -> dict:
-        """Record the clinician's final class beside the model's, and re-file the image under it."""
+        """Record the clinician's final class beside the model's, and re-file the image under it.
+
+        A decision that changes an earlier one never erases it: the earlier decision is appended to
+        the record's ``decision_history`` (oldest first; the result page shows it) and the whole
+        earlier version of the record is kept in the store's history. The same decision again
+        (a second tap: same class, note and person) changes nothing.
+        """
         note = text(note, "note", max_len=MAX_NOTE, multiline=True)
         with self._store._writing():
             row = self.index.by_uuid.get(uuid) if isinstance(uuid, str) else None
@@ -344,7 +350,13 @@ class Exams(RecordKind):
             label = _check_label(row.analysis, label, "decision")
             record = dict(self._raw(row))
             previous = record.get("final_label")
+            earlier = record.get("decision") if isinstance(record.get("decision"), dict) else None
+            if earlier and (earlier.get("label"), earlier.get("note") or "", earlier.get("by")) == (label, note, by):
+                return public(record)
             now = later_than(record.get("updated_at"))
+            if earlier:
+                self._store._history.keep("exams", record, "decision changed")
+                record["decision_history"] = [*(record.get("decision_history") or []), dict(earlier)]
             record.update(decision={"label": label, "agrees": label == record.get("label"), "note": note, "by": by,
                                     "at": now}, final_label=label, status=DECIDED, updated_at=now)
             self._replace(row, record)

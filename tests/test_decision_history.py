@@ -1,0 +1,61 @@
+"""A clinician's decision that is changed is never lost: the earlier one stays on the record and
+in the store's history, and the result page says what it was changed from, by whom and when."""
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+
+from appliance.store import Store
+from test_store_support import register, save_exam
+from webutil import DOCTOR, make_users, start_server, web_config
+
+
+def test_a_changed_decision_keeps_the_earlier_one(cfg):
+    with Store.open(cfg) as store:
+        exam = save_exam(store, register(store), demo=False)                    # the model said abnormal
+        first = store.exams.decide(exam["uuid"], "abnormal", note="clear case", by="nurse1")
+        assert "decision_history" not in first
+        assert store.exams.decide(exam["uuid"], "abnormal", note="clear case", by="nurse1") == first   # a second tap
+        second = store.exams.decide(exam["uuid"], "normal", note="on review", by="doctor1")
+        assert second["decision"]["label"] == "normal" and second["decision"]["by"] == "doctor1"
+        assert second["decision_history"] == [first["decision"]]
+        third = store.exams.decide(exam["uuid"], "abnormal", by="doctor2")
+        assert [(d["label"], d["by"], d["note"]) for d in third["decision_history"]] == [
+            ("abnormal", "nurse1", "clear case"), ("normal", "doctor1", "on review")]
+        kept = store._history.versions(exam["uuid"])
+        assert [v["decision"]["label"] for v in kept] == ["abnormal", "normal"]
+        assert [e["detail"].get("previous") for e in store.audit.query(action="exam.decide")[0]] == [
+            "normal", "abnormal", None]
+    with Store.open(cfg) as store:                                                # durable
+        assert store.exams.get(exam["uuid"])["decision_history"] == third["decision_history"]
+
+
+@pytest.fixture(scope="module")
+def kiosk(tmp_path_factory, tiny_pack, pack_key):
+    from appliance.config import load_config
+    live = start_server(web_config(load_config(data_dir=tmp_path_factory.mktemp("decisions"), environ={}),
+                                   tiny_pack, pack_key))
+    try:
+        make_users(live)
+        yield live
+    finally:
+        live.stop()
+
+
+def test_the_result_page_says_what_a_decision_was_changed_from(kiosk):
+    store = kiosk.ctx.store
+    exam = save_exam(store, register(store), demo=False)
+    store.exams.decide(exam["uuid"], "abnormal", by="nurse1")
+    earlier = store.exams.get(exam["uuid"])["decision"]["at"]
+    store.exams.decide(exam["uuid"], "normal", note="on review", by="doctor1")
+    doctor = kiosk.client()
+    assert doctor.login(*DOCTOR).status == 303
+    page = doctor.get(f"/exams/{exam['uuid']}")
+    assert page.status == 200
+    box = html.unescape(re.sub(r"<[^>]+>", " ", re.search(r'id="decision-saved">(.*?)</div>', page.text, re.S).group(1)))
+    assert "Normal" in box and "on review" in box
+    changed = re.search(r"Changed from (\w+), decided by (\w+) on (.+)", box)
+    assert changed and changed.groups()[:2] == ("Abnormal", "nurse1")
+    assert earlier[:4] in changed.group(3)            # the day of the earlier decision
