@@ -107,9 +107,28 @@ class Analysis:
     def attribute_models(self) -> tuple[str, ...]:
         return tuple(r.then_model for r in self.rules if not r.refines_label)
 
+    def decision_choices(self) -> tuple[ClassInfo, ...]:
+        """What a clinician may record: a class of this analysis, or a referral (no class)."""
+        return self.label_classes() + REFERRALS
+
 
 def _classes(*pairs: tuple[str, str]) -> tuple[ClassInfo, ...]:
     return tuple(ClassInfo(i, n) for i, n in pairs)
+
+
+# Decisions that give no class: the image cannot be read (out of scope, unusable) or the
+# result needs an expert. They are decision values only: never a model class, never in a
+# model pack, never a training label (the image library files images under classes only).
+REFERRALS = _classes(
+    ("not_suitable", N_("Image not suitable — retake or refer")),
+    ("refer", N_("Uncertain — refer for a second opinion")),
+)
+REFERRAL_IDS = frozenset(c.id for c in REFERRALS)
+
+
+def is_referral(label) -> bool:
+    """True for a decision that records a referral instead of a class."""
+    return label in REFERRAL_IDS
 
 
 HISTOPATHOLOGY = "he_histopathology"
@@ -224,3 +243,9 @@ def analysis_of_model(model_id: str) -> Analysis:
 def all_label_ids() -> dict[str, tuple[str, ...]]:
     """Label ids by analysis, for statistics and the image library's folders."""
     return {a.id: tuple(c.id for c in a.label_classes()) for a in ANALYSES.values()}
+
+
+def all_decision_ids() -> dict[str, tuple[str, ...]]:
+    """What a clinician's decision (and so a record's final label) may be, by analysis:
+    the analysis's classes and the referrals."""
+    return {a.id: tuple(c.id for c in a.decision_choices()) for a in ANALYSES.values()}

@@ -3,9 +3,7 @@ anything is replaced, refused over records without --force, finished after a pow
 from __future__ import annotations
 
 import json
-import os
-import select
-import signal
+import multiprocessing
 
 import pytest
 
@@ -118,40 +116,40 @@ def test_restore_cut_short_by_a_power_cut_is_finished_at_the_next_start(cfg, tmp
     assert not staging.exists()
 
 
+def _save_without_pause(data_dir: str, patient_uuid: str, report) -> None:
+    """A kiosk saving exams until it is killed (in a spawned process); one message per save."""
+    with Store.open(load_config(data_dir=data_dir, environ={})) as store:
+        for i in range(10**6):
+            store.exams.save({"patient_uuid": patient_uuid, "analysis": "pap_smear",
+                              "result": result_json("pap_smear")}, jpeg_bytes(i), by="nurse1")
+            report.send_bytes(b".")
+
+
 def test_backup_while_another_process_saves_is_consistent(cfg, tmp_path):
     with Store.open(cfg) as store:
         patient = register(store)
-    saved_r, saved_w = os.pipe()           # the child reports each save: one byte
-    pid = os.fork()
-    if pid == 0:        # a kiosk saving exams without pause
-        try:
-            os.close(saved_r)
-            with Store.open(cfg) as store:
-                for i in range(10**6):
-                    store.exams.save({"patient_uuid": patient["uuid"], "analysis": "pap_smear",
-                                      "result": result_json("pap_smear")}, jpeg_bytes(i), by="nurse1")
-                    os.write(saved_w, b".")
-        finally:
-            os._exit(0)
-    os.close(saved_w)
+    # Spawned, not forked: earlier tests may leave threads running in pytest (live servers), and a
+    # fork copies whatever lock they hold at that instant (tests/test_store_fork.py covers fork).
+    ctx = multiprocessing.get_context("spawn")
+    saves, report = ctx.Pipe(duplex=False)
+    kiosk = ctx.Process(target=_save_without_pause, args=(str(cfg.data_dir), patient["uuid"], report), daemon=True)
+    kiosk.start()
+    report.close()
 
     def wait_for_saves(count: int) -> None:
-        """Until the child reported ``count`` more saves (counted, not timed: a slow CI still passes)."""
-        while count > 0:
-            ready, _, _ = select.select([saved_r], [], [], 120)
-            assert ready, "the saving process reported nothing for 120 s"
-            data = os.read(saved_r, 4096)
-            assert data, "the saving process ended"
-            count -= len(data)
+        """Until the kiosk reported ``count`` more saves (counted, not timed: a slow CI still passes)."""
+        for _ in range(count):
+            assert saves.poll(120), "the saving process reported nothing for 120 s"
+            saves.recv_bytes()
     try:
         wait_for_saves(3)                  # the kiosk is saving now
         with Store.open(cfg) as store:
             backups = [store.backup(tmp_path / "usb") for _ in range(3)]
         wait_for_saves(1)                  # and it kept saving meanwhile
     finally:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        os.close(saved_r)
+        kiosk.kill()
+        kiosk.join()
+        saves.close()
     for n, backup in enumerate(backups):
         target = other_cfg(tmp_path, f"restored-{n}")
         Store.restore(backup, target)

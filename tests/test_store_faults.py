@@ -236,7 +236,7 @@ def _save_many(data_dir: str, patient_uuid: str, n: int, tag: str, start, out) -
 def _writers(cfg, n: int) -> None:
     with Store.open(cfg) as store:
         patient_uuid = register(store)["uuid"]
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")      # not fork: see tests/test_store_fork.py
     start = ctx.Barrier(4)
     results = ctx.Queue()
     procs = [ctx.Process(target=_save_many, args=(str(cfg.data_dir), patient_uuid, n, f"proc{i}", start, results))

@@ -4,30 +4,33 @@ The child writes without pause (patients, exams with images, decisions, audit en
 values) and reports each write on a pipe *after* the call returned. After every kill the store
 must open cleanly and hold every reported write. Some kills land while the child is still
 opening the store (index cache, counter, leftovers), most in the middle of a write.
+
+The writers are forked by multiprocessing's fork server (a clean single-threaded process started
+once), not by pytest itself: earlier tests may leave threads running in pytest, and a fork copies
+whatever lock they hold at that instant (tests/test_store_fork.py is where the store meets fork).
 """
 from __future__ import annotations
 
-import os
+import multiprocessing
 import random
-import select
-import signal
 import time
 
 import pytest
 
+from appliance.config import load_config
 from appliance.store import Store
 from test_store_support import jpeg_bytes, result_json
 
 LABELS = ("normal", "abnormal")
 
 
-def _child(cfg, out: int, seed: int) -> None:
+def _child(data_dir: str, out, seed: int) -> None:
     rnd = random.Random(seed)
 
     def say(line: str) -> None:
-        os.write(out, (line + "\n").encode())
+        out.send_bytes(line.encode())
 
-    store = Store.open(cfg)
+    store = Store.open(load_config(data_dir=data_dir, environ={}))
     say("OPEN")
     patients = list(store.patients.index.by_uuid)
     exams = list(store.exams.index.by_uuid)
@@ -61,40 +64,48 @@ def _child(cfg, out: int, seed: int) -> None:
             say(f"R meta {seed} {i}")
 
 
-def _run_child(cfg, seed: int, kill_while_opening: bool, rnd: random.Random) -> list[list[str]]:
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:                       # the writer: never returns into pytest
-        os.close(r)
-        try:
-            _child(cfg, w, seed)
-        finally:
-            os._exit(0)
-    os.close(w)
-    buffer = b""
+def _writers():
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["appliance.store", "test_store_support", __name__])
+    return ctx
+
+
+def _run_child(ctx, cfg, seed: int, kill_while_opening: bool, rnd: random.Random) -> list[list[str]]:
+    reports, out = ctx.Pipe(duplex=False)
+    writer = ctx.Process(target=_child, args=(str(cfg.data_dir), out, seed))
+    writer.start()
+    out.close()
+    lines: list[bytes] = []
+
+    def read(timeout: float) -> None:
+        while reports.poll(timeout):
+            try:
+                lines.append(reports.recv_bytes())
+            except (EOFError, OSError):      # the writer is gone
+                return
+            timeout = 0
     if kill_while_opening:
         time.sleep(rnd.uniform(0, 0.03))
     else:
         deadline = time.monotonic() + 30
-        while b"OPEN\n" not in buffer and time.monotonic() < deadline:
-            if select.select([r], [], [], 0.5)[0]:
-                buffer += os.read(r, 65536)
-        assert b"OPEN\n" in buffer, "the writer did not open the store"
+        while b"OPEN" not in lines and time.monotonic() < deadline:
+            read(0.5)
+        assert b"OPEN" in lines, "the writer did not open the store"
         time.sleep(rnd.uniform(0.002, 0.12))
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    while chunk := os.read(r, 65536):
-        buffer += chunk
-    os.close(r)
-    return [line.split(" ") for line in buffer.decode().splitlines()]
+    writer.kill()
+    writer.join()
+    read(0)
+    reports.close()
+    return [line.decode().split(" ") for line in lines]
 
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_loses_no_returned_write(cfg):
     rnd = random.Random(1234)
     kills, mid_write, kept_exams = 200, 0, set()
+    ctx = _writers()
     for n in range(kills):
-        lines = _run_child(cfg, n, kill_while_opening=(n % 8 == 0), rnd=rnd)
+        lines = _run_child(ctx, cfg, n, kill_while_opening=(n % 8 == 0), rnd=rnd)
         in_flight = lines[-1] if lines and lines[-1][0] == "B" else None
         mid_write += in_flight is not None
         with Store.open(cfg) as store:

@@ -38,6 +38,11 @@ def _label(analysis_id: str, label) -> str | None:
     return label if label in catalogue.all_label_ids().get(analysis_id, ()) else None
 
 
+def _decision(analysis_id: str, label) -> str | None:
+    """A clinician's decision: a class or a referral (no class)."""
+    return label if label in catalogue.all_decision_ids().get(analysis_id, ()) else None
+
+
 def _short(text, limit: int = 64) -> str | None:
     return str(text)[:limit] if isinstance(text, (str, int, float)) and not isinstance(text, bool) else None
 
@@ -104,11 +109,11 @@ def exam_record(exam: dict, patient: dict | None, pseudonyms: Pseudonyms, image_
         "analysis": analysis_id,
         "source": exam.get("source") if exam.get("source") in SOURCES else None,
         "label": _label(analysis_id, exam.get("label")),
-        "final_label": _label(analysis_id, exam.get("final_label")),
+        "final_label": _decision(analysis_id, exam.get("final_label")),
         "status": exam.get("status") if exam.get("status") in STATUSES else None,
         "demo": bool(exam.get("demo")),
         "decision": None if decision is None else {
-            "label": _label(analysis_id, decision.get("label")), "agrees": bool(decision.get("agrees"))},
+            "label": _decision(analysis_id, decision.get("label")), "agrees": bool(decision.get("agrees"))},
         "age_group": age_group(patient_age(patient, exam.get("created_at"))),
         "image": image_member,
         "result": _result(exam.get("result")),

@@ -82,7 +82,8 @@ def load_mapping(cfg) -> Mapping:
         labels = catalogue.all_label_ids()[analysis_id]
         combos = entry.get("category_option_combos", {})
         for label in combos:
-            if label not in labels:
+            # Referrals (no class) may be mapped too, to report them; unmapped, they are left out.
+            if label not in labels and not catalogue.is_referral(label):
                 raise _bad(path, f"maps an unknown label {label!r} of {analysis_id}")
         missing = [label for label in labels if label not in combos]
         if missing:
@@ -122,7 +123,7 @@ def data_values(cube: Counter, mapping: Mapping) -> list[dict]:
         period = period_of(cell.month)
         combo = spec.combos.get(cell.label)
         if combo is None:
-            continue                     # a label outside the catalogue (never written by this software)
+            continue                     # an unmapped referral (no class), or a label outside the catalogue
         values[(spec.data_element, period, org_unit, combo)] += n
         totals[(cell.analysis, period, org_unit)] += n
         slices.add((cell.analysis, period, org_unit))

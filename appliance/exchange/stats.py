@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .. import catalogue
-from ..store.exams import AGREES, AWAITING, DISAGREES, age_group
+from ..store.exams import AGREES, AWAITING, DISAGREES, REFERRED, age_group
 from .deidentify import patient_age
 
 
@@ -74,7 +74,7 @@ def store_cube(store, *, date_from: str | None = None, date_to: str | None = Non
     """The cube from the store's index (fast; the same cube as ``count_cube``)."""
     cube: Counter = Counter()
     for c in store.stats(date_from=date_from, date_to=date_to)["cells"]:
-        decided = c["decision"] in (AGREES, DISAGREES)
+        decided = c["decision"] in (AGREES, DISAGREES, REFERRED)
         cube[Cell(c["post_id"], c["month"] or "unknown", c["analysis"], c["label"] or "unlabelled", c["age_group"],
                   decided, bool(c["demo"]), (c["decision"] == AGREES) if decided else None)] += c["count"]
     return cube
@@ -86,11 +86,15 @@ _AWAITING = None
 
 def _classes(counts: Counter) -> dict:
     """One analysis in one slice: its exams, those awaiting a decision, and the decided ones by
-    class with each class's share of them (the prevalence)."""
+    class with each class's share of them (the prevalence). Referrals (decided without a class:
+    image not suitable, second opinion) are no finding: counted apart (``referred``,
+    ``by_referral``), like those awaiting a decision, never in a class's share (as store.stats)."""
     waiting = counts.get(_AWAITING, 0)
-    decided = {c: n for c, n in counts.items() if c is not _AWAITING}
-    total = sum(decided.values())
-    return {"exams": total + waiting, "decided": total, "awaiting_decision": waiting,
+    referrals = {c: n for c, n in counts.items() if catalogue.is_referral(c)}
+    decided = {c: n for c, n in counts.items() if c is not _AWAITING and c not in referrals}
+    total, referred = sum(decided.values()), sum(referrals.values())
+    return {"exams": total + waiting + referred, "decided": total, "awaiting_decision": waiting,
+            "referred": referred, "by_referral": dict(sorted(referrals.items())),
             "by_class": dict(sorted(decided.items())),
             "prevalence": {c: round(n / total, 4) for c, n in sorted(decided.items())} if total else {}}
 
@@ -117,7 +121,8 @@ def summarize(cube: Counter, post_names: dict[str, str] | None = None, *, includ
         by_age[cell.age_group][cell.analysis][label] += n
         by_analysis[cell.analysis][label] += n
         by_group[cell.analysis][label if label is _AWAITING else label_group(cell.analysis, label)] += n
-        decisions[AWAITING if not cell.decided else AGREES if cell.agrees else DISAGREES] += n
+        decisions[AWAITING if not cell.decided else REFERRED if catalogue.is_referral(cell.label)
+                  else AGREES if cell.agrees else DISAGREES] += n
 
     def nested(table):
         out = {}

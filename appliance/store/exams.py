@@ -31,13 +31,14 @@ SOURCES = ("file", "camera", "phone", "cli")
 MAX_RESULT_BYTES = 256 * 1024
 MAX_NOTE = 2000
 # The one vocabulary of an exam's state, for records, statistics, exports and the kiosk. A
-# record's ``status`` is AWAITING or DECIDED; its decision is AWAITING, AGREES or DISAGREES.
+# record's ``status`` is AWAITING or DECIDED; its decision is AWAITING, AGREES, DISAGREES or
+# REFERRED (the clinician gave no class: image not suitable, or refer for a second opinion).
 AWAITING, DECIDED = "awaiting_decision", "decided"
-AGREES, DISAGREES = "agrees", "disagrees"
+AGREES, DISAGREES, REFERRED = "agrees", "disagrees", "referred"
 STATUSES = (AWAITING, DECIDED)
 # What the kiosk calls each decision (English source strings, translated where shown).
 DECISION_NAMES = {AWAITING: N_("Awaiting decision"), AGREES: N_("Clinician agrees with the model"),
-                  DISAGREES: N_("Clinician chose another class")}
+                  DISAGREES: N_("Clinician chose another class"), REFERRED: N_("Referred without a class")}
 # When a name or card-number filter matches fewer patients than this, their exams are
 # collected per patient; otherwise the analysis list is scanned. Both are exact.
 _FEW_PATIENTS = 2000
@@ -49,6 +50,8 @@ def decision_of(record: dict) -> str:
     decision = record.get("decision")
     if not decision:
         return AWAITING
+    if catalogue.is_referral(decision.get("label")):
+        return REFERRED
     return AGREES if decision.get("agrees") else DISAGREES
 
 
@@ -219,6 +222,15 @@ def _check_label(analysis: str, label, what: str) -> str:
     return label
 
 
+def _check_decision(analysis: str, label) -> str:
+    """A decision is one of the analysis's classes or a referral (catalogue.REFERRALS)."""
+    choices = catalogue.all_decision_ids()[analysis]
+    if not isinstance(label, str) or label not in choices:
+        raise UserError(f"{label!r} is not a class of {catalogue.analysis(analysis).name}, nor a referral.",
+                        f"The decision must be one of: {', '.join(choices)}.")
+    return label
+
+
 def _check_result(result) -> dict:
     if result is None:
         return {}
@@ -305,7 +317,7 @@ class Exams(RecordKind):
         decision_in = exam.get("decision")
         if decision_in is not None and not isinstance(decision_in, dict):
             raise UserError("The decision must be a JSON object with a label.", "Choose the final class again.")
-        final = _check_label(analysis, decision_in["label"], "decision") if decision_in else label
+        final = _check_decision(analysis, decision_in["label"]) if decision_in else label
         note = text((decision_in or {}).get("note", ""), "note", max_len=MAX_NOTE, multiline=True)
         demo = bool(exam["demo"]) if "demo" in exam else bool(result.get("demo", False))
         _check_same_image(result, image_bytes)
@@ -347,7 +359,7 @@ class Exams(RecordKind):
             row = self.index.by_uuid.get(uuid) if isinstance(uuid, str) else None
             if row is None:
                 raise NotFound(N_("This exam is not in the records."), N_("Open the exam again from the patient's page."))
-            label = _check_label(row.analysis, label, "decision")
+            label = _check_decision(row.analysis, label)
             record = dict(self._raw(row))
             previous = record.get("final_label")
             earlier = record.get("decision") if isinstance(record.get("decision"), dict) else None

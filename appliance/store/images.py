@@ -26,7 +26,6 @@ from .durable import atomic_write, os_error, remove_stale_tmp_files
 if TYPE_CHECKING:
     from .store import Store
 
-EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "TIFF": "tif", "BMP": "bmp", "WEBP": "webp"}
 # Files being written wait here (same file system), so a killed writer's leftovers are found
 # without listing hundreds of thousands of images.
 INCOMING = ".incoming"
@@ -51,9 +50,9 @@ def identify(image_bytes: bytes, max_bytes: int) -> tuple[str, int, int]:
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         raise BadImage("This file is not an image the appliance can read.",
                        "Use a JPEG, PNG, TIFF, BMP or WebP image.") from None
-    if fmt not in EXTENSIONS:
-        raise BadImage(f"Images in {fmt} format are not accepted.", "Use a JPEG, PNG, TIFF, BMP or WebP image.")
-    return EXTENSIONS[fmt], width, height
+    # The image step's own table (inference.imageio): what was accepted there is stored here.
+    from ..inference.imageio import extension
+    return extension(fmt), width, height
 
 
 class ImageLibrary:
@@ -103,7 +102,10 @@ class ImageLibrary:
         return self.library / analysis / label / f"{sha256}.{ext}"
 
     def file_under(self, analysis: str, label: str, sha256: str, ext: str) -> None:
-        """Make the image appear under its class folder (a hard link; a copy where links fail)."""
+        """Make the image appear under its class folder (a hard link; a copy where links fail).
+        A referral (no class) files nothing: the library holds labelled images only."""
+        if catalogue.is_referral(label):
+            return
         source = self._file(sha256, ext)
         target = self._class_file(analysis, label, sha256, ext)
         if target.exists() or not source.exists():
@@ -136,7 +138,9 @@ class ImageLibrary:
         exts: dict[str, str] = {}
         for row in exam_rows:
             if row.sha256 and (shas is None or row.sha256 in shas):
-                wanted.setdefault((row.analysis, row.sha256), set()).add(row.final_label)
+                labels_of_image = wanted.setdefault((row.analysis, row.sha256), set())
+                if not catalogue.is_referral(row.final_label):
+                    labels_of_image.add(row.final_label)
                 exts[row.sha256] = row.ext
         changed = 0
         labels = catalogue.all_label_ids()

@@ -57,10 +57,11 @@ def _check_exam(out: dict, record: dict) -> None:
     analysis = out.get("analysis")
     if analysis not in catalogue.ANALYSES:
         raise _refuse("exams", record, f"its analysis {analysis!r} is not known")
-    labels = catalogue.all_label_ids()[analysis]
-    for key in ("label", "final_label"):
-        if out.get(key) not in labels:
-            raise _refuse("exams", record, f"its {key} {out.get(key)!r} is not a class of {analysis}")
+    if out.get("label") not in catalogue.all_label_ids()[analysis]:
+        raise _refuse("exams", record, f"its label {out.get('label')!r} is not a class of {analysis}")
+    # The final label is the clinician's decision: a class or a referral (no class).
+    if out.get("final_label") not in catalogue.all_decision_ids()[analysis]:
+        raise _refuse("exams", record, f"its final_label {out.get('final_label')!r} is not a decision for {analysis}")
     if not is_uuid(out.get("patient_uuid")):
         raise _refuse("exams", record, "it names no patient")
     image = out.get("image")

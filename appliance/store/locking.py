@@ -9,6 +9,14 @@ written, and it is not fsynced: after a power cut the store takes the larger of 
 value and the highest number found in the records, so numbers never go backwards for
 anything that survived. A process that sees the counter move refreshes what another
 process wrote, under the shared lock so it never reads a write in progress.
+
+Fork: a child gets copies of the parent's locks as they were at that instant. A thread lock
+another thread held is held forever in the child (nobody is left to release it), and the
+inherited descriptor shares the parent's open file description, so ``flock`` on it is the
+*parent's* lock: the child would "hold" the writer lock while the parent writes too, and its
+unlock would release the parent's. So in a child every inherited lock is made inert at once
+(fresh thread lock, nothing held, the inherited descriptors closed, which leaves the parent's
+locks alone); :class:`~appliance.store.store.Store` then opens the store afresh in that process.
 """
 from __future__ import annotations
 
@@ -17,6 +25,7 @@ import errno
 import fcntl
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Iterator
 
@@ -24,6 +33,14 @@ from ..errors import StoreError
 from .durable import os_error
 
 _WIDTH = 20
+
+# The locks of every open store in this process, to be made inert in a forked child.
+_live: "weakref.WeakSet[StoreLock | InstanceLock]" = weakref.WeakSet()
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 class StoreLock:
@@ -43,10 +60,23 @@ class StoreLock:
         self._thread_lock = threading.RLock()
         self._held = 0            # depth of exclusive/shared holds by the owning thread
         self._mode = None
+        self.inherited = False    # copied into a forked child: unusable there
+        _live.add(self)
 
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
+            self._fd = -1
+        _live.discard(self)
+
+    def _forget_in_child(self) -> None:
+        """Called in a forked child: drop the parent's lock state without touching the parent's locks
+        (closing our copy of the descriptor never releases a flock the parent still holds)."""
+        self._thread_lock = threading.RLock()
+        self._held, self._mode = 0, None
+        self.inherited = True
+        if self._fd >= 0:
+            _close_quietly(self._fd)
             self._fd = -1
 
     @property
@@ -71,6 +101,8 @@ class StoreLock:
             yield from self._hold(fcntl.LOCK_SH)
 
     def _hold(self, mode: int) -> Iterator[None]:
+        if self.inherited:
+            raise RuntimeError("a store lock was used in a forked child; open the store again there")
         if self._held == 0:
             fcntl.flock(self._fd, mode)
             self._mode = mode
@@ -107,6 +139,7 @@ class InstanceLock:
     def __init__(self, path: Path):
         self.path = path
         self._fd = -1
+        _live.add(self)
 
     def acquire_shared(self) -> None:
         self._fd = _open_for_lock(self.path)
@@ -126,6 +159,12 @@ class InstanceLock:
             os.close(self._fd)
             self._fd = -1
 
+    def _forget_in_child(self) -> None:
+        # A child that kept the parent's shared hold would stop 'restore' for as long as it lives.
+        if self._fd >= 0:
+            _close_quietly(self._fd)
+            self._fd = -1
+
 
 def _open_for_lock(path: Path) -> int:
     try:
@@ -135,3 +174,21 @@ def _open_for_lock(path: Path) -> int:
             return os.open(path, os.O_RDONLY)
         except OSError as exc:
             raise os_error(exc, path, "open the record store") from None
+
+
+_forks = 0
+
+
+def fork_generation() -> int:
+    """How many forks lie between this process and the one that imported the store (0 there)."""
+    return _forks
+
+
+def _after_fork_in_child() -> None:
+    global _forks
+    _forks += 1
+    for lock in list(_live):
+        lock._forget_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -11,13 +11,19 @@ Layout of the data folder::
 
 Thread- and process-safe: one writer at a time (``store.seq``), readers in a process share
 one lock with its writers, and a process notices another's writes through the counter.
+
+Fork-safe: a store inherited by a forked child is opened afresh from disk in the child at its
+first use (its own locks, its own memory), never through the parent's locks or the half-made
+state of a write another thread of the parent was doing at that instant (appliance.store.locking).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import secrets
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,6 +37,7 @@ from .exams import Exams
 from .fields import day_bound, new_uuid, utc_now
 from .history import History
 from .images import ImageLibrary
+from . import locking
 from .locking import InstanceLock, StoreLock
 from .meta import Meta
 from .partitions import Chunk
@@ -43,6 +50,18 @@ KINDS = ("users", "patients", "exams", "audit")
 CACHE_FORMAT = 3          # 3: decisions named awaiting_decision / agrees / disagrees
 MERGE_RESULTS = ("inserted", "updated", "unchanged", "older")
 
+# Held while a forked child opens its inherited stores afresh (made new in every child, so a
+# parent thread's hold at the instant of a fork can never block a child).
+_reopening = threading.RLock()
+
+
+def _new_reopening_lock() -> None:
+    global _reopening
+    _reopening = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_reopening_lock)
+
 
 class Store:
     def __init__(self, cfg: Config):
@@ -54,6 +73,9 @@ class Store:
         self._seq = 0
         self._seen = -1
         self._closed = True
+        self._generation = locking.fork_generation()   # which process's locks and memory it holds
+        self._reopener: int | None = None
+        self._parts: dict[str, Any] = {}
 
     # --- opening and closing -------------------------------------------------------------
 
@@ -83,6 +105,47 @@ class Store:
             raise
         self._closed = False
 
+    def _follow_fork(self) -> None:
+        """In a forked child, open the store again before its first use there (see the module doc).
+        Other threads of the child wait for that; the opening thread's own calls go straight on."""
+        if self._generation == locking.fork_generation() and self._reopener is None:
+            return
+        if self._reopener == threading.get_ident():
+            return
+        with _reopening:
+            if self._generation == locking.fork_generation():
+                return
+            self._reopener = threading.get_ident()
+            try:
+                if not self._closed:
+                    log.info("record store inherited by a forked process: opening it afresh in process %d",
+                             os.getpid())
+                    self._closed = True     # the parent's copies are inert; none of their state is reused
+                    self._open()
+                self._generation = locking.fork_generation()
+            finally:
+                self._reopener = None
+
+    # The parts, reached through properties so that a forked child's first touch opens its own
+    # store first; on reopening, fresh state is moved into the existing objects (_part), so a
+    # reference taken before the fork never writes through the parent's stale copies.
+    users = property(lambda self: self._follow_fork() or self._parts["users"])
+    patients = property(lambda self: self._follow_fork() or self._parts["patients"])
+    exams = property(lambda self: self._follow_fork() or self._parts["exams"])
+    audit = property(lambda self: self._follow_fork() or self._parts["audit"])
+    images = property(lambda self: self._follow_fork() or self._parts["images"])
+    meta = property(lambda self: self._follow_fork() or self._parts["meta"])
+
+    def _part(self, name: str, fresh):
+        """Install a freshly loaded part, into the object already there when reopening."""
+        old = self._parts.get(name)
+        if old is None:
+            self._parts[name] = fresh
+            return fresh
+        old.__dict__.clear()
+        old.__dict__.update(fresh.__dict__)
+        return old
+
     def _load(self) -> None:
         writable = not self._lock.read_only
         if writable:
@@ -90,20 +153,20 @@ class Store:
         elif migrations.stored_version(self.data_dir, self._warn) not in (None, migrations.SCHEMA_VERSION):
             raise StoreError("The records are in an older format and the data folder is read-only.",
                              "Open them once on a writable disk to upgrade them.")
-        self.meta = Meta(self.dir / "meta.json", self._warn)
+        self._part("meta", Meta(self.dir / "meta.json", self._warn))
         self.post_id = self.cfg.post.id or self.meta.get("post_id") or ""
         if writable and self.meta.get("schema_version") is None:
             self.meta.set("schema_version", migrations.SCHEMA_VERSION)
         if not self.post_id and writable:
             self.post_id = "post-" + secrets.token_hex(5)
             self.meta.set("post_id", self.post_id)
-        self.users = Users(self)
-        self.exams = Exams(self, age_at=lambda p, day: self.patients.index.age_at(p, day),
-                           patient_uuid=self._shared_patient_uuid)
-        self.patients = Patients(self, on_change=self.exams.index.patient_changed)
-        self.audit = AuditLog(self)
-        self._history = History(self)
-        self.images = ImageLibrary(self)
+        self._part("users", Users(self))
+        self._part("exams", Exams(self, age_at=lambda p, day: self.patients.index.age_at(p, day),
+                                  patient_uuid=self._shared_patient_uuid))
+        self._part("patients", Patients(self, on_change=self.exams.index.patient_changed))
+        self._part("audit", AuditLog(self))
+        self._history = self._part("history", History(self))
+        self._part("images", ImageLibrary(self))
         self._kinds = {"users": self.users, "patients": self.patients, "exams": self.exams,
                        "audit": self.audit, "history": self._history}
         parsed: dict[str, list[Chunk]] = {}
@@ -155,6 +218,10 @@ class Store:
             log.info("index cache not written: %s", exc)
 
     def close(self) -> None:
+        if self._generation != locking.fork_generation() and self._reopener is None:
+            # Inherited and never used in this process: nothing of it is open here (see locking).
+            self._closed, self._generation = True, locking.fork_generation()
+            return
         if self._closed:
             return
         with self._lock.thread_lock:
@@ -183,6 +250,7 @@ class Store:
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
+        self._follow_fork()
         with self._lock.thread_lock:
             self._check_open()
             self._sync()
@@ -192,6 +260,7 @@ class Store:
     def _writing(self, *, defer: bool = True) -> Iterator[None]:
         """The writer lock, and a batch: the record files written inside reach the disk together
         when the block ends (before the lock is released), or none of them does."""
+        self._follow_fork()
         with self._lock.thread_lock:
             self._check_open()
             with self._lock.exclusive(), durable.batch(defer=defer):

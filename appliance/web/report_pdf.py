@@ -125,8 +125,8 @@ def exam_report_pdf(ctx: AppContext, exam: dict, patient: dict) -> bytes:
     heading(_("Clinician's decision"))
     decision = exam.get("decision")
     if decision:
-        agrees = _("agrees with the model") if decision.get("agrees") else _("differs from the model")
-        line(f"{views.label_name(exam['analysis'], decision.get('label'))} ({agrees})", 11, "B")
+        relation = views.decision_relation(decision)
+        line(f"{views.label_name(exam['analysis'], decision.get('label'))} ({relation})", 11, "B")
         if decision.get("note"):
             line(decision["note"], 10)
         line(f"{decision.get('by', '')} · {views.local_time(decision.get('at'))}", 9, color=GREY)

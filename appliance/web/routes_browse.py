@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 
 import bottle
 
 from .. import catalogue
 from ..errors import UserError
 from ..fsutil import SHA256_PATTERN, is_sha256
-from ..store.exams import DECISION_NAMES
+from ..store.exams import DECISION_NAMES, REFERRED
 from . import auth, views
 from .context import AppContext, _, current_session, request_calendar, request_language
 from .forms import date_value, field, int_query, query
@@ -58,7 +59,8 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         page = int_query("page", 1, minimum=1)
         folders = []
         for a in catalogue.ANALYSES.values():
-            for c in a.label_classes():
+            # Referrals too: the images a clinician found unsuitable are worth a look.
+            for c in a.decision_choices():
                 _items, count = store.images.browse(analysis=a.id, label=c.id, offset=0, limit=1)
                 if count:
                     folders.append({"analysis": a.id, "label": c.id, "count": count,
@@ -122,7 +124,7 @@ def _query_args(filters: dict) -> dict:
 def _label_choices() -> list[tuple[str, str]]:
     seen: dict[str, str] = {}
     for a in catalogue.ANALYSES.values():
-        for c in a.label_classes():
+        for c in a.decision_choices():
             seen.setdefault(c.id, c.name)
     return sorted(seen.items(), key=lambda kv: _(kv[1]))
 
@@ -149,6 +151,7 @@ def _image_item(item: dict) -> dict:
 def _chart_data(ctx: AppContext, stats: dict, *, by_post: bool) -> dict:
     """Counts and prevalence in the shape statistics.js draws (names already translated)."""
     by_analysis = stats.get("by_analysis", {}) or {}
+    referred = _referrals(stats)
     analyses = []
     for a in catalogue.ANALYSES.values():
         # Prevalence is a share of the exams a clinician decided; those still awaiting a decision
@@ -159,9 +162,11 @@ def _chart_data(ctx: AppContext, stats: dict, *, by_post: bool) -> dict:
         for c in a.label_classes():
             n = int(_count(classes.get(c.id, 0)))
             rows.append({"id": c.id, "name": _(c.name), "count": n, "prevalence": (n / decided) if decided else 0.0})
+        referrals = [{"id": c.id, "name": _(c.name), "count": referred[(a.id, c.id)]}
+                     for c in catalogue.REFERRALS if referred[(a.id, c.id)]]
         analyses.append({"id": a.id, "name": _(a.name), "exams": int(_count(by_analysis.get(a.id, 0))),
                          "total": decided, "awaiting": int((stats.get("awaiting_by_analysis") or {}).get(a.id, 0)),
-                         "classes": rows})
+                         "classes": rows, "referrals": referrals, "referred": sum(r["count"] for r in referrals)})
     months = sorted((stats.get("by_month", {}) or {}).items())
     out = {
         "analyses": analyses,
@@ -177,6 +182,16 @@ def _chart_data(ctx: AppContext, stats: dict, *, by_post: bool) -> dict:
     if by_post:
         out["posts"] = [{"post": p, "count": int(_count(v))} for p, v in sorted((stats.get("by_post", {}) or {}).items())]
     return out
+
+
+def _referrals(stats: dict) -> Counter:
+    """Exams decided without a class, by (analysis, referral): no finding, so never in the
+    classes' prevalence; counted from the statistics cells as store.stats counts them."""
+    counted = Counter()
+    for cell in stats.get("cells") or ():
+        if cell.get("decision") == REFERRED and (stats.get("include_demo") or not cell.get("demo")):
+            counted[(cell["analysis"], cell["label"])] += cell["count"]
+    return counted
 
 
 def _count(value) -> float:

@@ -14,7 +14,7 @@ from .. import catalogue
 from ..errors import NotFound, UserError
 from ..i18n.age import parse_age_years
 from ..i18n.names import normalize_phone
-from . import auth, views
+from . import auth, decisions, views
 from .context import AppContext, _, current_session, request_calendar
 from .drafts import ImageChanged
 from .forms import date_value, field
@@ -82,12 +82,7 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
     def new_draft():
         user = auth.require_permission("diagnose")
         patient = _patient_or_404(ctx, field("patient_uuid", max_len=40))
-        analysis_id = field("analysis", max_len=40)
-        if analysis_id not in [a.id for a in ctx.available_analyses()]:
-            raise UserError(_("This analysis is not available on this box."),
-                            _("Choose another analysis, or ask the administrator to install its model."))
-        draft = ctx.drafts.create(user["username"], patient["uuid"], analysis_id)
-        bottle.redirect(f"/drafts/{draft.id}")
+        _open_draft(ctx, user, patient, field("analysis", max_len=40))
 
     @app.get(f"/drafts/<draft_id:re:{DRAFT_RE}>")
     def image_step(draft_id):
@@ -156,10 +151,10 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         exam = _exam_or_404(ctx, uuid)
         patient = store.patients.get(exam["patient_uuid"]) or {}
         auth.audit("view", "exam", uuid)
-        analysis = catalogue.analysis(exam["analysis"])
         return ctx.render("result.html", exam=exam, patient=patient, r=views.result_view(exam["result"]),
-                          views=views, label_classes=analysis.label_classes(),
+                          views=views, decision=decisions.form(exam),
                           may_decide=auth.may_decide(user, exam["analysis"]),
+                          may_retake=auth.allowed(user, "diagnose") and decisions.retake_advised(exam),
                           heatmap=_heatmap_available(ctx, user, exam))
 
     @app.get(f"/exams/<uuid:re:{UUID_RE}>/image.jpg")
@@ -194,21 +189,24 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         exam = _exam_or_404(ctx, uuid)
         if not auth.may_decide(user, exam["analysis"]):
             raise bottle.HTTPError(403)
-        agrees = field("agrees", max_len=5)
         note = field("note", max_len=1000)
-        if agrees == "yes":
-            label = exam["label"]
-        elif agrees == "no":
-            label = field("label", max_len=60)
-            valid = [c.id for c in catalogue.analysis(exam["analysis"]).label_classes()]
-            if label not in valid:
-                raise UserError(_("Choose the class you found."), _("Tap one of the classes under “Another class”."))
-        else:
-            raise UserError(_("Choose whether you agree with the result."), _("Tap “Agree” or “Another class”."))
+        label = decisions.chosen_label(exam, field("agrees", max_len=20), field("label", max_len=60))
         store.exams.decide(uuid, label, note=note, by=user["username"])
         auth.audit("decide", "exam", uuid, {"label": label, "agrees": label == exam["label"]})
         current_session().flash(_("Decision saved."), "ok")
         bottle.redirect(f"/exams/{uuid}#decision")
+
+    @app.post(f"/exams/<uuid:re:{UUID_RE}>/retake")
+    def retake(uuid):
+        """A new image for the same patient and analysis. The unsuitable one stays on record as
+        "image not suitable" (decided now when this user may decide and nobody has yet)."""
+        user = auth.require_permission("diagnose")
+        exam = _exam_or_404(ctx, uuid)
+        patient = _patient_or_404(ctx, exam["patient_uuid"])
+        if not exam.get("decision") and auth.may_decide(user, exam["analysis"]):
+            store.exams.decide(uuid, "not_suitable", by=user["username"])
+            auth.audit("decide", "exam", uuid, {"label": "not_suitable", "agrees": False, "retake": True})
+        _open_draft(ctx, user, patient, exam["analysis"])
 
     @app.get(f"/exams/<uuid:re:{UUID_RE}>/print")
     def print_page(uuid):
@@ -240,6 +238,15 @@ def _patient_or_404(ctx: AppContext, uuid: str) -> dict:
     if patient is None:
         raise NotFound(_("This patient record does not exist."), _("Search for the patient again."))
     return patient
+
+
+def _open_draft(ctx: AppContext, user: dict, patient: dict, analysis_id: str):
+    """Open the image step of a new exam for the patient (redirects there)."""
+    if analysis_id not in [a.id for a in ctx.available_analyses()]:
+        raise UserError(_("This analysis is not available on this box."),
+                        _("Choose another analysis, or ask the administrator to install its model."))
+    draft = ctx.drafts.create(user["username"], patient["uuid"], analysis_id)
+    bottle.redirect(f"/drafts/{draft.id}")
 
 
 def _exam_or_404(ctx: AppContext, uuid: str) -> dict:

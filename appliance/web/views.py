@@ -27,13 +27,22 @@ def label_name(analysis_id: str, label_id: str | None) -> str:
         analysis = catalogue.analysis(analysis_id)
     except Exception:
         return label_id
-    for c in analysis.label_classes():
+    for c in analysis.decision_choices():
         if c.id == label_id:
             return _(c.name)
     for model_id in analysis.model_ids:
         if label_id in catalogue.model(model_id).class_ids:
             return class_name(model_id, label_id)
     return label_id
+
+
+def decision_relation(decision: dict | None) -> str:
+    """How a recorded decision stands to the model's answer, in the reader's language."""
+    if not decision:
+        return ""
+    if catalogue.is_referral(decision.get("label")):
+        return _("no class given")
+    return _("agrees with the model") if decision.get("agrees") else _("differs from the model")
 
 
 def analysis_name(analysis_id: str) -> str:
