@@ -121,12 +121,14 @@ def test_palette_with_transparency_and_alpha_sit_on_white():
     palette.putpalette([0, 0, 0, 200, 30, 30])
     palette.paste(0, (0, 0, 20, 20))                  # index 0 is the transparent one
     cases = ((encode(rgba, "PNG"), "RGBA"), (encode(rgba.convert("LA"), "PNG"), "LA"),
-             (encode(palette, "GIF", transparency=0), "P"), (encode(palette, "PNG", transparency=0), "P"))
+             (encode(palette, "PNG", transparency=0), "P"))
     for data, mode in cases:
         out = np.asarray(load_image(data, LIMIT))
         assert out.shape == (20, 40, 3)
         assert (out[:, :20] == 255).all(), f"{mode} transparency is not white"
         assert (out[:, 30] != 255).any()
+    with pytest.raises(BadImage, match="GIF"):       # not in the one format table (256 colours)
+        load_image(encode(palette, "GIF", transparency=0), LIMIT)
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

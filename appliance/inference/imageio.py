@@ -18,11 +18,25 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from ..errors import BadImage
 from ..i18n import N_, translatable
 
-# Formats a microscope camera, a phone or a slide scanner export produce. Anything else
-# (PDF, PSD, ICO, EPS — the last one runs Ghostscript) is refused before it is parsed.
-# Phones' multi-picture JPEGs (MPO) open through the JPEG plugin.
-ACCEPTED_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "WEBP", "GIF")
+# The appliance's one table of image formats: Pillow's name -> (the record store's file
+# extension, MIME type). It is what the image step offers, what is decoded and what the store
+# keeps, so an image that passes the image step is never refused when it is saved. These are
+# what a microscope camera, a phone or a slide scanner export produce; anything else (PDF, PSD,
+# ICO, EPS — the last one runs Ghostscript, GIF — 256 colours) is refused before it is parsed.
+# A phone's multi-picture JPEG (MPO) opens through the JPEG plugin; it is a JPEG whose first
+# picture every reader shows, so it is kept as it came, as a .jpg.
+FORMATS = {
+    "JPEG": ("jpg", "image/jpeg"),
+    "MPO": ("jpg", "image/jpeg"),
+    "PNG": ("png", "image/png"),
+    "TIFF": ("tif", "image/tiff"),
+    "BMP": ("bmp", "image/bmp"),
+    "WEBP": ("webp", "image/webp"),
+}
+# The Pillow plugins allowed to open a file (the JPEG plugin opens MPO files itself).
+ACCEPTED_FORMATS = tuple(fmt for fmt in FORMATS if fmt != "MPO")
 _FORMAT_NAMES = "JPEG, PNG, TIFF, BMP or WebP"
+_GIF_SIGNATURES = (b"GIF87a", b"GIF89a")
 # Background for images with transparency: a glass slide is white.
 _BACKGROUND = (255, 255, 255)
 
@@ -64,6 +78,9 @@ def decode(source: bytes | str | os.PathLike | Image.Image, max_pixels: int, *,
     data = _read_bytes(source)
     if not data:
         raise BadImage(N_("The image file is empty."), N_("Capture the image again, or choose another file."))
+    if data[:6] in _GIF_SIGNATURES:
+        raise translatable(BadImage)(N_("GIF images cannot be used: they keep only 256 colours (use %(formats)s)."),
+                                     N_("Save the image as JPEG or PNG and try again."), formats=_FORMAT_NAMES)
     try:
         img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
@@ -97,6 +114,19 @@ def decode(source: bytes | str | os.PathLike | Image.Image, max_pixels: int, *,
     if orientation in (5, 6, 7, 8):          # rotated by 90°: the original's sides swap
         width, height = height, width
     return DecodedImage(rgb, width, height, fmt, hashlib.sha256(data).hexdigest(), data, reduced)
+
+
+def extension(fmt: str | None) -> str:
+    """The record store's file extension for an accepted format ("MPO" -> "jpg")."""
+    if fmt not in FORMATS:
+        raise translatable(BadImage)(N_("Images in this format cannot be used (%(formats)s)."),
+                                     N_("Save the image as JPEG or PNG and try again."), formats=_FORMAT_NAMES)
+    return FORMATS[fmt][0]
+
+
+def accept_attribute() -> str:
+    """The MIME types of the accepted formats, for a file input's ``accept`` attribute."""
+    return ",".join(dict.fromkeys(mime for _ext, mime in FORMATS.values()))
 
 
 def _from_pixels(img: Image.Image, max_pixels: int) -> DecodedImage:
@@ -210,4 +240,4 @@ def upright(img: Image.Image, orientation: int) -> Image.Image:
     return img.transpose(method) if method is not None else img
 
 
-__all__ = ["ACCEPTED_FORMATS", "DecodedImage", "decode", "load_image"]
+__all__ = ["ACCEPTED_FORMATS", "FORMATS", "DecodedImage", "accept_attribute", "decode", "extension", "load_image"]

@@ -14,6 +14,7 @@ from .. import catalogue
 from ..errors import NotFound, UserError
 from ..i18n.age import parse_age_years
 from ..i18n.names import normalize_phone
+from ..inference import imageio
 from . import auth, decisions, views
 from .context import AppContext, _, current_session, request_calendar
 from .drafts import ImageChanged
@@ -21,7 +22,6 @@ from .forms import date_value, field
 
 UUID_RE = r"[0-9a-fA-F-]{32,36}"
 DRAFT_RE = r"[A-Za-z0-9_-]{16,40}"
-IMAGE_EXT = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "TIFF": "tif", "BMP": "bmp", "WEBP": "webp", "GIF": "gif"}
 PID_PATTERN = re.compile(r"^[\w][\w/.\- ]{0,39}$", re.UNICODE)
 # A second "Start processing" for the same image waits this long for the first one's exam.
 PROCESS_WAIT_SECONDS = 120
@@ -326,7 +326,8 @@ def _image_step_page(ctx: AppContext, draft, *, error=None, hint=None):
     patient = ctx.store.patients.get(draft.patient_uuid) or {}
     analysis = catalogue.analysis(draft.analysis)
     return ctx.render("image_step.html", draft=draft, patient=patient, analysis=analysis, error=error, hint=hint,
-                      max_bytes=ctx.drafts.max_bytes, max_mb=ctx.cfg.server.max_upload_mb)
+                      max_bytes=ctx.drafts.max_bytes, max_mb=ctx.cfg.server.max_upload_mb,
+                      accept=imageio.accept_attribute())
 
 
 def _exam_record(draft, patient: dict, result) -> dict:
@@ -336,7 +337,7 @@ def _exam_record(draft, patient: dict, result) -> dict:
     return {
         "patient_uuid": patient["uuid"], "patient_pid": patient.get("pid"),
         "analysis": draft.analysis, "source": draft.source or "file",
-        "image": {"sha256": info["sha256"], "ext": IMAGE_EXT.get(info.get("format") or "", "jpg"),
+        "image": {"sha256": info["sha256"], "ext": imageio.extension(info.get("format")),
                   "width": info["width"], "height": info["height"]},
         "result": body,
         "label": result.label, "demo": bool(result.demo),
