@@ -29,10 +29,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _block_telemetry()
     args = build_parser().parse_args(argv)
     # The exact command, for the records that cite it (model cards).
     args.command_line = shlex.join([PROG, *(sys.argv[1:] if argv is None else argv)])
     return run_reporting_errors(PROG, lambda: int(args.func(args) or 0), "the ML team")
+
+
+def _block_telemetry() -> None:
+    """No telemetry, ever: NNCF and the OpenVINO converter send usage data unless a consent file
+    says no. The appliance's block runs before anything can import them (it costs OpenVINO's
+    import time, ~0.4 s, even for --help)."""
+    try:
+        from appliance.inference.runtimes.openvino import block_telemetry
+    except ImportError:
+        return        # no OpenVINO here: the module blocked the telemetry before importing it
+    block_telemetry()
 
 
 if __name__ == "__main__":
