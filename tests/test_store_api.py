@@ -377,6 +377,30 @@ def test_image_library_put_path_and_thumbnail_errors(store):
         store.images.put(b"\xff\xd8" + b"0" * (store.cfg.server.max_upload_mb * 1024 * 1024))
 
 
+def test_image_path_is_found_without_listing_the_image_folders(store, monkeypatch):
+    import io
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(buf, "PNG")
+    png = store.images.put(buf.getvalue())
+    jpg = store.images.put(jpeg_bytes(9))
+    for n in range(300):                   # a busy folder: its neighbours never have to be read
+        (store.images.root / png["sha256"][:2] / f"{n:064x}.jpg").write_bytes(b"x")
+
+    def no_listing(*args, **kwargs):
+        raise AssertionError("images.path listed a folder")
+    monkeypatch.setattr(os, "scandir", no_listing)
+    monkeypatch.setattr(os, "listdir", no_listing)
+    expected = store.images.root / png["sha256"][:2] / f"{png['sha256']}.png"
+    assert store.images.path(png["sha256"]) == expected                    # probed: jpg, then png
+    assert store.images.path(png["sha256"], "png") == expected             # the exam's ext: one stat
+    assert store.images.path(jpg["sha256"], "jpg").name == f"{jpg['sha256']}.jpg"
+    assert store.images.path(jpg["sha256"], "png").suffix == ".jpg"         # a wrong ext is only a hint
+    with pytest.raises(NotFound) as missing:
+        store.images.path("e" * 64, "jpg")
+    assert missing.value.msgid == "The image %(image)s… is not on this box." and "eeeeeeeeeeee…" in missing.value.message
+
+
 def test_transaction_commits_many_writes_together_or_none(store, cfg, tmp_path):
     patient = register(store)
     exams = [save_exam(store, patient, seed=i) for i in range(3)]

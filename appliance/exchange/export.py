@@ -276,16 +276,10 @@ class _ImageReader(threading.Thread):
                 pass
 
 
-def _library_file(store, sha: str, ext: str) -> Path:
-    """The library file of an image: the documented layout first (no folder scan), else ask the store."""
-    path = Path(store.images.root) / sha[:2] / f"{sha}.{ext}"
-    return path if path.is_file() else Path(store.images.path(sha))
-
-
 def _image_bytes(store, sha: str, ext: str, deidentified: bool) -> bytes | None:
     """The image's bytes as they go into the bundle, or None when it is missing or damaged."""
     try:
-        data = _library_file(store, sha, ext).read_bytes()
+        data = store.images.path(sha, ext).read_bytes()
     except (OSError, UserError):
         return None
     if hashlib.sha256(data).hexdigest() != sha:

@@ -322,7 +322,7 @@ def _check_images(store, cfg, env: container.Envelope, staged: Staged) -> None:
     max_bytes = cfg.server.max_upload_mb * 1024 * 1024
     for name, path in staged.images():
         _, _, sha, ext = layout.parse_image_member(name)
-        if _has_image(store, sha):
+        if _has_image(store, sha, ext):
             continue
         try:
             found_ext, _, _ = identify(path.read_bytes(), max_bytes)
@@ -334,9 +334,9 @@ def _check_images(store, cfg, env: container.Envelope, staged: Staged) -> None:
                                 "Ask the health post to export again.")
 
 
-def _has_image(store, sha: str) -> bool:
+def _has_image(store, sha: str, ext: str) -> bool:
     try:
-        store.images.path(sha)
+        store.images.path(sha, ext)
         return True
     except NotFound:
         return False
@@ -358,8 +358,8 @@ def _merge(store, staged: Staged, report: ImportReport, progress: Progress, tota
     images = staged.images()
     with durable.batch():                          # one folder fsync per folder, not per image
         for number, (name, path) in enumerate(images, 1):
-            _, _, sha, _ = layout.parse_image_member(name)
-            if _has_image(store, sha):
+            _, _, sha, ext = layout.parse_image_member(name)
+            if _has_image(store, sha, ext):
                 report.images_present += 1
             else:
                 store.images.put(path.read_bytes())

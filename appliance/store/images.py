@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import io
 import os
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Iterable
 from .. import catalogue
 from ..errors import BadImage, NotFound, UserError
 from ..fsutil import is_sha256
-from ..i18n import N_
+from ..i18n import N_, translatable
 from .durable import atomic_write, os_error, remove_stale_tmp_files
 
 if TYPE_CHECKING:
@@ -30,6 +31,13 @@ if TYPE_CHECKING:
 # without listing hundreds of thousands of images.
 INCOMING = ".incoming"
 THUMB_SIZES = (32, 1024)
+
+
+@functools.cache
+def _stored_extensions() -> tuple[str, ...]:
+    """The extensions images are stored under, JPEG's first (the image step's own format table)."""
+    from ..inference.imageio import FORMATS
+    return tuple(dict.fromkeys(ext for ext, _ in FORMATS.values()))
 
 
 def sha256_of(data: bytes) -> str:
@@ -86,15 +94,18 @@ class ImageLibrary:
                 raise os_error(exc, path, "save the image") from None
         return {"sha256": sha, "ext": ext, "width": width, "height": height}
 
-    def path(self, sha256: str) -> Path:
+    def path(self, sha256: str, ext: str | None = None) -> Path:
+        """The stored file of an image, ``images/<sha[:2]>/<sha>.<ext>``: the exam's ``ext`` first (when
+        given), then the few extensions ``put`` writes, each one stat; never a folder listing."""
         if not is_sha256(sha256):
             raise NotFound(N_("There is no such image."), N_("Open the exam again."))
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(self.root / sha256[:2]):
-                if entry.name.startswith(sha256 + "."):
-                    return Path(entry.path)
-        raise NotFound(f"The image {sha256[:12]}… is not on this box.",
-                       "It may have come in a bundle without images.")
+        stored = _stored_extensions()
+        for candidate in ((ext,) if ext in stored else ()) + stored:
+            path = self._file(sha256, candidate)
+            if path.is_file():
+                return path
+        raise translatable(NotFound)(N_("The image %(image)s… is not on this box."),
+                                     N_("It may have come in a bundle without images."), image=sha256[:12])
 
     # --- the class folders ---------------------------------------------------------------
 
