@@ -100,6 +100,8 @@ def exam_report_pdf(ctx: AppContext, exam: dict, patient: dict) -> bytes:
     if r["uncertain"]:
         right(_("Uncertain — refer: the model is not confident. Refer the patient or the slide for expert review."), 9, "B", AMBER)
     right(views.path_text(r), 12, "B")
+    for skipped in r["skipped"]:
+        right(skipped["text"], 9, "B", AMBER)
     for step in r["steps"]:
         pdf.ln(1)
         right(step["model_name"], 9, "B", GREY)

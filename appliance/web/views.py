@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 
 from .. import catalogue
+from ..i18n import N_
 from ..i18n.age import age_at, format_age
 from ..i18n.dates import GREGORIAN, entry_text, format_date, format_datetime
 from .context import _, current_context, request_calendar, request_language
@@ -72,12 +73,13 @@ def result_view(result: dict) -> dict:
         path.append({"model": model_id, "class": class_id, "name": class_name(model_id, class_id), "p": p})
     scope = result.get("out_of_scope") or {}
     quality = result.get("quality") or {}
+    skipped = [{"model": s.get("model"), "text": skipped_text(s)} for s in result.get("skipped") or []]
     return {
         "analysis": result.get("analysis"),
         "analysis_name": analysis_name(result.get("analysis", "")),
         "label": result.get("label"),
         "label_name": label_name(result.get("analysis", ""), result.get("label")),
-        "steps": steps, "path": path,
+        "steps": steps, "path": path, "skipped": skipped,
         "demo": bool(result.get("demo")) or any(s["demo"] for s in steps),
         "uncertain": bool(result.get("uncertain")),
         "out_of_scope": bool(scope.get("flagged")), "out_of_scope_reason": scope.get("reason"),
@@ -86,6 +88,21 @@ def result_view(result: dict) -> dict:
         "timings": result.get("timings_ms") or {},
         "heatmap": (result.get("heatmap") or {}).get("available", False),
     }
+
+
+# Why a cascade step did not run (the result's ``skipped`` reasons), as the pages say it.
+SKIP_REASONS = {"not installed": N_("model not installed"),
+                "only a demo model is installed": N_("only a demo model is installed")}
+
+
+def skipped_text(skipped: dict) -> str:
+    """"Breast: malignant subtype — not assessed: model not installed": a step the cascade
+    would have run next, so nobody reads the result as if it had been assessed."""
+    model_id = skipped.get("model", "")
+    name = _(catalogue.model(model_id).name) if model_id in catalogue.MODELS else str(model_id)
+    reason = skipped.get("reason") or ""
+    reason = _(SKIP_REASONS[reason]) if reason in SKIP_REASONS else reason
+    return _("%(model)s — not assessed: %(reason)s", model=name, reason=reason)
 
 
 def path_text(view: dict) -> str:
