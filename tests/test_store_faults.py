@@ -203,6 +203,7 @@ def test_read_only_folder_during_saves(cfg, read_only):
             with pytest.raises(StoreError) as exc:
                 attempt()
             assert "read-only" in exc.value.message and "Nothing was changed" in exc.value.hint
+            assert "%(path)s" in exc.value.msgid and exc.value.fields["path"]      # translatable sentence
         assert snapshot(store) == before                       # reads still work, nothing changed
         assert store.patients.search("alm")[0]["uuid"] == patient["uuid"]
         undo()
@@ -216,6 +217,29 @@ def test_read_only_folder_during_saves(cfg, read_only):
     undo()
     with Store.open(cfg) as store:
         assert store.exams.query()[1] == 1
+
+
+def test_disk_errors_reach_the_kiosk_as_translatable_sentences(monkeypatch, tmp_path):
+    import errno
+
+    from appliance import i18n
+    from appliance.store.durable import os_error
+
+    class Marked:                          # a catalogue that marks every sentence it translates
+        def gettext(self, text):
+            return "«" + text + "»"
+    monkeypatch.setattr(i18n, "get_translations", lambda lang: Marked())
+    folder = tmp_path / "data"
+    for code, english in ((errno.ENOSPC, "The disk is full, so the appliance could not save the image."),
+                          (errno.EROFS, f"The data folder is read-only ({folder}), so the appliance could not "
+                                        "save the image."),
+                          (errno.EIO, f"The appliance could not save the image: Input/output error ({folder}).")):
+        error = os_error(OSError(code, os.strerror(code)), folder, "save the image")
+        assert isinstance(error, StoreError) and error.message == english and "%" not in error.message
+        message, hint = i18n.error_text(error, "am")
+        assert message == "«" + english + "»" and hint.startswith("«Nothing was changed.")
+    backup = os_error(OSError(errno.ENOSPC, "No space left on device"), folder, "write the backup")
+    assert backup.message == "The disk is full, so the appliance could not make the backup."
 
 
 # --- several writers at once ---------------------------------------------------------------

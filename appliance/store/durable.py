@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 from tinydb.storages import Storage
 
 from ..errors import StoreError
+from ..i18n import N_, translatable
 from ..fsutil import fsync_dir  # noqa: F401 (the store's modules import it from here)
 
 log = logging.getLogger("appliance.store")
@@ -39,18 +40,61 @@ DAMAGED_MARK = ".damaged-"
 _local = threading.local()
 
 
+# What the store was doing when the disk failed, as whole sentences the kiosk can translate (a
+# verb phrase pasted into a sentence cannot be): for each, (disk full, read-only, other error).
+_FAILED = {
+    "save the record": (
+        N_("The disk is full, so the appliance could not save the record."),
+        N_("The data folder is read-only (%(path)s), so the appliance could not save the record."),
+        N_("The appliance could not save the record: %(reason)s (%(path)s).")),
+    "save the image": (
+        N_("The disk is full, so the appliance could not save the image."),
+        N_("The data folder is read-only (%(path)s), so the appliance could not save the image."),
+        N_("The appliance could not save the image: %(reason)s (%(path)s).")),
+    "open the record store": (
+        N_("The disk is full, so the appliance could not open the record store."),
+        N_("The data folder is read-only (%(path)s), so the appliance could not open the record store."),
+        N_("The appliance could not open the record store: %(reason)s (%(path)s).")),
+    "read the records": (
+        N_("The disk is full, so the appliance could not read the records."),
+        N_("The data folder is read-only (%(path)s), so the appliance could not read the records."),
+        N_("The appliance could not read the records: %(reason)s (%(path)s).")),
+    "make the backup": (
+        N_("The disk is full, so the appliance could not make the backup."),
+        N_("The folder is read-only (%(path)s), so the appliance could not make the backup."),
+        N_("The appliance could not make the backup: %(reason)s (%(path)s).")),
+    "restore the backup": (
+        N_("The disk is full, so the appliance could not restore the backup."),
+        N_("The data folder is read-only (%(path)s), so the appliance could not restore the backup."),
+        N_("The appliance could not restore the backup: %(reason)s (%(path)s).")),
+    "upgrade the records": (
+        N_("The disk is full, so the appliance could not upgrade the records."),
+        N_("The data folder is read-only (%(path)s), so the appliance could not upgrade the records."),
+        N_("The appliance could not upgrade the records: %(reason)s (%(path)s).")),
+}
+# Callers' words for the same thing.
+_SAME_AS = {"create the data folder": "open the record store", "repair a damaged record file": "read the records",
+            "read the keys": "make the backup", "start the backup": "make the backup",
+            "write the backup": "make the backup"}
+_HINTS = (N_("Nothing was changed. Free some space (move old images to a USB stick or ask the technician), "
+             "then try again."),
+          N_("Nothing was changed. The disk may be failing or mounted read-only: ask the technician to check it, "
+             "then try again."),
+          N_("Nothing was changed. Try again; if it happens again, ask the technician."))
+StoreDiskError = translatable(StoreError)
+
+
 def os_error(exc: OSError, path: os.PathLike | str, doing: str = "save the record") -> StoreError:
-    """Turn an OSError into the sentence a nurse or a technician can act on."""
-    if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
-        return StoreError(f"The disk is full, so the appliance could not {doing}.",
-                          "Nothing was changed. Free some space (move old images to a USB stick or "
-                          "ask the technician), then try again.")
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return StoreError(f"The data folder is read-only ({path}), so the appliance could not {doing}.",
-                          "Nothing was changed. The disk may be failing or mounted read-only: "
-                          "ask the technician to check it, then try again.")
-    return StoreError(f"The appliance could not {doing}: {exc.strerror or exc} ({path}).",
-                      "Nothing was changed. Try again; if it happens again, ask the technician.")
+    """Turn an OSError into the sentence a nurse or a technician can act on (translatable: a
+    ``StoreError`` with ``msgid``/``fields``). ``doing`` is a key of ``_FAILED`` (or ``_SAME_AS``)."""
+    sentences = _FAILED[_SAME_AS.get(doing, doing)]
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        which = 0
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        which = 1
+    else:
+        which = 2
+    return StoreDiskError(sentences[which], _HINTS[which], path=str(path), reason=str(exc.strerror or exc))
 
 
 def utc_stamp() -> str:
@@ -372,10 +416,12 @@ def _recover(path: Path, problem: str, warn: Callable[[str], None]) -> dict[str,
         good = _decode_tinydb(prev.read_bytes())
     except (OSError, Damaged) as exc:
         why = "it is missing" if isinstance(exc, FileNotFoundError) else str(exc)
-        raise StoreError(
-            f"The record file {path} is damaged ({problem}) and its previous copy {prev} cannot be used ({why}).",
-            "Restore the last backup with 'appliance restore', or ask the technician. To start without the "
-            "records in that file, move it out of the data folder; nothing was deleted.") from None
+        raise StoreDiskError(
+            N_("The record file %(path)s is damaged (%(problem)s) and its previous copy %(prev)s cannot be used "
+               "(%(why)s)."),
+            N_("Restore the last backup with 'appliance restore', or ask the technician. To start without the "
+               "records in that file, move it out of the data folder; nothing was deleted."),
+            path=str(path), problem=problem, prev=str(prev), why=why) from None
     try:
         kept = None
         if path.exists():

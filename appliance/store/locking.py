@@ -29,8 +29,8 @@ import weakref
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import StoreError
-from .durable import os_error
+from ..i18n import N_
+from .durable import StoreDiskError, os_error
 
 _WIDTH = 20
 
@@ -87,8 +87,9 @@ class StoreLock:
     def exclusive(self) -> Iterator[None]:
         """The writer lock. Re-entrant; a shared hold cannot be upgraded (never nest them so)."""
         if self.read_only:
-            raise StoreError(f"The data folder is read-only ({self.path.parent}), so nothing can be saved.",
-                             "Ask the technician to check the disk; the records can still be viewed.")
+            raise StoreDiskError(N_("The data folder is read-only (%(path)s), so nothing can be saved."),
+                                 N_("Ask the technician to check the disk; the records can still be viewed."),
+                                 path=str(self.path.parent))
         with self._thread_lock:
             if self._held and self._mode != fcntl.LOCK_EX:
                 raise RuntimeError("cannot upgrade a shared store lock to exclusive")
