@@ -51,7 +51,7 @@ def test_backup_and_restore_round_trip(cfg, tmp_path):
         assert snapshot(store) == before
         assert store.users.authenticate("admin", "correct horse")
         decided = store.exams.query(label="type_3")[0][0]
-        assert (target.data_dir / "library" / "cervix_type" / "type_3" / f"{decided['image']['sha256']}.jpg").exists()
+        assert store.images.filed_path(decided).exists()                   # the library is rebuilt
     assert not (target.data_dir / "keys").exists()
 
 

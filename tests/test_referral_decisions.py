@@ -36,8 +36,8 @@ def test_store_records_a_referral_and_files_no_image_under_it(world):
     assert decided["final_label"] == "not_suitable" and decided["status"] == "decided"
     assert decided["decision"]["label"] == "not_suitable" and decided["decision"]["agrees"] is False
     library = store.images.library / "pap_smear"
-    assert not (library / "abnormal" / f"{sha}.{exam['image']['ext']}").exists()     # un-filed from its class
-    assert not (library / "not_suitable").exists()                                   # and never under a referral
+    assert not (library / "confirmed" / "abnormal" / f"{sha}.{exam['image']['ext']}").exists()   # un-filed from its class
+    assert not list(library.rglob(f"{sha}.*")) and store.images.filed_path(decided) is None      # and filed nowhere
     assert store.images.reconcile() == 0                                             # the same after a rebuild
     counts = store.stats()
     assert counts["by_decision"] == {"referred": 1}

@@ -176,7 +176,7 @@ def test_save_exam_stores_record_image_and_library_link(store, cfg):
     assert exam["decision"] is None and exam["demo"] is True and "heatmap" not in exam["result"]
     stored = store.images.path(sha)
     assert stored == cfg.data_dir / "images" / sha[:2] / f"{sha}.jpg" and stored.read_bytes() == image
-    filed = cfg.data_dir / "library" / "pap_smear" / "abnormal" / f"{sha}.jpg"
+    filed = cfg.data_dir / "library" / "pap_smear" / "unconfirmed" / "abnormal" / f"{sha}.jpg"   # awaits a decision
     assert os.path.samefile(filed, stored)       # a hard link: no second copy
     assert store.exams.get(exam["uuid"]) == exam
     assert store.exams.for_patient(patient["uuid"]) == [exam]
@@ -213,7 +213,7 @@ def test_decide_records_clinician_label_and_refiles_image(store, cfg):
     assert decided["decision"]["by"] == "doctor1" and decided["decision"]["note"] == "ዕጢ: invasive"
     assert (decided["label"], decided["final_label"], decided["status"]) == \
         ("precancer", "squamous_cell_carcinoma", "decided")
-    lib = cfg.data_dir / "library" / "cervical_histopathology"
+    lib = cfg.data_dir / "library" / "cervical_histopathology" / "unconfirmed"     # a demo exam: never confirmed
     assert not (lib / "precancer" / f"{sha}.jpg").exists()
     assert (lib / "squamous_cell_carcinoma" / f"{sha}.jpg").exists()
     with pytest.raises(UserError, match="not a class"):

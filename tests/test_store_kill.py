@@ -142,9 +142,8 @@ def test_sigkill_at_random_moments_loses_no_returned_write(cfg):
     with Store.open(cfg) as store:
         assert kept_exams <= set(store.exams.index.by_uuid)
         assert store.exams.query(limit=1)[1] == len(store.exams.index.by_uuid)
-        library = cfg.data_dir / "library" / "pap_smear"
-        for uuid in kept_exams:     # every saved image is filed under its final class
+        for uuid in kept_exams:     # every saved image is filed in the library as its record says
             exam = store.exams.get(uuid)
-            assert (library / exam["final_label"] / f"{exam['image']['sha256']}.jpg").exists()
+            assert store.images.filed_path(exam).exists()
     print(f"{kills} kills, {mid_write} in the middle of a write, {len(kept_exams)} exams verified")
     assert mid_write >= kills // 2

@@ -261,3 +261,8 @@ def strip_metadata(data: bytes, ext: str) -> bytes:
 def image_member(analysis_id: str, label: str | None, image_sha256: str, pseudonyms: Pseudonyms,
                  ext: str) -> str:
     return layout.image_member(analysis_id, label, pseudonyms.of("image", image_sha256), output_ext(ext))
+
+
+def unconfirmed_member(analysis_id: str, exam_uuid: str, pseudonyms: Pseudonyms, ext: str) -> str:
+    """An image with no confirmed class, named by its exam's pseudonym (its record goes beside it)."""
+    return layout.unconfirmed_member(analysis_id, pseudonyms.of("exam", exam_uuid), output_ext(ext))

@@ -34,6 +34,7 @@ from typing import Callable
 from .. import __version__
 from ..errors import UserError
 from ..fsutil import is_sha256
+from ..store.exams import decision_of, research_label
 from . import container, csvout, deidentify, keys, layout, workdir
 from .workdir import now_iso
 
@@ -103,7 +104,8 @@ class _Gatherer(threading.Thread):
         self.first_at: str | None = None
         self.last_at: str | None = None
         self.packs: set[tuple[str, str]] = set()
-        self._members: dict[str, str] = {}               # image sha256 -> member name
+        self._members: set[str] = set()                  # image members queued already
+        self._identified: dict[str, str] = {}            # identified bundles: one member per image sha256
 
     def run(self) -> None:
         try:
@@ -123,20 +125,33 @@ class _Gatherer(threading.Thread):
                 self.first_at = value if self.first_at is None or value < self.first_at else self.first_at
                 self.last_at = value if self.last_at is None or value > self.last_at else self.last_at
 
-    def _image_member(self, exam: dict, pseudonyms) -> str | None:
+    def _image_member(self, exam: dict, pseudonyms) -> tuple[str | None, bool]:
+        """The bundle member of an exam's image, and whether the image goes under ``unconfirmed/``
+        with the exam's record beside it (research bundles). Class folders hold only the class a
+        clinician decided on an exam made with trained models (``research_label``)."""
         image = exam.get("image") or {}
         sha, ext = image.get("sha256"), str(image.get("ext") or "jpg").lower()
-        if not is_sha256(sha) or ext not in layout.IMAGE_EXTENSIONS \
-                or not exam.get("analysis"):
-            return None
-        if sha not in self._members:
-            if pseudonyms:
-                member = deidentify.image_member(exam["analysis"], exam.get("final_label"), sha, pseudonyms, ext)
-            else:
-                member = layout.image_member(exam["analysis"], exam.get("final_label"), sha, ext)
-            self._members[sha] = member
-            self.images.put((sha, member, ext))
-        return self._members[sha]
+        analysis = exam.get("analysis")
+        if not is_sha256(sha) or ext not in layout.IMAGE_EXTENSIONS or not analysis:
+            return None, False
+        confirmed = research_label(analysis, exam.get("final_label"), decision_of(exam), bool(exam.get("demo")))
+        if not pseudonyms:
+            # The supervisor's store files images by the records; the folder only helps a person looking.
+            if sha in self._identified:
+                return self._identified[sha], False
+            member = self._identified[sha] = layout.image_member(analysis, confirmed or layout.UNCONFIRMED, sha, ext)
+            return member, False
+        if confirmed:
+            return deidentify.image_member(analysis, confirmed, sha, pseudonyms, ext), False
+        return deidentify.unconfirmed_member(analysis, str(exam.get("uuid")), pseudonyms, ext), True
+
+    def _queue_image(self, exam: dict, member: str, record_beside: bytes | None) -> None:
+        """Hand an image to the reader once per member (with the record to write beside it)."""
+        if member in self._members:
+            return
+        self._members.add(member)
+        image = exam["image"]
+        self.images.put((image["sha256"], member, str(image.get("ext") or "jpg").lower(), record_beside))
 
     def _exams(self) -> None:
         pseudonyms = deidentify.Pseudonyms(keys.pseudonym_secret(self.cfg)) if self.deidentified else None
@@ -152,9 +167,11 @@ class _Gatherer(threading.Thread):
                 pack = (exam.get("result") or {}).get("pack") or {}
                 if pack.get("id"):
                     self.packs.add((str(pack.get("id")), str(pack.get("version", ""))))
-                member = self._image_member(exam, pseudonyms)
+                member, unconfirmed = self._image_member(exam, pseudonyms)
                 row = exam if not pseudonyms else deidentify.exam_record(
                     exam, patient_of(exam.get("patient_uuid")), pseudonyms, member)
+                if member:
+                    self._queue_image(exam, member, _json_line(row) if unconfirmed else None)
                 out.write(_json_line(row))
                 if table:
                     table.add(row)
@@ -252,7 +269,7 @@ class _ImageReader(threading.Thread):
     def __init__(self, store, gatherer: _Gatherer):
         super().__init__(name="export-images", daemon=True)
         self.store, self.gatherer = store, gatherer
-        self.ready: queue.Queue = queue.Queue(maxsize=16)    # (sha256, member, bytes or None)
+        self.ready: queue.Queue = queue.Queue(maxsize=16)    # (sha256, member, bytes or None, record beside)
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -260,8 +277,8 @@ class _ImageReader(threading.Thread):
             while (item := self.gatherer.images.get()) is not _Gatherer.DONE:
                 if self.gatherer.stop.is_set():
                     break
-                sha, member, ext = item
-                self.ready.put((sha, member, _image_bytes(self.store, sha, ext, self.gatherer.deidentified)))
+                sha, member, ext, beside = item
+                self.ready.put((sha, member, _image_bytes(self.store, sha, ext, self.gatherer.deidentified), beside))
         except BaseException as exc:
             self.error = exc
         finally:
@@ -360,7 +377,7 @@ def _write_bundle(store, cfg, to_dir: Path, gatherer: _Gatherer, reader: _ImageR
         done = known = 0
         report("images", 0, 0)
         while (item := reader.ready.get()) is not _ImageReader.DONE:
-            sha, member, data = item
+            sha, member, data, beside = item
             if data is None:                          # missing or damaged on this box
                 result.skipped_images.append(sha)
                 continue
@@ -369,13 +386,15 @@ def _write_bundle(store, cfg, to_dir: Path, gatherer: _Gatherer, reader: _ImageR
                 raise UserError(f"The stick is too small for this export: it has {free / 1e6:.0f} MB free.",
                                 "Free some space on the stick, or use a bigger one, then export again.")
             tar.add(member, data, None if gatherer.deidentified else sha)
+            if beside is not None:
+                tar.add(layout.record_beside(member), beside)
             done += len(data)
             report("images", done, known)
         for thread in (reader, gatherer):
             if thread.error is not None:
                 raise thread.error
         gatherer.join()                               # its files are complete once it has finished
-        result.counts = dict(gatherer.counts, images=sum(1 for m in tar.members if m.startswith("images/")))
+        result.counts = dict(gatherer.counts, images=sum(1 for m in tar.members if layout.is_image(m)))
         if not gatherer.counts.get("exams") and not gatherer.counts.get("patients"):
             writer.abort()                            # nothing new: no bundle at all
             return

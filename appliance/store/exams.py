@@ -55,6 +55,18 @@ def decision_of(record: dict) -> str:
     return AGREES if decision.get("agrees") else DISAGREES
 
 
+def research_label(analysis: str, final_label, decision: str, demo: bool) -> str | None:
+    """The class a labelled dataset (the image library's ``confirmed`` folders, research exports)
+    may file an exam's image under: the clinician's class of a decided exam made with trained
+    models. None for a result still awaiting a decision (the model's label is a guess, uncertain
+    and out-of-scope ones included: training on it would feed a model its own guesses), for an
+    exam made with demo models, and for a decision without a class (a referral). ``decision`` is
+    :func:`decision_of`'s value."""
+    if demo or decision == AWAITING or final_label not in catalogue.all_label_ids().get(analysis, ()):
+        return None
+    return final_label
+
+
 class ExamRow:
     __slots__ = ("uuid", "seq", "chunk", "doc_id", "created_at", "patient_uuid", "analysis", "label",
                  "final_label", "decision", "post_id", "sha256", "ext", "demo", "key", "cell")
@@ -343,7 +355,7 @@ class Exams(RecordKind):
             self._insert(record)
             self._store._audit(by, "exam.save", "exam", record["uuid"],
                                {"patient": patient_row.uuid, "analysis": analysis, "label": label})
-            images.file_under(analysis, final, image["sha256"], image["ext"])
+            images.file_exam(record)
             return public(record)
 
     def decide(self, uuid: str, label: str, *, note: str = "", by: str | None) -> dict:

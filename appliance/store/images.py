@@ -2,10 +2,19 @@
 
 Each analysed image is stored once, named by its content hash:
 ``<data>/images/<sha256[:2]>/<sha256>.<ext>``. It also appears, as a hard link (no second
-copy), under its class: ``<data>/library/<analysis>/<label>/<sha256>.<ext>`` — the model's
-class when the exam is saved, re-filed under the clinician's class when they decide otherwise.
-Researchers copy ``library/`` as an organised labelled dataset. The library folders are derived
-from the exam records: :meth:`ImageLibrary.reconcile` re-creates them after a crash or restore.
+copy), in the labelled library, where a researcher copying the folder must never mistake a
+model's guess for a diagnosis:
+
+- ``<data>/library/<analysis>/confirmed/<class>/<sha256>.<ext>``: the class a clinician decided,
+  on exams made with trained models — the labelled dataset (one ImageFolder per analysis);
+- ``<data>/library/<analysis>/unconfirmed/<class>/<sha256>.<ext>``: everything else, under the
+  exam's current label: results still awaiting a decision (the model's class), and exams made
+  with demo models (whatever was decided). An image moves to ``confirmed`` when decided.
+
+A decision without a class (a referral) files the image nowhere. ``library/README.txt`` says
+the same to whoever opens the folder. The folders are derived from the exam records:
+:meth:`ImageLibrary.reconcile` re-creates them after a crash or restore, and a library in the
+older layout (``<analysis>/<class>/``, model and clinician labels mixed) is re-filed at start.
 """
 from __future__ import annotations
 
@@ -23,6 +32,7 @@ from ..errors import BadImage, NotFound, UserError
 from ..fsutil import is_sha256
 from ..i18n import N_, translatable
 from .durable import atomic_write, os_error, remove_stale_tmp_files
+from .exams import AWAITING, decision_of, research_label
 
 if TYPE_CHECKING:
     from .store import Store
@@ -31,6 +41,31 @@ if TYPE_CHECKING:
 # without listing hundreds of thousands of images.
 INCOMING = ".incoming"
 THUMB_SIZES = (32, 1024)
+CONFIRMED, UNCONFIRMED = "confirmed", "unconfirmed"
+README = """BCCDMS labelled image library (made by the appliance from its records; do not edit)
+
+<analysis>/confirmed/<class>/    the class a clinician decided, on exams made with trained models:
+                                 the labelled dataset (torchvision ImageFolder: root=<analysis>/confirmed)
+<analysis>/unconfirmed/<class>/  NOT labels: results still awaiting a clinician's decision (filed
+                                 under the model's class) and exams made with untrained demo models.
+                                 Never train on these as if they were labels.
+
+Images are named by the sha256 of their bytes; the same image may appear under several classes
+when several exams of it were decided differently. Decisions without a class (image not
+suitable, referred) are not filed.
+"""
+
+
+def library_place(analysis: str, final_label, decision: str, demo: bool) -> tuple[str, str] | None:
+    """(folder, class) an exam's image is filed under: (CONFIRMED, the clinician's class) when
+    :func:`~appliance.store.exams.research_label` allows it, (UNCONFIRMED, its label) for an
+    undecided or demo exam, None for a decision without a class."""
+    confirmed = research_label(analysis, final_label, decision, demo)
+    if confirmed is not None:
+        return CONFIRMED, confirmed
+    if final_label in catalogue.all_label_ids().get(analysis, ()):
+        return UNCONFIRMED, final_label
+    return None
 
 
 @functools.cache
@@ -109,16 +144,28 @@ class ImageLibrary:
 
     # --- the class folders ---------------------------------------------------------------
 
-    def _class_file(self, analysis: str, label: str, sha256: str, ext: str) -> Path:
-        return self.library / analysis / label / f"{sha256}.{ext}"
+    def _class_file(self, analysis: str, folder: str, label: str, sha256: str, ext: str) -> Path:
+        return self.library / analysis / folder / label / f"{sha256}.{ext}"
 
-    def file_under(self, analysis: str, label: str, sha256: str, ext: str) -> None:
-        """Make the image appear under its class folder (a hard link; a copy where links fail).
-        A referral (no class) files nothing: the library holds labelled images only."""
-        if catalogue.is_referral(label):
-            return
+    def filed_path(self, exam: dict) -> Path | None:
+        """Where an exam's image appears in the library (None: filed nowhere)."""
+        image = exam.get("image") or {}
+        place = library_place(exam.get("analysis"), exam.get("final_label"), decision_of(exam), bool(exam.get("demo")))
+        if place is None or not image.get("sha256"):
+            return None
+        return self._class_file(exam["analysis"], *place, image["sha256"], image.get("ext", ""))
+
+    def file_exam(self, exam: dict) -> None:
+        """File a new exam's image in the library (confirmed, unconfirmed, or nowhere)."""
+        image = exam.get("image") or {}
+        place = library_place(exam["analysis"], exam.get("final_label"), decision_of(exam), bool(exam.get("demo")))
+        if place is not None and image.get("sha256"):
+            self.file_under(exam["analysis"], *place, image["sha256"], image["ext"])
+
+    def file_under(self, analysis: str, folder: str, label: str, sha256: str, ext: str) -> None:
+        """Make the image appear in a class folder (a hard link; a copy where links fail)."""
         source = self._file(sha256, ext)
-        target = self._class_file(analysis, label, sha256, ext)
+        target = self._class_file(analysis, folder, label, sha256, ext)
         if target.exists() or not source.exists():
             return
         try:
@@ -132,45 +179,47 @@ class ImageLibrary:
                     raise
                 atomic_write(target, source.read_bytes(), sync=False, tmp_dir=self.library / INCOMING)
         except OSError as exc:   # derived data: the record is saved; reconcile() repairs this later
-            self._store._warn(f"The image {sha256[:12]} could not be filed under {analysis}/{label} "
+            self._store._warn(f"The image {sha256[:12]} could not be filed under {analysis}/{folder}/{label} "
                               f"({exc.strerror}); it will be filed at the next start.")
 
-    def unfile(self, analysis: str, label: str, sha256: str, ext: str) -> None:
+    def unfile(self, analysis: str, folder: str, label: str, sha256: str, ext: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self._class_file(analysis, label, sha256, ext).unlink()
+            self._class_file(analysis, folder, label, sha256, ext).unlink()
 
     def refile(self, exam_rows: Iterable, shas: set[str] | None = None) -> int:
-        """Make class folders agree with the exams: each image under every final label it has.
+        """Make the class folders agree with the exams: each image in every place its exams give it.
 
         ``exam_rows`` are all exam index rows; ``shas`` limits the work to those images (None: all).
         Returns how many links were added or removed.
         """
-        wanted: dict[tuple[str, str], set[str]] = {}
+        wanted: dict[tuple[str, str], set[tuple[str, str]]] = {}
         exts: dict[str, str] = {}
         for row in exam_rows:
             if row.sha256 and (shas is None or row.sha256 in shas):
-                labels_of_image = wanted.setdefault((row.analysis, row.sha256), set())
-                if not catalogue.is_referral(row.final_label):
-                    labels_of_image.add(row.final_label)
+                places = wanted.setdefault((row.analysis, row.sha256), set())
+                place = library_place(row.analysis, row.final_label, row.decision, row.demo)
+                if place is not None:
+                    places.add(place)
                 exts[row.sha256] = row.ext
         changed = 0
         labels = catalogue.all_label_ids()
+        every = {a: [(folder, label) for folder in (CONFIRMED, UNCONFIRMED) for label in labels[a]] for a in labels}
         if shas is None:
-            present: dict[tuple[str, str], set[str]] = {}
-            for analysis in labels:
-                for label in labels[analysis]:
+            present: dict[tuple[str, str], set[tuple[str, str]]] = {}
+            for analysis, places in every.items():
+                for folder, label in places:
                     with contextlib.suppress(FileNotFoundError):
-                        for entry in os.scandir(self.library / analysis / label):
-                            present.setdefault((analysis, entry.name.split(".")[0]), set()).add(label)
+                        for entry in os.scandir(self.library / analysis / folder / label):
+                            present.setdefault((analysis, entry.name.split(".")[0]), set()).add((folder, label))
         for (analysis, sha), want in wanted.items():
             have = (present.get((analysis, sha), set()) if shas is None else
-                    {label for label in labels.get(analysis, ())
-                     if self._class_file(analysis, label, sha, exts[sha]).exists()})
-            for label in want - have:
-                self.file_under(analysis, label, sha, exts[sha])
+                    {place for place in every.get(analysis, ())
+                     if self._class_file(analysis, *place, sha, exts[sha]).exists()})
+            for place in want - have:
+                self.file_under(analysis, *place, sha, exts[sha])
                 changed += 1
-            for label in have - want:
-                self.unfile(analysis, label, sha, exts[sha])
+            for place in have - want:
+                self.unfile(analysis, *place, sha, exts[sha])
                 changed += 1
         return changed
 
@@ -179,12 +228,34 @@ class ImageLibrary:
         with self._store._reading():
             return self.refile(list(self._store.exams.index.by_uuid.values()))
 
+    def check_layout(self) -> None:
+        """At start (under the writer lock): re-file a library of the older layout, where model and
+        clinician labels were mixed in ``<analysis>/<class>/``, and put the README in place."""
+        labels = catalogue.all_label_ids()
+        old = [self.library / a / label for a in labels for label in labels[a] if (self.library / a / label).is_dir()]
+        if old:
+            self.refile(list(self._store.exams.index.by_uuid.values()))
+            for folder in old:
+                for entry in os.scandir(folder):
+                    sha, _, ext = entry.name.partition(".")
+                    # Links of stored images only: a file whose original is gone stays (it may be the last copy).
+                    if is_sha256(sha) and self._file(sha, ext).is_file():
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.path)
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        readme = self.library / "README.txt"
+        if not readme.exists():
+            with contextlib.suppress(OSError):      # a note for people: never worth failing a start for
+                atomic_write(readme, README.encode("utf-8"), sync=False, tmp_dir=self.library / INCOMING)
+
     # --- browsing ------------------------------------------------------------------------
 
     def browse(self, *, analysis: str | None = None, label: str | None = None, offset: int = 0,
                limit: int = 48) -> tuple[list[dict], int]:
         """Distinct images by class, newest first: ``[{sha256, ext, analysis, label, exam_uuid, created_at,
-        path}]`` and the number of images that match."""
+        decided, demo, confirmed, path}]`` (of the newest exam of each; ``path`` in the library, None
+        when filed nowhere) and the number of images that match."""
         if analysis is not None:
             catalogue.analysis(analysis)
         offset, limit = max(0, int(offset)), max(0, min(int(limit), 500))
@@ -202,9 +273,13 @@ class ImageLibrary:
                     continue
                 seen.add(key)
                 if offset < len(seen) <= offset + limit:
+                    place = library_place(row.analysis, row.final_label, row.decision, row.demo)
                     page.append({"sha256": row.sha256, "ext": row.ext, "analysis": row.analysis,
                                  "label": row.final_label, "exam_uuid": row.uuid, "created_at": row.created_at,
-                                 "path": str(self._class_file(row.analysis, row.final_label, row.sha256, row.ext))})
+                                 "decided": row.decision != AWAITING, "demo": row.demo,
+                                 "confirmed": place is not None and place[0] == CONFIRMED,
+                                 "path": str(self._class_file(row.analysis, *place, row.sha256, row.ext))
+                                 if place else None})
             return page, len(seen)
 
     def thumbnail(self, sha256: str, size: int = 256) -> bytes:

@@ -183,6 +183,7 @@ class Store:
                 durable.remove_stale_tmp_files(folder)
             self._lock.write_seq(self._seq)
             self._refile_after_crash(parsed["exams"])
+            self.images.check_layout()
             self._write_caches()
         self._seen = self._seq
 

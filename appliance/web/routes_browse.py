@@ -143,9 +143,12 @@ def _record_row(ctx: AppContext, exam: dict) -> dict:
 def _image_item(item: dict) -> dict:
     sha = item.get("sha256", "")
     exam_uuid = item.get("exam_uuid") or (item.get("exams") or [None])[-1]
+    # The badges say when the label shown is no clinician's finding: made by demo models, or the
+    # model's class still awaiting a decision (the library files these apart, as unconfirmed).
     return {"sha256": sha if is_sha256(sha) else "", "exam_uuid": exam_uuid,
             "label": views.label_name(item.get("analysis", ""), item.get("label")),
-            "when": views.local_time(item.get("created_at"))}
+            "when": views.local_time(item.get("created_at")),
+            "demo": bool(item.get("demo")), "awaiting": not item.get("decided", True)}
 
 
 def _chart_data(ctx: AppContext, stats: dict, *, by_post: bool) -> dict:
