@@ -147,6 +147,24 @@ def test_diagnose_json_on_the_command_line_shows_the_flag(tiny_pap, pack_key, tm
     assert result["out_of_scope"]["flagged"] is True and result["out_of_scope"]["assessed"] is True
 
 
+def test_diagnose_human_output_says_out_of_scope(tiny_pap, pack_key, tmp_path, datasets, capsys, monkeypatch):
+    from appliance import signing
+    from appliance.cli import main
+    for key in [k for k in __import__("os").environ if k.startswith("BCCDMS_")]:
+        monkeypatch.delenv(key)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[security]\ntrusted_model_keys = ["{signing.public_b64(pack_key)}"]\n')
+    photo = datasets / "iarc_colposcopy/originals/type_1/AAAX_4_After_acetic_acid.jpg"   # not a Pap smear
+    code = main(["diagnose", str(photo), "--analysis", "pap_smear", "--models", str(tiny_pap["pack"]),
+                 "--data-dir", str(tmp_path / "d"), "--config", str(config)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    lines = out.splitlines()
+    warning = [line for line in lines if "OUT OF SCOPE" in line]
+    assert len(warning) == 1 and "does not look like" in warning[0], out
+    assert lines.index(warning[0]) < next(i for i, line in enumerate(lines) if "Pap smear:" in line)
+
+
 def test_the_gate_can_be_switched_off(tiny_pap, pack_key, tmp_path):
     from appliance.config import load_config
     cfg = trusting(load_config(data_dir=tmp_path, environ={}), pack_key)

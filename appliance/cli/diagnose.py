@@ -117,12 +117,22 @@ class ExamSaver:
         self.store.close()
 
 
+# The out-of-scope gate's reason (result "out_of_scope.reason") in the human report.
+OUT_OF_SCOPE_REASONS = {"features": " (what the model sees)", "appearance": " (its colours and texture)",
+                        "blank": " (a blank or empty frame)"}
+
+
 def human_report(result, saved: dict | None, colour: bool = False) -> str:
     red = ("\033[1;31m", "\033[0m") if colour else ("", "")
     analysis = catalogue.analysis(result.analysis)
     lines = [f"{result.image_name or 'image'}"]
     if result.demo:
         lines.append(f"  {red[0]}DEMO: untrained demo models; this result means nothing.{red[1]}")
+    scope = result.out_of_scope or {}
+    if scope.get("flagged"):
+        why = OUT_OF_SCOPE_REASONS.get(scope.get("reason"), "")
+        lines.append(f"  {red[0]}OUT OF SCOPE: the image does not look like the images the model was trained on"
+                     f"{why}; the result may be meaningless: check the image and the analysis.{red[1]}")
     lines.append(f"  {analysis.name}: {label_text(result)}"
                  + ("  (UNCERTAIN: refer for a second opinion)" if result.uncertain else ""))
     for number, step in enumerate(result.steps, 1):
