@@ -5,11 +5,9 @@ from __future__ import annotations
 import html
 import re
 
-import pytest
-
 from appliance.store import Store
 from test_store_support import register, save_exam
-from webutil import DOCTOR, make_users, start_server, web_config
+from webutil import DOCTOR, live_server, staffed_server, web_cfg  # noqa: F401
 
 
 def test_a_changed_decision_keeps_the_earlier_one(cfg):
@@ -32,25 +30,13 @@ def test_a_changed_decision_keeps_the_earlier_one(cfg):
         assert store.exams.get(exam["uuid"])["decision_history"] == third["decision_history"]
 
 
-@pytest.fixture(scope="module")
-def kiosk(tmp_path_factory, tiny_pack, pack_key):
-    from appliance.config import load_config
-    live = start_server(web_config(load_config(data_dir=tmp_path_factory.mktemp("decisions"), environ={}),
-                                   tiny_pack, pack_key))
-    try:
-        make_users(live)
-        yield live
-    finally:
-        live.stop()
-
-
-def test_the_result_page_says_what_a_decision_was_changed_from(kiosk):
-    store = kiosk.ctx.store
+def test_the_result_page_says_what_a_decision_was_changed_from(staffed_server):
+    store = staffed_server.ctx.store
     exam = save_exam(store, register(store), demo=False)
     store.exams.decide(exam["uuid"], "abnormal", by="nurse1")
     earlier = store.exams.get(exam["uuid"])["decision"]["at"]
     store.exams.decide(exam["uuid"], "normal", note="on review", by="doctor1")
-    doctor = kiosk.client()
+    doctor = staffed_server.client()
     assert doctor.login(*DOCTOR).status == 303
     page = doctor.get(f"/exams/{exam['uuid']}")
     assert page.status == 200

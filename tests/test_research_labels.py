@@ -7,14 +7,12 @@ import json
 import os
 import re
 
-import pytest
-
 from appliance.exchange import importer
 from appliance.exchange.export import export_bundle
 from appliance.store import Store
 from test_exchange_support import world  # noqa: F401
 from test_store_support import register, result_json, save_exam
-from webutil import NURSE, make_users, start_server, web_config
+from webutil import NURSE, live_server, staffed_server, web_cfg  # noqa: F401
 
 
 def _files(folder):
@@ -105,27 +103,15 @@ def test_research_export_files_only_confirmed_classes(world):
     assert {confirmed["uuid"], waiting["uuid"], demo["uuid"], referred["uuid"]} <= set(store.exams.index.by_uuid)
 
 
-@pytest.fixture(scope="module")
-def kiosk(tmp_path_factory, tiny_pack, pack_key):
-    from appliance.config import load_config
-    live = start_server(web_config(load_config(data_dir=tmp_path_factory.mktemp("library"), environ={}),
-                                   tiny_pack, pack_key))
-    try:
-        make_users(live)
-        yield live
-    finally:
-        live.stop()
-
-
-def test_browse_images_badges_demo_and_awaiting(kiosk):
-    store = kiosk.ctx.store
+def test_browse_images_badges_demo_and_awaiting(staffed_server):
+    store = staffed_server.ctx.store
     patient = register(store)
     waiting = save_exam(store, patient, seed=11, demo=False)
     demo = save_exam(store, patient, seed=12)
     store.exams.decide(demo["uuid"], "abnormal", by="doctor1")
     decided = save_exam(store, patient, seed=13, demo=False)
     store.exams.decide(decided["uuid"], "normal", by="doctor1")
-    nurse = kiosk.client()
+    nurse = staffed_server.client()
     assert nurse.login(*NURSE).status == 303
     page = nurse.get("/images?analysis=pap_smear").text
     thumbs = {m.group(1): m.group(2) for m in re.finditer(r'href="/exams/([0-9a-f-]{36})">(.*?)</a>', page, re.S)}

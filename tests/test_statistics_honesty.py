@@ -14,7 +14,7 @@ from appliance.store import Store, exams
 from appliance.web import routes_browse, routes_exchange
 
 from test_store_support import register, result_json, save_exam
-from webutil import NURSE, SUPERVISOR, make_users, start_server, web_config
+from webutil import NURSE, SUPERVISOR, live_server, staffed_server, web_cfg  # noqa: F401
 
 
 def test_one_vocabulary_of_decisions(cfg):
@@ -92,17 +92,10 @@ def test_stats_cli_json_and_text(cfg, capsys):
     assert "awaiting decision: 2" in text and "made with demo models (not counted): 2" in text
 
 
-@pytest.fixture(scope="module")
-def kiosk(tmp_path_factory, tiny_pack, pack_key):
-    from appliance.config import load_config
-    live = start_server(web_config(load_config(data_dir=tmp_path_factory.mktemp("stats"), environ={}),
-                                   tiny_pack, pack_key))
-    try:
-        make_users(live)
-        _fill(live.ctx.store)
-        yield live
-    finally:
-        live.stop()
+@pytest.fixture
+def kiosk(staffed_server):
+    _fill(staffed_server.ctx.store)
+    return staffed_server
 
 
 def _cell_text(page: str, element_id: str) -> str:
