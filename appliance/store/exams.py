@@ -154,7 +154,7 @@ class ExamIndex(RowIndex):
     # --- queries (under the store's lock) -------------------------------------------------
 
     def select(self, *, analysis=None, patients: set[str] | None = None, date_from=None, date_to=None,
-               label=None, offset=0, limit=25) -> tuple[list[ExamRow], int]:
+               label=None, post_id=None, offset=0, limit=25) -> tuple[list[ExamRow], int]:
         """Rows matching every filter given, newest first: one page and the total."""
         if patients is not None and len(patients) < _FEW_PATIENTS:
             rows = [r for p in patients for r in self.by_patient.get(p, ())]
@@ -170,6 +170,8 @@ class ExamIndex(RowIndex):
             checks.append(lambda r: r.analysis == analysis)
         if label is not None:
             checks.append(lambda r: r.final_label == label)
+        if post_id is not None:
+            checks.append(lambda r: r.post_id == post_id)
         if patients is not None:
             checks.append(lambda r: r.patient_uuid in patients)
         total, page, end = 0, [], offset + limit
@@ -180,9 +182,11 @@ class ExamIndex(RowIndex):
                 total += 1
         return page, total
 
-    def stats(self, date_from=None, date_to=None, include_demo: bool = False) -> dict[str, Any]:
+    def stats(self, date_from=None, date_to=None, include_demo: bool = False, post_id=None) -> dict[str, Any]:
         """Counts of the exams in the period (see ``Store.stats`` for what each one means)."""
         rows = self.ordered.between(date_from, date_to) if (date_from or date_to) else self.ordered.rows()
+        if post_id is not None:
+            rows = [r for r in rows if r.post_id == post_id]
         cell = self._cell
         cells = Counter(row.cell or cell(row) for row in rows)
         counted = rows if include_demo else [r for r in rows if not r.demo]
@@ -288,8 +292,9 @@ class Exams(RecordKind):
 
     def query(self, *, analysis: str | None = None, patient_uuid: str | None = None, pid: str | None = None,
               name_prefix: str | None = None, date_from=None, date_to=None, label: str | None = None,
-              offset: int = 0, limit: int = 25) -> tuple[list[dict], int]:
+              post_id: str | None = None, offset: int = 0, limit: int = 25) -> tuple[list[dict], int]:
         """Exams matching every filter given, newest first; returns one page and the total.
+        ``post_id``: one health post's exams only (a supervisor's box holds many posts').
 
         ``name_prefix``: every word typed starts a word of the patient's name. ``pid``: the card
         number (exact, ignoring case and dashes). ``label``: the final class. Dates are inclusive
@@ -312,7 +317,7 @@ class Exams(RecordKind):
                 found = pidx.match_name(name_prefix)
                 patients = found if patients is None else patients & found
             rows, total = self.index.select(analysis=analysis, patients=patients, date_from=low, date_to=high,
-                                            label=label, offset=offset, limit=limit)
+                                            label=label, post_id=post_id, offset=offset, limit=limit)
             return [public(self._raw(r)) for r in rows], total
 
     def save(self, exam: dict, image_bytes: bytes, *, by: str | None) -> dict:

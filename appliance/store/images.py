@@ -252,7 +252,7 @@ class ImageLibrary:
     # --- browsing ------------------------------------------------------------------------
 
     def browse(self, *, analysis: str | None = None, label: str | None = None, offset: int = 0,
-               limit: int = 48) -> tuple[list[dict], int]:
+               limit: int = 48, post_id: str | None = None) -> tuple[list[dict], int]:
         """Distinct images by class, newest first: ``[{sha256, ext, analysis, label, exam_uuid, created_at,
         decided, demo, confirmed, path}]`` (of the newest exam of each; ``path`` in the library, None
         when filed nowhere) and the number of images that match."""
@@ -268,6 +268,8 @@ class ImageLibrary:
             for row in reversed(rows):
                 if label is not None and row.final_label != label:
                     continue
+                if post_id is not None and row.post_id != post_id:
+                    continue          # one health post's images only (``post_id``)
                 key = (row.analysis, row.final_label, row.sha256)
                 if key in seen:
                     continue

@@ -8,6 +8,7 @@ card number prefix, by name (each typed word a prefix of a word of the name, any
 """
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import date
 from typing import TYPE_CHECKING, Callable
@@ -235,26 +236,33 @@ class Patients(RecordKind):
             row = self.index.local_by_pid(pid_key(pid if isinstance(pid, str) else ""), self._store.post_id)
             return public(self._raw(row)) if row else None
 
-    def search(self, query: str, limit: int = 25) -> list[dict]:
-        """Card number prefix, then names, then phone numbers; the newest patients for an empty query."""
+    def search(self, query: str, limit: int = 25, *, post_id: str | None = None) -> list[dict]:
+        """Card number prefix, then names, then phone numbers; the newest patients for an empty query.
+        ``post_id``: one health post's patients only (a supervisor's box holds many posts')."""
         query = query.strip() if isinstance(query, str) else ""
         limit = max(0, min(int(limit), 500))
         with self._store._reading():
             idx = self.index
+
+            def wanted(uuid: str) -> bool:
+                return post_id is None or idx.by_uuid[uuid].post_id == post_id
             if not query:
-                rows = idx.recent.rows()[-limit:][::-1] if limit else []
+                rows = list(itertools.islice((r for r in reversed(idx.recent.rows()) if wanted(r.uuid)), limit))
                 return [public(self._raw(r)) for r in rows]
             order: dict[str, None] = {}
             qpid = pid_key(query)
             if qpid:
                 for r in idx.by_pid.get(qpid, []):
-                    order[r.uuid] = None
+                    if wanted(r.uuid):
+                        order[r.uuid] = None
                 for _, uuid in idx.pids.prefix(qpid):
                     if len(order) >= limit:
                         break
-                    order[uuid] = None
+                    if wanted(uuid):
+                        order[uuid] = None
             if len(order) < limit:
-                named = sorted((idx.by_uuid[u] for u in idx.match_name(query)), key=lambda r: (r.name_key, r.pid_key))
+                named = sorted((idx.by_uuid[u] for u in idx.match_name(query) if wanted(u)),
+                               key=lambda r: (r.name_key, r.pid_key))
                 for r in named[:limit]:
                     order[r.uuid] = None
             digits = phone_key(query)
@@ -262,7 +270,8 @@ class Patients(RecordKind):
                 for _, uuid in idx.phones.prefix(digits):
                     if len(order) >= limit:
                         break
-                    order[uuid] = None
+                    if wanted(uuid):
+                        order[uuid] = None
             return [public(self._raw(idx.by_uuid[u])) for u in list(order)[:limit]]
 
     def register(self, pid: str, full_name: str, *, address: str = "", phone: str = "", birth_date=None,

@@ -321,7 +321,7 @@ class Store:
 
     # --- statistics ------------------------------------------------------------------------
 
-    def stats(self, *, date_from=None, date_to=None, include_demo: bool = False) -> dict:
+    def stats(self, *, date_from=None, date_to=None, include_demo: bool = False, post_id: str | None = None) -> dict:
         """Counts for the dashboard, ``appliance stats`` and the DHIS2/CSV outputs.
 
         Prevalence comes from clinicians' decisions only. Exams made with demo (untrained) models
@@ -340,9 +340,13 @@ class Store:
         """
         low, high = day_bound(date_from, "start date", end=False), day_bound(date_to, "end date", end=True)
         with self._reading():
-            out = self.exams.index.stats(low, high, include_demo=bool(include_demo))
+            out = self.exams.index.stats(low, high, include_demo=bool(include_demo), post_id=post_id)
             recent = self.patients.index.recent
-            out["patients"] = len(recent.between(low, high)) if (low or high) else len(recent)
+            if post_id is None:
+                out["patients"] = len(recent.between(low, high)) if (low or high) else len(recent)
+            else:         # one health post's figures only
+                rows = recent.between(low, high) if (low or high) else recent.rows()
+                out["patients"] = sum(1 for r in rows if r.post_id == post_id)
         out.update(post_id=self.post_id, post_name=self.post_name, date_from=low, date_to=high,
                    generated_at=utc_now())
         return out

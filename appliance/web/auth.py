@@ -97,6 +97,21 @@ def require_session() -> Session:
     return session
 
 
+def records_post(user: dict | None = None) -> str | None:
+    """The health post whose records the logged-in user may see; None: every post (a supervisor).
+    A nurse or doctor sees their own post's records only, also on a box holding other posts'."""
+    user = user or require()
+    if allowed(user, "all_posts"):
+        return None
+    return user.get("post_id") or ctx_of_request().store.post_id
+
+
+def may_see(record: dict) -> bool:
+    """A patient or exam record is visible to the logged-in user (see ``records_post``)."""
+    post = records_post()
+    return post is None or record.get("post_id") == post
+
+
 # -- audit ---------------------------------------------------------------------------------
 def audit(action: str, target_type: str, target_id: str | None = None, detail: dict | None = None,
           *, actor: str | None = None) -> None:

@@ -14,6 +14,9 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "decide_histopathology": ("doctor",),                # decision on breast/cervical histopathology
     "statistics": ROLES,                                 # aggregate counts only, no patient data
     "statistics_by_post": ("supervisor", "admin"),
+    # Records and figures of every post a box holds (a supervisor's box imports many); nurses and
+    # doctors see their own post's only (auth.records_post).
+    "all_posts": ("supervisor", "admin"),
     "import": ("supervisor",),
     "export": ("admin",),
     "manage_users": ("admin",),

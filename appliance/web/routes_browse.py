@@ -28,7 +28,8 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         auth.require_permission("view_records")
         filters = current_session().state.get("records_filter", {})
         page = int_query("page", 1, minimum=1)
-        rows, total = store.exams.query(**_query_args(filters), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
+        rows, total = store.exams.query(**_query_args(filters), post_id=auth.records_post(),
+                                        offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
         pages = max(1, math.ceil(total / PAGE_SIZE))
         auth.audit("view", "exam_list", None, {"page": page, "rows": len(rows), "filtered": bool(filters)})
         return ctx.render("records.html", rows=[_record_row(ctx, e) for e in rows], total=total, page=page,
@@ -51,7 +52,8 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
     # -- image library ---------------------------------------------------------------------
     @app.get("/images")
     def images():
-        auth.require_permission("view_records")
+        user = auth.require_permission("view_records")
+        post = auth.records_post(user)
         analysis_id = query("analysis", max_len=40)
         label = query("label", max_len=60)
         if analysis_id and analysis_id not in catalogue.ANALYSES:
@@ -61,12 +63,12 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         for a in catalogue.ANALYSES.values():
             # Referrals too: the images a clinician found unsuitable are worth a look.
             for c in a.decision_choices():
-                _items, count = store.images.browse(analysis=a.id, label=c.id, offset=0, limit=1)
+                _items, count = store.images.browse(analysis=a.id, label=c.id, offset=0, limit=1, post_id=post)
                 if count:
                     folders.append({"analysis": a.id, "label": c.id, "count": count,
                                     "name": f"{_(a.name)} / {_(c.name)}",
                                     "selected": a.id == analysis_id and c.id == label})
-        items, total = store.images.browse(analysis=analysis_id or None, label=label or None,
+        items, total = store.images.browse(analysis=analysis_id or None, label=label or None, post_id=post,
                                            offset=(page - 1) * THUMBS_PER_PAGE, limit=THUMBS_PER_PAGE)
         pages = max(1, math.ceil(total / THUMBS_PER_PAGE))
         auth.audit("view", "image_library", None, {"analysis": analysis_id, "label": label, "page": page})
@@ -94,7 +96,7 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         date_from = date_value(query("from", max_len=40), calendar)
         date_to = date_value(query("to", max_len=40), calendar)
         _check_period(date_from, date_to)
-        stats = store.stats(date_from=date_from, date_to=date_to)
+        stats = store.stats(date_from=date_from, date_to=date_to, post_id=auth.records_post(user))
         charts = _chart_data(ctx, stats, by_post=auth.allowed(user, "statistics_by_post"))
         return ctx.render("statistics.html", stats=stats, charts=charts, charts_json=json.dumps(charts),
                           date_from=date_from or "", date_to=date_to or "", views=views)

@@ -235,7 +235,7 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
 # -- helpers -------------------------------------------------------------------------------
 def _patient_or_404(ctx: AppContext, uuid: str) -> dict:
     patient = ctx.store.patients.get(uuid) if uuid else None
-    if patient is None:
+    if patient is None or not auth.may_see(patient):      # another post's record: not for this user
         raise NotFound(_("This patient record does not exist."), _("Search for the patient again."))
     return patient
 
@@ -251,7 +251,7 @@ def _open_draft(ctx: AppContext, user: dict, patient: dict, analysis_id: str):
 
 def _exam_or_404(ctx: AppContext, uuid: str) -> dict:
     exam = ctx.store.exams.get(uuid)
-    if exam is None:
+    if exam is None or not auth.may_see(exam):            # another post's record: not for this user
         raise NotFound(_("This exam record does not exist."), _("Open it again from Browse records."))
     return exam
 
@@ -303,7 +303,7 @@ def _diagnose_page(ctx: AppContext, *, form=None, error=None, hint=None, existin
     text = session.state.get("patient_search", "")
     results = None
     if text:
-        results = ctx.store.patients.search(text, limit=25)
+        results = ctx.store.patients.search(text, limit=25, post_id=auth.records_post())
         auth.audit("search", "patient", None, {"results": len(results)})
     return ctx.render("diagnose.html", search=text, results=results, form=form or {}, error=error, hint=hint,
                       existing=existing, views=views)
