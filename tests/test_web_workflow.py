@@ -99,8 +99,8 @@ def test_pap_smear_from_registration_to_saved_decision(staffed_server, nurse, da
     assert "Almaz" not in pdf.headers["content-disposition"]
     # Every view or change of patient data is in the audit log (the data itself is not).
     actions = {(e["action"], e["target_type"]) for e in ctx.store.audit.query(actor=NURSE[0], limit=500)[0]}
-    for expected in (("create", "patient"), ("view", "patient"), ("exam.save", "exam"), ("view", "exam"),
-                     ("decide", "exam"), ("print", "exam"), ("pdf", "exam"), ("view", "exam_list")):
+    for expected in (("patient.register", "patient"), ("view", "patient"), ("exam.save", "exam"), ("view", "exam"),
+                     ("exam.decide", "exam"), ("print", "exam"), ("pdf", "exam"), ("view", "exam_list")):
         assert expected in actions, expected
     log_text = repr(ctx.store.audit.query(limit=500)[0])
     assert "Almaz" not in log_text and "0911" not in log_text

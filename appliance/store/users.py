@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from ..errors import NotFound, UserError
+from ..errors import NotFound, StoreError, UserError
 from ..i18n import N_, TranslatableError
 from .fields import format_time, later_than, public, text, utc_now
 from .kinds import RecordKind, RowIndex
@@ -214,34 +214,41 @@ class Users(RecordKind):
         if stored is None:
             raise wrong
         cfg = self._store.cfg.server
-        refusal = None
+        refusal, record = None, None
         # A refusal is raised after the block: raising inside would undo the failure count.
-        with self._store._writing():
-            row = self.index.local.get(name)
-            if row is None:
-                raise wrong
-            record = dict(self._raw(row))
-            now = utc_now()
-            locked_until = record.get("locked_until")
-            if locked_until and now < locked_until:
-                refusal = _locked(locked_until)
-            elif not ok:
-                failed = int(record.get("failed_logins") or 0) + 1
-                record["failed_logins"] = failed
-                refusal = wrong
-                if failed >= cfg.lockout_failures:
-                    record["locked_until"] = format_time(datetime.now(timezone.utc)
-                                                         + timedelta(minutes=cfg.lockout_minutes))
-                    record["failed_logins"] = 0
-                    refusal = _locked(record["locked_until"])
-                self._update(row, record)
-            elif record.get("disabled"):
-                refusal = AuthError("disabled", N_("This account is disabled."), N_("Ask an administrator to enable it."))
-            else:
-                record.update(failed_logins=0, locked_until=None, last_login_at=now)
-                if _hasher.check_needs_rehash(record["password_hash"]):
-                    record["password_hash"] = _hasher.hash(password)
-                self._update(row, record)
+        try:
+            with self._store._writing():
+                row = self.index.local.get(name)
+                if row is None:
+                    raise wrong
+                record = dict(self._raw(row))
+                now = utc_now()
+                locked_until = record.get("locked_until")
+                if locked_until and now < locked_until:
+                    refusal = _locked(locked_until)
+                elif not ok:
+                    failed = int(record.get("failed_logins") or 0) + 1
+                    record["failed_logins"] = failed
+                    refusal = wrong
+                    if failed >= cfg.lockout_failures:
+                        record["locked_until"] = format_time(datetime.now(timezone.utc)
+                                                             + timedelta(minutes=cfg.lockout_minutes))
+                        record["failed_logins"] = 0
+                        refusal = _locked(record["locked_until"])
+                    self._update(row, record)
+                elif record.get("disabled"):
+                    refusal = AuthError("disabled", N_("This account is disabled."), N_("Ask an administrator to enable it."))
+                else:
+                    record.update(failed_logins=0, locked_until=None, last_login_at=now)
+                    if _hasher.check_needs_rehash(record["password_hash"]):
+                        record["password_hash"] = _hasher.hash(password)
+                    self._update(row, record)
+        except StoreError as exc:
+            if record is None:
+                raise
+            # A full or failing disk must not lock everyone out of reading the records: the verdict
+            # stands, only its bookkeeping (failure count, last login) is lost, with a warning.
+            self._store._warn(f"The login of {name} could not be recorded: {exc.message}")
         if refusal is not None:
             raise refusal
         return shown(record)

@@ -89,9 +89,11 @@ def create_app(ctx: AppContext) -> bottle.Bottle:
                                N_("Go back to the home page.")))
     app.error(413)(_error_page(ctx, 413, N_("Upload refused"), N_("The upload is too large."),
                                N_("Use a smaller image or a lower camera resolution.")))
+    # Not known here whether the step got as far as saving: never claim that nothing was saved.
     app.error(500)(_error_page(ctx, 500, N_("Something went wrong"),
-                               N_("The kiosk met an unexpected problem; nothing was saved by this step."),
-                               N_("Try again. If it happens again, tell the technician (appliance doctor).")))
+                               N_("The kiosk met an unexpected problem. What you just did may or may not have been saved."),
+                               N_("Check the record (Browse records) before doing it again. If it happens again, "
+                                  "tell the technician (appliance doctor).")))
     for name in ROUTE_MODULES:
         importlib.import_module(f"{__package__}.{name}").install(app, ctx)
     return app

@@ -20,6 +20,7 @@ import json
 import bottle
 from bottle import request, response
 
+from ..errors import StoreError
 from .roles import PERMISSIONS, ROLES, allowed, may_decide  # noqa: F401 (re-exported)
 from .context import ENV_ANON_CSRF, ENV_SESSION, AppContext, current_session
 from .sessions import Session, new_token
@@ -115,11 +116,25 @@ def may_see(record: dict) -> bool:
 # -- audit ---------------------------------------------------------------------------------
 def audit(action: str, target_type: str, target_id: str | None = None, detail: dict | None = None,
           *, actor: str | None = None) -> None:
-    """Write one audit entry for a view or change of patient data (never the data itself)."""
+    """Write one audit entry for a view of patient data, a login or an export (never the data
+    itself). Changes are not audited here: the store audits every change it makes."""
     ctx = ctx_of_request()
     session = current_session()
     who = actor or (session.username if session else "anonymous")
-    ctx.store.audit.log(who, action, target_type, target_id, detail)
+    record_audit(ctx.store, who, action, target_type, target_id, detail)
+
+
+def record_audit(store, actor: str, action: str, target_type: str, target_id: str | None = None,
+                 detail: dict | None = None) -> None:
+    """The audit entry, best-effort: on a full or failing disk a clinician must still be able to
+    read records, and a change already made must not be reported as failed (she would redo it).
+    A lost entry is logged and listed in the store's warnings, which the self-check shows."""
+    try:
+        store.audit.log(actor, action, target_type, target_id, detail)
+    except (StoreError, OSError) as exc:
+        reason = getattr(exc, "message", None) or getattr(exc, "strerror", None) or type(exc).__name__
+        store._warn(f"The audit entry for {action} {target_type} {target_id or ''} by {actor} "
+                    f"could not be written: {reason}")
 
 
 # -- login sessions ------------------------------------------------------------------------

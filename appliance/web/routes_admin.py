@@ -50,7 +50,6 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         except UserError as exc:
             bottle.response.status = 400
             return _admin_page(ctx, storage, new_user=values, error=ctx.error_text(exc))
-        auth.audit("create", "user", user["username"], {"role": user["role"]})
         current_session().flash(_("Account %(name)s created.", name=user["username"]), "ok")
         bottle.redirect("/admin#users")
 
@@ -67,7 +66,6 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
             bottle.response.status = 400
             return _admin_page(ctx, storage, error=ctx.error_text(exc))
         ctx.sessions.delete_user(username)
-        auth.audit("update", "user", username, {"password_reset": True})
         current_session().flash(_("New password set for %(name)s.", name=username), "ok")
         bottle.redirect("/admin#users")
 
@@ -81,7 +79,6 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         store.users.set_disabled(username, disabled, by=admin["username"])
         if disabled:
             ctx.sessions.delete_user(username)
-        auth.audit("update", "user", username, {"disabled": disabled})
         current_session().flash(_("Account %(name)s disabled.", name=username) if disabled
                                 else _("Account %(name)s enabled.", name=username), "ok")
         bottle.redirect("/admin#users")

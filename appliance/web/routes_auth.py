@@ -84,7 +84,6 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
             except UserError as exc:
                 return _setup_failed(ctx, values, *ctx.error_text(exc))
         auth.start_session(user)
-        auth.audit("create", "user", user["username"], {"role": "admin", "first_run": True})
         current_session().flash(_("The administrator account is ready. Now create accounts for the nurses and doctors."))
         bottle.redirect("/admin")
 

@@ -63,7 +63,6 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
             bottle.response.status = 409 if existing else 400
             message, hint = ctx.error_text(exc)
             return _diagnose_page(ctx, form=values, error=message, hint=hint, existing=existing)
-        auth.audit("create", "patient", patient["uuid"])
         current_session().flash(_("Patient registered."), "ok")
         bottle.redirect(f"/patients/{patient['uuid']}")
 
@@ -192,7 +191,6 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         note = field("note", max_len=1000)
         label = decisions.chosen_label(exam, field("agrees", max_len=20), field("label", max_len=60))
         store.exams.decide(uuid, label, note=note, by=user["username"])
-        auth.audit("decide", "exam", uuid, {"label": label, "agrees": label == exam["label"]})
         current_session().flash(_("Decision saved."), "ok")
         bottle.redirect(f"/exams/{uuid}#decision")
 
@@ -205,7 +203,6 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         patient = _patient_or_404(ctx, exam["patient_uuid"])
         if not exam.get("decision") and auth.may_decide(user, exam["analysis"]):
             store.exams.decide(uuid, "not_suitable", by=user["username"])
-            auth.audit("decide", "exam", uuid, {"label": "not_suitable", "agrees": False, "retake": True})
         _open_draft(ctx, user, patient, exam["analysis"])
 
     @app.get(f"/exams/<uuid:re:{UUID_RE}>/print")
