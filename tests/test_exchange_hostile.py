@@ -266,6 +266,66 @@ def test_a_record_of_an_unknown_analysis_is_refused(guarded):
     _refused(w, craft_bundle(w, _members([patient], [dict(exam, analysis="lung_ct")])), "analysis")
 
 
+def _engine_result(**changes) -> dict:
+    """A Pap-smear result shaped as the engine writes it; ``changes`` spoil one part."""
+    step = {"model": "pap_smear", "version": "1.0", "demo": False, "probabilities": {"normal": 0.8, "abnormal": 0.2},
+            "top": "normal", "confidence": 0.8, "uncertain": False}
+    result = {"analysis": "pap_smear", "demo": False, "label": "normal", "steps": [step],
+              "path": [["pap_smear", "normal"]], "quality": {"ok": True, "warnings": [{"code": "blur", "message": "x"}]},
+              "out_of_scope": {"flagged": False}, "timings_ms": {"total": 30.5}}
+    for key, value in changes.items():
+        if key.startswith("step_"):
+            step[key[5:]] = value
+        else:
+            result[key] = value
+    return result
+
+
+@pytest.mark.parametrize("result, words", [
+    ("not an object", "model result is not a JSON object"),
+    (_engine_result(steps={"model": "pap_smear"}), "steps are not a list"),
+    (_engine_result(step_model="lung_net"), "model 'lung_net', which is not a model of pap_smear"),
+    (_engine_result(step_model="breast_binary"), "model 'breast_binary', which is not a model of pap_smear"),
+    (_engine_result(step_probabilities={"normal": "high"}), "probability that is not a number from 0 to 1"),
+    (_engine_result(step_probabilities={"normal": 7.5}), "probability that is not a number from 0 to 1"),
+    (_engine_result(step_probabilities={"tumour": 0.5}), "'tumour', which is not a class of pap_smear"),
+    (_engine_result(step_probabilities=[0.8, 0.2]), "no table of probabilities"),
+    (_engine_result(step_top="tumour"), "top class 'tumour'"),
+    (_engine_result(path=[["pap_smear"]]), "path is not a list of [model, class]"),
+    (_engine_result(quality={"warnings": ["blurred"]}), "quality warnings"),
+    (_engine_result(timings_ms={"total": "slow"}), "timings are not numbers"),
+])
+def test_an_exam_whose_model_result_the_pages_cannot_read_is_refused(guarded, result, words):
+    """A signed bundle from other software: refused with a sentence naming the record, nothing merged."""
+    w = guarded
+    patient, exam, _ = _records(w)
+    error = _refused(w, craft_bundle(w, _members([patient], [dict(exam, result=result)])), words)
+    assert exam["uuid"] in error.message
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"decision": {"label": "tumour", "agrees": False}}, "decision 'tumour' is not a decision"),
+    ({"decision": {"label": "normal", "agrees": "yes"}}, "decision is malformed"),
+    ({"decision": {"label": "normal", "agrees": True, "by": "doctor1", "at": "yesterday"}}, "names no user or time"),
+    ({"decision_history": {"label": "normal"}}, "earlier decisions are not a list"),
+    ({"decision_history": [{"label": "grade_9"}]}, "earlier decision 'grade_9'"),
+])
+def test_an_exam_with_malformed_decisions_is_refused(guarded, changes, words):
+    w = guarded
+    patient, exam, _ = _records(w)
+    _refused(w, craft_bundle(w, _members([patient], [dict(exam, **changes)])), words, exam["uuid"])
+
+
+def test_an_engine_shaped_result_is_taken_in_and_shown(world):
+    w = world
+    patient, exam, image = _records(w)
+    good = dict(exam, result=_engine_result(), decision_history=[
+        {"label": "abnormal", "agrees": False, "note": "", "by": "nurse1", "at": exam["created_at"]}])
+    name = layout.image_member("pap_smear", "normal", exam["image"]["sha256"], exam["image"]["ext"])
+    importer.import_bundle(w.supervisor.store, w.supervisor.cfg, craft_bundle(w, _members([patient], [good], [(name, image)])))
+    assert w.supervisor.store.exams.get(exam["uuid"])["result"] == _engine_result()
+
+
 def test_an_image_that_does_not_match_its_name_is_refused(guarded):
     w = guarded
     patient, exam, image = _records(w)

@@ -21,14 +21,20 @@ def jpeg_bytes(seed: int = 0, size: tuple[int, int] = (64, 48)) -> bytes:
 
 
 def result_json(analysis: str = "pap_smear", label: str | None = None) -> dict:
-    """A result shaped like the engine's ``Result.to_json()`` (docs/ARCHITECTURE.md)."""
+    """A result shaped like the engine's ``Result.to_json()`` (docs/ARCHITECTURE.md): one step, by the
+    analysis's model that has ``label`` as a class (a label of no model there gives a result the
+    store refuses, as it should)."""
+    from appliance import catalogue
     label = label or ANALYSIS_LABELS[analysis]
+    models = catalogue.analysis(analysis).model_ids if analysis in catalogue.ANALYSES else ()
+    model = next((m for m in models if label in catalogue.MODELS[m].class_ids), models[0] if models else analysis)
+    other = next((c for c in catalogue.MODELS[model].class_ids if c != label), "other") if model in catalogue.MODELS else "other"
     return {"analysis": analysis, "image": "upload.jpg", "demo": True, "pack": {"id": "demo", "version": "0.1.0"},
             "runtime": "onnxruntime", "precision": "int8",
-            "steps": [{"model": analysis, "version": "0.1.0-demo", "demo": True,
-                       "probabilities": {label: 0.91, "other": 0.09}, "top": label, "confidence": 0.91,
+            "steps": [{"model": model, "version": "0.1.0-demo", "demo": True,
+                       "probabilities": {label: 0.91, other: 0.09}, "top": label, "confidence": 0.91,
                        "uncertain": False}],
-            "path": [[analysis, label]], "label": label, "uncertain": False,
+            "path": [[model, label]], "label": label, "uncertain": False,
             "out_of_scope": {"flagged": False, "score": 0.1, "reason": None},
             "quality": {"ok": True, "warnings": [], "metrics": {"sharpness": 120.5}},
             "image_info": {"width": 64, "height": 48, "format": "JPEG"},

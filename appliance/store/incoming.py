@@ -5,6 +5,7 @@ would break an index, a query or a statistic is refused with a sentence naming i
 """
 from __future__ import annotations
 
+import math
 import re
 
 from .. import catalogue
@@ -68,3 +69,99 @@ def _check_exam(out: dict, record: dict) -> None:
     if image is not None and (not isinstance(image, dict) or not is_sha256(image.get("sha256"))
                               or not re.match(r"^[a-z]{3,4}$", str(image.get("ext", "")))):
         raise _refuse("exams", record, "its image reference is malformed")
+    problem = _result_problem(out.get("result"), analysis) or _decisions_problem(out, analysis)
+    if problem:
+        raise _refuse("exams", record, problem)
+
+
+# The pages, the PDF and the statistics read an exam's result and decisions as this software
+# writes them; a record from other software (signed by its post all the same) must not be
+# able to break them, so it is held to that shape before anything is merged.
+
+def _is_probability(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
+
+
+def _step_problem(step, n: int, analysis_id: str) -> str | None:
+    where = f"step {n} of its model result"
+    if not isinstance(step, dict):
+        return f"{where} is not a JSON object"
+    model_id = step.get("model")
+    if model_id not in catalogue.ANALYSES[analysis_id].model_ids:
+        return f"{where} names the model {model_id!r}, which is not a model of {analysis_id}"
+    classes = catalogue.MODELS[model_id].class_ids
+    probabilities = step.get("probabilities", {})
+    if not isinstance(probabilities, dict):
+        return f"{where} has no table of probabilities"
+    for class_id, p in probabilities.items():
+        if class_id not in classes:
+            return f"{where} gives a probability for {class_id!r}, which is not a class of {model_id}"
+        if not _is_probability(p):
+            return f"{where} gives {class_id!r} a probability that is not a number from 0 to 1"
+    if "top" in step and step["top"] not in classes:
+        return f"{where} names the top class {step['top']!r}, which is not a class of {model_id}"
+    if "confidence" in step and not _is_probability(step["confidence"]):
+        return f"{where} has a confidence that is not a number from 0 to 1"
+    if not isinstance(step.get("version", ""), str):
+        return f"{where} has a model version that is not text"
+    return None
+
+
+def _result_problem(result, analysis_id: str) -> str | None:
+    """What is wrong with an exam's model result (None: the pages can show it)."""
+    if result is None:
+        return None
+    if not isinstance(result, dict):
+        return "its model result is not a JSON object"
+    steps = result.get("steps", [])
+    if not isinstance(steps, list):
+        return "its model result's steps are not a list"
+    for n, step in enumerate(steps, 1):
+        problem = _step_problem(step, n, analysis_id)
+        if problem:
+            return problem
+    path = result.get("path", [])
+    if not isinstance(path, list) or not all(
+            isinstance(p, list) and len(p) == 2 and p[0] in catalogue.ANALYSES[analysis_id].model_ids
+            and p[1] in catalogue.MODELS[p[0]].class_ids for p in path):
+        return "its model result's path is not a list of [model, class] of this analysis"
+    if "label" in result and result["label"] not in catalogue.all_label_ids()[analysis_id]:
+        return f"its model result's label {result['label']!r} is not a class of {analysis_id}"
+    for key in ("quality", "out_of_scope", "pack", "heatmap", "timings_ms", "image_info"):
+        if not isinstance(result.get(key, {}), dict):
+            return f"its model result's {key} is not a JSON object"
+    warnings = result.get("quality", {}).get("warnings", [])
+    if not isinstance(warnings, list) or not all(isinstance(w, dict) and isinstance(w.get("message", ""), str)
+                                                 for w in warnings):
+        return "its model result's quality warnings are not a list of messages"
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in result.get("timings_ms", {}).values()):
+        return "its model result's timings are not numbers"
+    return None
+
+
+def _decision_problem(decision, analysis_id: str, what: str) -> str | None:
+    if not isinstance(decision, dict):
+        return f"its {what} is not a JSON object"
+    if decision.get("label") not in catalogue.all_decision_ids()[analysis_id]:
+        return f"its {what} {decision.get('label')!r} is not a decision for {analysis_id}"
+    if not isinstance(decision.get("agrees", False), bool) or not isinstance(decision.get("note", ""), str):
+        return f"its {what} is malformed (agrees must be true or false, the note text)"
+    if not isinstance(decision.get("by") or "", str) or ("at" in decision and not is_time(decision["at"])):
+        return f"its {what} names no user or time"
+    return None
+
+
+def _decisions_problem(out: dict, analysis_id: str) -> str | None:
+    """What is wrong with an exam's decision and the earlier decisions it keeps (None: fine)."""
+    if out.get("decision") is not None:
+        problem = _decision_problem(out["decision"], analysis_id, "decision")
+        if problem:
+            return problem
+    history = out.get("decision_history", [])
+    if not isinstance(history, list):
+        return "its earlier decisions are not a list"
+    for earlier in history:
+        problem = _decision_problem(earlier, analysis_id, "earlier decision")
+        if problem:
+            return problem
+    return None
