@@ -424,6 +424,27 @@ def test_transaction_commits_many_writes_together_or_none(store, cfg, tmp_path):
         assert {e["uuid"] for e in central.exams.query()[0]} == {e["uuid"] for e in exams}
 
 
+def test_bulk_insert_in_a_transaction_that_fails_leaves_no_trace_after_a_restart(store, cfg, tmp_path):
+    patient = register(store)
+    saved = save_exam(store, patient, seed=1)
+    others = [save_exam(store, patient, seed=i) for i in range(2, 5)]
+    records = {kind: list(store.changes(kind)) for kind in ("patients", "exams")}
+    central_cfg = load_other(cfg, tmp_path)
+    with Store.open(central_cfg) as central:
+        for seed in range(1, 5):
+            central.images.put(jpeg_bytes(seed))
+        central.bulk_insert("patients", records["patients"])
+        central.bulk_insert("exams", [r for r in records["exams"] if r["uuid"] == saved["uuid"]])
+        with pytest.raises(RuntimeError):
+            with central.transaction():
+                central.bulk_insert("exams", [r for r in records["exams"] if r["uuid"] != saved["uuid"]])
+                raise RuntimeError("the import failed half-way")
+        assert central.exams.query()[1] == 1
+    with Store.open(central_cfg) as central:        # what the index remembers matches the files
+        assert [e["uuid"] for e in central.exams.query()[0]] == [saved["uuid"]] and not central.warnings
+    assert len(others) == 3
+
+
 def test_transaction_over_more_files_than_are_kept_open(store, cfg, tmp_path):
     """Files waiting for their commit stay in memory even past the open-file cache limit."""
     from appliance.store.fields import new_uuid

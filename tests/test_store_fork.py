@@ -125,14 +125,17 @@ def test_forked_child_does_not_keep_the_parents_store_open(cfg, tmp_path):
         backup = store.backup(tmp_path / "usb")
     store = Store.open(cfg)
     read, write = os.pipe()
-    pid = _fork(lambda: os.read(read, 1))        # a helper process that never touches the store
+    started_r, started_w = os.pipe()
+    # A helper process that never touches the store: it says it runs, then waits to be told to end.
+    pid = _fork(lambda: (os.write(started_w, b"s"), os.read(read, 1)))
     try:
+        assert os.read(started_r, 1) == b"s"
         store.close()
         # Restore needs the store closed everywhere; the child's inherited copy must not count.
         report = Store.restore(backup, cfg, force=True)
         assert report["patients"] == 1
     finally:
         os.write(write, b"x")
-        os.close(write)
-        os.close(read)
+        for fd in (write, read, started_r, started_w):
+            os.close(fd)
         assert _wait(pid) == 0

@@ -13,8 +13,10 @@ Order for each bundle (a refusal at any step leaves the store exactly as it was)
 7. merge: images into the library, then patients, then exams, each with ``store.merge``
    (by uuid, newer ``updated_at`` wins, the superseded version stays in history).
 
-Re-importing a bundle merges nothing new and writes nothing. A crash during step 7 leaves
-some records merged; importing the same bundle again completes it (merging is idempotent).
+Re-importing a bundle merges nothing new and writes nothing. Step 7 commits in groups (images
+in batches, records a few hundred per store transaction): a crash or a full disk during it leaves
+whole groups merged and none half; importing the same bundle again completes it (merging is
+idempotent).
 """
 from __future__ import annotations
 
@@ -26,10 +28,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from ..errors import NotFound, UserError
-from ..store import durable
 from ..store.images import identify
 from ..store.incoming import check_incoming
 from . import container, keys, layout, workdir
@@ -344,47 +345,75 @@ def _has_image(store, sha: str, ext: str) -> bool:
 
 # -- merging ---------------------------------------------------------------------------------
 
-BULK_GROUP = 4096      # records written per bulk insert (bounds memory for very large bundles)
+# Images put in one batch of the library: written, then fsynced together in one round.
+IMAGE_GROUP = 1000
+# Records merged in one store transaction: they reach the disk together (a few chunk files, one
+# round of fsyncs) or, when anything in the group fails, none of them does.
+MERGE_GROUP = 500
+
+
+def _groups(items: Iterable, size: int) -> Iterator[list]:
+    group: list = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def _merge(store, staged: Staged, report: ImportReport, progress: Progress, totals: dict[str, int]) -> None:
     """Images first (records never point at an image that is not on disk), then patients, then exams.
 
-    Records the store does not have yet go in with ``store.bulk_insert`` (one durable write per
-    chunk file, not one per record: 20 to 50 times faster on a slow disk); records it already has
-    go through ``store.merge`` one by one (newer wins, the other version kept in history). Both
-    get the records as ``check_incoming`` cleaned them during the checks.
+    Images go in batches (``store.images.batch``): written as they come, made durable together at
+    the end of each batch, before any record. Records go in groups of ``MERGE_GROUP``, each one
+    ``store.transaction()``: those the store does not have yet with ``store.bulk_insert`` (one write
+    per chunk file, not per record), those it has with ``store.merge`` (newer wins, the other version
+    kept in history), all as ``check_incoming`` cleaned them during the checks. A failure inside a
+    group leaves that group out whole; what earlier groups merged stays, and importing the bundle
+    again completes it.
     """
     images = staged.images()
-    with durable.batch():                          # one folder fsync per folder, not per image
-        for number, (name, path) in enumerate(images, 1):
-            _, _, sha, ext = layout.parse_image_member(name)
-            if _has_image(store, sha, ext):
-                report.images_present += 1
-            else:
-                store.images.put(path.read_bytes())
-                report.images_added += 1
-            progress("images", number, len(images))
+    for first, group in enumerate(_groups(images, IMAGE_GROUP)):
+        with store.images.batch():
+            for number, (name, path) in enumerate(group, first * IMAGE_GROUP + 1):
+                _, _, sha, ext = layout.parse_image_member(name)
+                if _has_image(store, sha, ext):
+                    report.images_present += 1
+                else:
+                    store.images.put(path.read_bytes())
+                    report.images_added += 1
+                progress("images", number, len(images))
     for kind in ("patients", "exams"):
         counts = report.merged.setdefault(kind, Counter(inserted=0, updated=0, unchanged=0, older=0))
         path = staged.records.get(kind)
         if path is None:
             continue
-        new: list[dict] = []
-        for record in _lines(report.path, path):
-            clean = check_incoming(kind, record)
-            if _stored(store, kind, clean["uuid"]) is None:
-                new.append(clean)
-                if len(new) >= BULK_GROUP:
-                    counts["inserted"] += store.bulk_insert(kind, new)
-                    new = []
-            else:
-                counts[store.merge(kind, clean)] += 1
-            progress(kind, sum(counts.values()) + len(new), totals.get(kind, 0))
-        if new:
-            counts["inserted"] += store.bulk_insert(kind, new)
+        done = 0
+        for group in _groups(_lines(report.path, path), MERGE_GROUP):
+            with store.transaction():
+                merged = _merge_group(store, kind, group)
+            counts.update(merged)
+            done += len(group)
+            progress(kind, done, totals.get(kind, 0))
     if report.merged.get("exams", {}).get("inserted"):
         store.images.reconcile()                   # file the new exams' images under their classes
+
+
+def _merge_group(store, kind: str, records: list[dict]) -> Counter:
+    """Merge records into the store (call inside a transaction); how many of each outcome."""
+    outcome: Counter = Counter()
+    new: list[dict] = []
+    for record in records:
+        clean = check_incoming(kind, record)
+        if _stored(store, kind, clean["uuid"]) is None:
+            new.append(clean)
+        else:
+            outcome[store.merge(kind, clean)] += 1
+    if new:
+        outcome["inserted"] += store.bulk_insert(kind, new)
+    return outcome
 
 
 def _bundle_key(bundle_id: str) -> str:

@@ -161,10 +161,12 @@ def _current() -> _Batch | None:
 def batch(*, defer: bool = False) -> Iterator[None]:
     """Group the durable writes inside, so they wait for the disk together, once.
 
-    Folder fsyncs are deferred to the end, one per folder. With ``defer`` (the store's writer
-    lock must be held all through) record files are also only *prepared* inside: written to
-    temporary files, then at the end all fsynced at once, renamed into place, and their
-    folders fsynced at once. What the body changed in memory is told to follow with
+    Folder fsyncs are deferred to the end, one per folder. With ``defer`` files are also only
+    *prepared* inside: written to temporary files, then at the end all fsynced at once (in
+    parallel: the file system commits fsyncs that wait together in one go), renamed into place,
+    and their folders fsynced at once. For record files the store's writer lock must be held all
+    through (no other process may read the chunk meanwhile); new content-addressed files (the
+    image library's ``batch``) need no lock. What the body changed in memory is told to follow with
     :func:`when_committed`, and to fall back to the disk with :func:`if_aborted` when the body
     or the commit fails — then no prepared file is renamed and the disk is unchanged.
     Nested batches join the outer one.

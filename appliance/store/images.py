@@ -25,13 +25,13 @@ import hashlib
 import io
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from .. import catalogue
 from ..errors import BadImage, NotFound, UserError
 from ..fsutil import is_sha256
 from ..i18n import N_, translatable
-from .durable import atomic_write, os_error, remove_stale_tmp_files
+from .durable import atomic_write, batch, os_error, remove_stale_tmp_files
 from .exams import AWAITING, decision_of, research_label
 
 if TYPE_CHECKING:
@@ -129,16 +129,26 @@ class ImageLibrary:
                 raise os_error(exc, path, "save the image") from None
         return {"sha256": sha, "ext": ext, "width": width, "height": height}
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many ``put`` calls made durable together when the block ends: each image is written as it
+        comes, then all are fsynced in one parallel round, renamed into place and each folder is
+        fsynced once, instead of one disk flush per image (an import's thousands of images). When
+        the block returns every image is in the library, durably, so the records naming them may
+        follow; an exception inside leaves none of them. Use it on its own, not inside a transaction."""
+        with batch(defer=True):
+            yield
+
     def path(self, sha256: str, ext: str | None = None) -> Path:
         """The stored file of an image, ``images/<sha[:2]>/<sha>.<ext>``: the exam's ``ext`` first (when
         given), then the few extensions ``put`` writes, each one stat; never a folder listing."""
         if not is_sha256(sha256):
             raise NotFound(N_("There is no such image."), N_("Open the exam again."))
         stored = _stored_extensions()
-        for candidate in ((ext,) if ext in stored else ()) + stored:
-            path = self._file(sha256, candidate)
-            if path.is_file():
-                return path
+        stem = os.path.join(self.root, sha256[:2], sha256)       # plain strings: this runs per image
+        for candidate in ((ext,) if ext in stored and ext != stored[0] else ()) + stored:
+            if os.path.isfile(f"{stem}.{candidate}"):
+                return self._file(sha256, candidate)
         raise translatable(NotFound)(N_("The image %(image)s… is not on this box."),
                                      N_("It may have come in a bundle without images."), image=sha256[:12])
 

@@ -172,12 +172,19 @@ class Collection:
     def write_cache(self) -> None:
         """Save the summaries of the partitions that changed (losing them only costs start-up time)."""
         for partition in sorted(self._stale):
+            members = [c for c in self.chunks if c.partition == partition]
+            if any(self._pending(c) for c in members):
+                continue        # a write waits for its batch: memory is ahead of the file, for now
             chunks = {c.name: {"ident": c.ident, "count": c.count, "max_seq": c.max_seq,
                                "summary": self.index.chunk_summary(c.no)}
-                      for c in self.chunks if c.partition == partition and c.ident is not None}
+                      for c in members if c.ident is not None}
             doc = {"key": self.cache_key, "chunks": chunks}
             atomic_write(self.cache_dir / f"{partition}.marshal", marshal.dumps(doc), sync=False)
             self._stale.discard(partition)
+
+    def _pending(self, chunk: Chunk) -> bool:
+        db = self._open.get(chunk.no)
+        return db is not None and db.storage.pending
 
     def remove_stale_tmp_files(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -277,6 +284,7 @@ class Collection:
         chunk.count = len(records)
         chunk.max_seq = max((r.get("_seq", 0) for _, r in records), default=0)
         self.index.load_chunk(chunk.no, self.index.summarize(records))
+        self._stale.add(chunk.partition)         # a summary saved meanwhile may hold the lost write
         with contextlib.suppress(FileNotFoundError):
             self._take_ident(chunk)
 

@@ -444,11 +444,13 @@ class Store:
 
     def bulk_insert(self, kind: str, records: list[dict]) -> int:
         """Write many finished records at once, one file write per chunk, without audit entries.
-        For migrations and benchmarks; records must already be complete and valid."""
+        For migrations, imports and benchmarks; records must already be complete and valid. Inside
+        a ``transaction()`` the chunk files are committed with the rest of it (or not at all)."""
         records_of = self._kinds[kind]
         with self._writing(defer=False):       # thousands of chunks: written as they fill
             for record in records:
                 record["_seq"] = self._next_seq()
             n = records_of.collection.insert_many(records)
-            self._write_caches()
+            # Summaries describe files as they are on disk: inside a transaction, once it commits.
+            durable.when_committed(self._write_caches)
             return n

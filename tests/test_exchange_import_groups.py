@@ -1,0 +1,91 @@
+"""Import commits in groups: images in batches made durable together before any record, records a
+few hundred per store transaction. A disk that fills up in the middle leaves whole groups and no
+half one, and importing the same bundle again completes it."""
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from appliance.errors import StoreError
+from appliance.exchange import importer
+from appliance.exchange.export import export_bundle
+from appliance.store import durable
+
+from test_exchange_support import world  # noqa: F401
+
+PATIENTS = 12
+
+
+@pytest.fixture
+def bundle(world, monkeypatch):
+    """A post's bundle of 12 patients with one exam each; groups small enough to have several."""
+    for n in range(PATIENTS):
+        world.add_exam(f"JU-{n:03d}", f"Patient {n}")
+    monkeypatch.setattr(importer, "IMAGE_GROUP", 5)        # image batches: 5, 5, 2
+    monkeypatch.setattr(importer, "MERGE_GROUP", 5)        # transactions: patients 5, 5, 2; exams 5, 5, 2
+    return export_bundle(world.post.store, world.post.cfg, world.stick).path
+
+
+def _disk_fills_at(monkeypatch, nth_commit: int) -> None:
+    """The disk is full when the ``nth_commit``-th group (image batch or transaction) is committed."""
+    commits = {"n": 0}
+    real_commit, real_fsync = durable._commit, durable._fsync_file
+
+    def commit(b):
+        commits["n"] += 1
+        return real_commit(b)
+
+    def fsync(path):
+        if commits["n"] == nth_commit:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_fsync(path)
+    monkeypatch.setattr(durable, "_commit", commit)
+    monkeypatch.setattr(durable, "_fsync_file", fsync)
+
+
+def _library(store) -> set[str]:
+    return {p.name for p in store.images.root.glob("??/*") if p.is_file()}
+
+
+def _leftovers(data_dir) -> list:
+    return [p for p in data_dir.rglob(".*.tmp-*") if "exchange" not in p.parts]
+
+
+def test_a_full_disk_during_the_records_leaves_whole_groups_and_a_second_import_completes(world, bundle,
+                                                                                           monkeypatch):
+    sup = world.supervisor
+    _disk_fills_at(monkeypatch, 3 + 3 + 2)         # 3 image batches, 3 patient groups, 2nd exam group
+    with pytest.raises(StoreError, match="disk is full"):
+        importer.import_bundles(sup.store, sup.cfg, [bundle])
+    assert len(_library(sup.store)) == PATIENTS                    # every image, before any record
+    assert len(sup.store.patients.search("Patient", limit=50)) == PATIENTS
+    assert sup.store.exams.query(limit=50)[1] == 5                 # the first exam group, not half the second
+    assert not _leftovers(sup.cfg.data_dir)
+    sup.reopen()                                                    # and so it is on disk
+    assert sup.store.exams.query(limit=50)[1] == 5 and not sup.store.warnings
+
+    monkeypatch.undo()
+    monkeypatch.setattr(importer, "MERGE_GROUP", 5)
+    (report,) = importer.import_bundles(sup.store, sup.cfg, [bundle])
+    assert report.merged["exams"]["inserted"] == PATIENTS - 5 and report.merged["exams"]["unchanged"] == 5
+    assert report.images_present == PATIENTS and report.images_added == 0
+    assert sup.store.exams.query(limit=50)[1] == PATIENTS
+
+
+def test_a_full_disk_during_the_images_merges_no_record(world, bundle, monkeypatch):
+    sup = world.supervisor
+    _disk_fills_at(monkeypatch, 2)                 # the second image batch
+    with pytest.raises(StoreError, match="disk is full"):
+        importer.import_bundles(sup.store, sup.cfg, [bundle])
+    assert len(_library(sup.store)) == 5                           # the first batch only, whole
+    assert not sup.store.patients.search("Patient", limit=50) and sup.store.exams.query()[1] == 0
+    assert not _leftovers(sup.cfg.data_dir)
+
+    monkeypatch.undo()
+    (report,) = importer.import_bundles(sup.store, sup.cfg, [bundle])
+    assert report.images_added == PATIENTS - 5 and report.images_present == 5
+    assert report.merged["patients"]["inserted"] == PATIENTS and report.merged["exams"]["inserted"] == PATIENTS
+    for exam in sup.store.exams.query(limit=50)[0]:
+        assert sup.store.images.path(exam["image"]["sha256"], exam["image"]["ext"]).is_file()
