@@ -423,6 +423,10 @@ def _check_store(cfg: Config, store, problems: list[str], warnings: list[str]) -
 def _store_summary(store, warnings: list[str]) -> str:
     # Files the store had to restore from their previous copy (after a power cut) and the like.
     warnings.extend(f"record store: {w}" for w in getattr(store, "warnings", []))
+    from .exchange.importer import incomplete_imports
+    for item in incomplete_imports(store):
+        warnings.append(f"the import of the bundle {item.get('file')} (post {item.get('post_id')}), started "
+                        f"{item.get('started_at')}, did not finish: import the same bundle again to complete it")
     users = store.users.count()
     note = f"store opens, {users} user(s)"
     return note + ("; no user yet: the kiosk asks for the first admin" if users == 0 else "")

@@ -39,6 +39,10 @@ from .workdir import now_iso
 from .staging import MAX_RECORD_LINE, Limits, Staged, stage_payload
 
 POSTS_META = "exchange.posts"
+# Bundles whose merge began and has not finished (a crash, a power cut, a full disk part-way):
+# bundle id -> file, post, start. The self-check and the import page show them until the same
+# bundle is imported again, which completes it.
+INCOMPLETE_META = "exchange.imports_incomplete"
 Progress = Callable[[str, int, int], None]
 
 
@@ -209,10 +213,13 @@ def import_envelope(store, cfg, env: container.Envelope, *, accept_unknown: bool
         totals = _check_records(store, env, staged)
         _check_images(store, cfg, env, staged)
         report.already_imported = store.meta_get(_bundle_key(report.bundle_id)) is not None
+        if not report.already_imported:
+            _mark_incomplete(store, env, report, by)      # stays visible if the merge does not finish
         _merge(store, staged, report, progress, totals)
         _note_gap(store, env, report)
         if report.changed or not report.already_imported:
             _remember(store, env, staged, report, by)
+        _mark_complete(store, report)
     report.seconds = time.monotonic() - started
     return report
 
@@ -463,3 +470,24 @@ def _remember(store, env: container.Envelope, staged: Staged, report: ImportRepo
 def imported_posts(store) -> dict[str, dict]:
     """Posts this box has imported from: id -> name, key, last import, bundles."""
     return dict(store.meta_get(POSTS_META) or {})
+
+
+def _mark_incomplete(store, env: container.Envelope, report: ImportReport, by: str) -> None:
+    incomplete = dict(store.meta_get(INCOMPLETE_META) or {})
+    incomplete[report.bundle_id] = {"file": env.path.name, "post_id": env.post_id, "post_name": report.post_name,
+                                    "started_at": now_iso(), "by": by}
+    store.meta_set(INCOMPLETE_META, incomplete)
+
+
+def _mark_complete(store, report: ImportReport) -> None:
+    incomplete = dict(store.meta_get(INCOMPLETE_META) or {})
+    if incomplete.pop(report.bundle_id, None) is not None:
+        store.meta_set(INCOMPLETE_META, incomplete)
+
+
+def incomplete_imports(store) -> list[dict]:
+    """Bundles whose import began and did not finish, oldest first: ``{bundle_id, file, post_id,
+    post_name, started_at, by}``. Part of each may be merged; importing it again completes it."""
+    incomplete = store.meta_get(INCOMPLETE_META) or {}
+    return sorted(({"bundle_id": bundle_id, **info} for bundle_id, info in incomplete.items()),
+                  key=lambda item: str(item.get("started_at", "")))

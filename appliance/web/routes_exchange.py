@@ -204,7 +204,8 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
                 bundles.append(inspections.get(path))
             drives.append({"drive": drive, "bundles": bundles})
         return ctx.render("exchange_import.html", drives=drives, job=jobs.current.get("import"),
-                          posts=importer.imported_posts(ctx.store), refused=_refused)
+                          posts=importer.imported_posts(ctx.store), refused=_refused,
+                          incomplete=importer.incomplete_imports(ctx.store))
 
     @app.post("/exchange/import")
     def start_import():
