@@ -15,7 +15,7 @@
    per-bundle median and p90, total, and the child's peak RSS (goal: bounded, not growing with P).
 3. Statistics over the merged store: ``store.stats()`` (the store's index), the cross-post tables
    of the Statistics page (``exchange.stats.cross_post``, from that index) and the DHIS2 data value
-   set (one pass over every exam record, to leave demo exams out).
+   set (also from the index's cells, demo exams told apart there).
 
 Each measured part runs in its own spawned process, so its peak RSS is its own. Results are
 printed and written to bench/results/bench_exchange.json.

@@ -128,3 +128,81 @@ def test_a_post_without_org_unit_is_named(merged, tmp_path):
         dhis2.write_data_value_set(w.supervisor.store, w.supervisor.cfg, out)
     assert w.other.store.post_id in err.value.message and "[org_units]" in err.value.hint
     assert not out.exists()
+
+
+# -- DHIS2 from the store's statistics cells: the same values as a pass over every record ----------
+
+def _varied_store(data_dir, rnd):
+    """A supervisor's store with three posts' records over two years: every analysis and class,
+    decisions that agree, disagree and refer, exams awaiting one, demo exams, ages known from a
+    birth date, from an approximate age, or not at all."""
+    from appliance import catalogue
+    from appliance.config import load_config
+    from appliance.store import Store
+    from appliance.store.fields import new_uuid
+
+    store = Store.open(load_config(data_dir=data_dir, environ={}))
+    decisions = catalogue.all_decision_ids()
+    patients, exams = [], []
+    for n in range(120):
+        post = f"post-{n % 3}"
+        born = rnd.choice([None, f"{rnd.randrange(1940, 2010)}-{rnd.randrange(1, 13):02d}-15"])
+        registered = f"{rnd.choice((2025, 2026))}-{rnd.randrange(1, 13):02d}-{rnd.randrange(1, 28):02d}T08:00:00.000Z"
+        patient = {"uuid": new_uuid(), "post_id": post, "created_at": registered, "updated_at": registered,
+                   "pid": f"P-{n:04d}", "full_name": f"Patient {n}", "address": "", "phone": "", "sex": "F",
+                   "birth_date": born, "age_years": None if born or rnd.random() < 0.3 else rnd.randrange(15, 85),
+                   "created_by": "nurse1"}
+        patients.append(patient)
+        for _ in range(rnd.randrange(1, 5)):
+            analysis = rnd.choice(sorted(catalogue.ANALYSES))
+            label = rnd.choice(catalogue.all_label_ids()[analysis])
+            when = f"{registered[:4]}-{rnd.randrange(1, 13):02d}-{rnd.randrange(1, 28):02d}T1{rnd.randrange(10)}:00:00.000Z"
+            final = rnd.choice([None, label, rnd.choice(decisions[analysis])])
+            exams.append({"uuid": new_uuid(), "post_id": post, "created_at": when, "updated_at": when,
+                          "created_by": "nurse1", "patient_uuid": patient["uuid"], "patient_pid": patient["pid"],
+                          "analysis": analysis, "source": "file", "result": {},
+                          "image": {"sha256": "%064x" % rnd.getrandbits(256), "ext": "jpg", "width": 8, "height": 8},
+                          "label": label, "demo": rnd.random() < 0.15, "final_label": final or label,
+                          "decision": None if final is None else {"label": final, "agrees": final == label,
+                                                                  "note": "", "by": "doctor1", "at": when},
+                          "status": "awaiting_decision" if final is None else "decided"})
+    store.bulk_insert("patients", patients)
+    store.bulk_insert("exams", exams)
+    return store
+
+
+@pytest.fixture(scope="module")
+def varied(tmp_path_factory):
+    import random
+    store = _varied_store(tmp_path_factory.mktemp("varied") / "supervisor", random.Random(2026))
+    yield store
+    store.close()
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {'count = "decided"': 'count = "all"'},
+    {"include_demo = false": "include_demo = true", "zeros = true": "zeros = false"},
+    {'count = "decided"': 'count = "all"', "include_demo = false": "include_demo = true",
+     'attribute_option_combo = ""': 'attribute_option_combo = "BCCDMS_ATTR"'},
+])
+@pytest.mark.parametrize("period", [(None, None), ("2025-03-15", "2026-02-10"), ("2026-01-01", None)])
+def test_dhis2_from_the_store_cells_equals_the_pass_over_every_record(varied, tmp_path, monkeypatch, changes, period):
+    store, (date_from, date_to) = varied, period
+    text = dhis2.DEFAULT_MAPPING.read_text().replace(
+        "[org_units]\n", "[org_units]\n" + "".join(f'"post-{n}" = "OU_{n}"\n' for n in range(3)))
+    for old, new in changes.items():
+        assert old in text
+        text = text.replace(old, new)
+    (tmp_path / "mapping.toml").write_text(text)
+    monkeypatch.setattr(store.cfg.exchange, "dhis2_mapping", str(tmp_path / "mapping.toml"))
+    streamed = dhis2.data_values(stats.count_cube(store, date_from=date_from, date_to=date_to),
+                                 dhis2.load_mapping(store.cfg))
+    assert len(streamed) > 20                          # a real test: many posts, months and classes
+
+    def every_record(*args, **kwargs):
+        raise AssertionError("the DHIS2 output read every exam record")
+    monkeypatch.setattr(store, "changes", every_record)
+    out = tmp_path / "values.json"
+    summary = dhis2.write_data_value_set(store, store.cfg, out, date_from=date_from, date_to=date_to)
+    assert json.loads(out.read_text())["dataValues"] == streamed and summary["values"] == len(streamed)
