@@ -76,3 +76,42 @@ def test_a_subtype_model_not_installed_is_said_everywhere(cfg, pack_key, maligna
         assert "not assessed: model not installed" in pdf_text(nurse.get(f"/exams/{exam_uuid}/report.pdf").body)
     finally:
         live.stop()
+
+
+def test_a_demo_model_never_follows_trusted_steps(cfg, pack_key, malignant_ductal, tmp_path, datasets):
+    """A trained pack lacking only the grade model, on a box whose demo pack has one: the grade
+    is not assessed (said so), and the trusted result carries no DEMO banner."""
+    trusted = without(malignant_ductal, pack_key, tmp_path / "no-grade", "breast_grade")
+    demo = make_demo_pack(malignant_ductal, tmp_path / "demo")
+    live = serve(cfg, demo, pack_key, current=trusted)
+    try:
+        nurse, exam_uuid, exam = breast_exam(live, datasets)
+        result = exam["result"]
+        assert [s["model"] for s in result["steps"]] == ["breast_binary", "breast_malignant_subtype"]
+        assert {s["pack"] for s in result["steps"]} == {"clinic-2026"} and not any(s["demo"] for s in result["steps"])
+        assert result["skipped"] == [{"model": "breast_grade", "reason": "only a demo model is installed"}]
+        assert exam["demo"] is False and result["demo"] is False and exam["label"] == "ductal_carcinoma"
+        page = nurse.get(f"/exams/{exam_uuid}").text
+        assert "DEMO" not in page                         # neither the result's banner nor the box's
+        assert "Breast: grade of ductal carcinoma — not assessed: only a demo model is installed" in page
+        assert "clinic-2026" in page
+        printed = nurse.get(f"/exams/{exam_uuid}/print").text
+        assert "DEMO" not in printed and "only a demo model is installed" in printed
+        assert "DEMO" not in pdf_text(nurse.get(f"/exams/{exam_uuid}/report.pdf").body)
+    finally:
+        live.stop()
+
+
+def test_a_result_whose_first_model_is_demo_stays_demo_throughout(cfg, pack_key, malignant_ductal, tmp_path, datasets):
+    """No trained breast_binary: the whole cascade runs on demo models and says DEMO in red."""
+    trusted = without(malignant_ductal, pack_key, tmp_path / "no-binary", "breast_binary")
+    demo = make_demo_pack(malignant_ductal, tmp_path / "demo")
+    live = serve(cfg, demo, pack_key, current=trusted)
+    try:
+        nurse, exam_uuid, exam = breast_exam(live, datasets)
+        assert exam["demo"] is True and exam["result"]["skipped"] == []
+        assert [s["model"] for s in exam["result"]["steps"]] == ["breast_binary", "breast_malignant_subtype", "breast_grade"]
+        page = nurse.get(f"/exams/{exam_uuid}").text
+        assert "DEMO RESULT" in page and "clinic-2026" in page and "demo" in page
+    finally:
+        live.stop()

@@ -39,6 +39,8 @@ from .runtimes.base import LoadedModel, ModelOutput, Runtime, RuntimeUnavailable
 # which keeps the probabilities within the bound bench/bench_imageio.py reports.
 FAST_DECODE_MARGIN = 2
 _LATENCY_WINDOW = 50
+# The result's "skipped" reason for a next step that only a demo model could run.
+DEMO_ONLY = "only a demo model is installed"
 
 
 @dataclass
@@ -52,6 +54,10 @@ class ModelSlot:
     gate: ood.Gate | None = None                  # out-of-scope statistics, read on first use
     gate_read: bool = False
     latencies: deque = field(default_factory=lambda: deque(maxlen=_LATENCY_WINDOW))
+
+
+def _is_demo(slot: ModelSlot) -> bool:
+    return bool(slot.entry.demo or slot.pack.demo)
 
 
 class Engine:
@@ -187,6 +193,12 @@ class Engine:
         return output
 
     # -- what the box can do ------------------------------------------------------------------
+    def demo_in_use(self) -> bool:
+        """Whether a result on this box can come from a demo model: an analysis whose first model
+        is a demo one (a demo model after a trusted first step is never run)."""
+        return any(_is_demo(self.slots[a.first_model]) for a in catalogue.ANALYSES.values()
+                   if a.first_model in self.slots)
+
     def analyses(self) -> list[str]:
         """Analysis ids whose first model is available (and a runtime to run it)."""
         try:
@@ -309,7 +321,14 @@ class Engine:
                 first_run.append((output, tensor))
             return slot.entry, slot.pack.pack_id, output
 
-        outcome = run_cascade(analysis, lambda m: m in self.slots, run_step)
+        # A demo model never follows trusted steps: its step is skipped and said so, rather than
+        # run as if trained or hiding the trusted result behind the demo's "do not use" banner.
+        trusted_first = not _is_demo(first)
+        outcome = run_cascade(analysis, lambda m: m in self.slots and not (trusted_first and _is_demo(self.slots[m])),
+                              run_step)
+        for skipped in outcome.skipped:
+            if skipped["model"] in self.slots:
+                skipped["reason"] = DEMO_ONLY
 
         t = time.perf_counter()
         # The first model judges whether the image belongs to the analysis at all.

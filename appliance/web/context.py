@@ -226,16 +226,14 @@ class AppContext:
 
     # -- facts the pages show ---------------------------------------------------------------
     def demo_active(self) -> bool:
-        """True when any model the box would use is a demo model (every page then says so)."""
+        """True when a result on this box can come from a demo model (every page then says so).
+        A demo model that could only follow a trusted first step is never run, so it does not count."""
         if self.engine is None:
             return False
         try:
-            status = self.engine.status()
+            return bool(self.engine.demo_in_use())
         except Exception:   # a broken pack must not take every page down; Admin shows why
             return False
-        models = status.get("models", {})
-        items = models.values() if isinstance(models, dict) else models
-        return bool(status.get("demo")) or any(bool(m.get("demo")) for m in items)
 
     def available_analyses(self) -> list[catalogue.Analysis]:
         ids = set(self.engine.analyses()) if self.engine is not None else set()

@@ -120,8 +120,11 @@ def exam_report_pdf(ctx: AppContext, exam: dict, patient: dict) -> bytes:
             pdf.cell(col * 0.17, 5, f"{row['p'] * 100:.1f} %", align="R", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     for warning in r["quality_warnings"]:
         right(_(warning), 8, color=AMBER)
-    right(f"{_('Model pack')} {r['pack'].get('id', '')} {r['pack'].get('version', '')} · "
-          + ", ".join(f"{s['model']} {s['version']}" for s in r["steps"]), 7, color=GREY, h=4)
+    mixed = len(r["packs"]) > 1
+    packs = (f"{_('Model packs')} {', '.join(r['packs'])}" if mixed
+             else f"{_('Model pack')} {r['pack'].get('id', '')} {r['pack'].get('version', '')}")
+    right(f"{packs} · " + ", ".join(f"{s['model']} {s['version']}" + (f" ({s['pack']})" if mixed else "")
+                                     for s in r["steps"]), 7, color=GREY, h=4)
     pdf.set_y(max(pdf.get_y(), image_bottom) + 2)
 
     heading(_("Clinician's decision"))

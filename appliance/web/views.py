@@ -61,7 +61,7 @@ def result_view(result: dict) -> dict:
         rows = [{"id": cid, "name": class_name(model_id, cid), "p": float(p), "top": cid == step.get("top")}
                 for cid, p in sorted(probs.items(), key=lambda kv: -kv[1])]
         view = {"model": model_id, "model_name": _(catalogue.model(model_id).name) if model_id in catalogue.MODELS else model_id,
-                "version": step.get("version", ""), "demo": bool(step.get("demo")), "rows": rows,
+                "version": step.get("version", ""), "pack": step.get("pack", ""), "demo": bool(step.get("demo")), "rows": rows,
                 "top": step.get("top"), "confidence": float(step.get("confidence", probs.get(step.get("top"), 0.0))),
                 "uncertain": bool(step.get("uncertain"))}
         steps.append(view)
@@ -85,6 +85,8 @@ def result_view(result: dict) -> dict:
         "out_of_scope": bool(scope.get("flagged")), "out_of_scope_reason": scope.get("reason"),
         "quality_warnings": [w.get("message", "") for w in quality.get("warnings", [])],
         "pack": result.get("pack") or {}, "runtime": result.get("runtime"), "precision": result.get("precision"),
+        # Every pack a step came from (a result may mix the current pack and the demo pack's models).
+        "packs": list(dict.fromkeys(s.get("pack") for s in result.get("steps", []) if s.get("pack"))),
         "timings": result.get("timings_ms") or {},
         "heatmap": (result.get("heatmap") or {}).get("available", False),
     }
