@@ -14,9 +14,12 @@ Order for each bundle (a refusal at any step leaves the store exactly as it was)
    (by uuid, newer ``updated_at`` wins, the superseded version stays in history).
 
 Re-importing a bundle merges nothing new and writes nothing. Step 7 commits in groups (images
-in batches, records a few hundred per store transaction): a crash or a full disk during it leaves
-whole groups merged and none half; importing the same bundle again completes it (merging is
-idempotent).
+in batches, records a few hundred per store transaction), so a bundle is all-or-nothing up to
+step 6 only: an error during step 7 (a full disk) leaves the groups before it merged and the
+failing group out whole; a crash (power cut) can also leave the group being committed partly
+merged (``store.transaction``). Either way the bundle stays listed as an import in progress
+(``incomplete_imports``: the self-check and the import page show it) until the same bundle is
+imported again, which completes it (merging is idempotent).
 """
 from __future__ import annotations
 
@@ -128,7 +131,8 @@ def _sort_key(env: container.Envelope) -> tuple:
 
 def import_bundles(store, cfg, paths, *, accept_unknown: bool = False, by: str = "cli",
                    progress: Progress | None = None) -> list[ImportReport | BundleRefused]:
-    """Import several bundles, oldest first per post; each one is all-or-nothing on its own."""
+    """Import several bundles, oldest first per post; each one is checked whole before anything of it
+    is merged, and merged on its own (see the module docstring for a merge cut short)."""
     envelopes: list[container.Envelope | BundleRefused] = []
     for path in paths:
         try:

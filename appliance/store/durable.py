@@ -168,7 +168,11 @@ def batch(*, defer: bool = False) -> Iterator[None]:
     through (no other process may read the chunk meanwhile); new content-addressed files (the
     image library's ``batch``) need no lock. What the body changed in memory is told to follow with
     :func:`when_committed`, and to fall back to the disk with :func:`if_aborted` when the body
-    or the commit fails — then no prepared file is renamed and the disk is unchanged.
+    or the commit fails. What holds: an exception in the body, or a failure while the files are
+    written or fsynced (a full disk shows up there), renames nothing — the disk is unchanged. The
+    renames come after every file is on disk, one file at a time (milliseconds): a crash or a
+    failed rename among them leaves each file whole, old or new, but some of the batch's files new
+    and others old. A batch is all-or-nothing against errors, not against a power cut mid-commit.
     Nested batches join the outer one.
     """
     if _current() is not None:

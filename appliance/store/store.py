@@ -270,10 +270,14 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """Many writes as one: everything written inside reaches the disk together when the block
-        ends, or nothing does — an exception leaving the block undoes every write in it. Holds the
-        writer lock throughout (other writers, here and in other processes, wait), so keep it to a
-        few hundred records; an import commits every few hundred records."""
+        """Many writes as one: everything written inside is committed when the block ends. An
+        exception leaving the block, or a failure while the files are written and fsynced (a full
+        disk), undoes every write in it: nothing reaches the disk. A crash (power cut, kill -9)
+        during the commit's renames — after every file is on disk, a few milliseconds — can leave
+        some of the block's record files new and others old, each whole (``durable.batch``);
+        callers that need to notice that keep their own marker (an import does). Holds the writer
+        lock throughout (other writers, here and in other processes, wait), so keep it to a few
+        hundred records; an import commits every few hundred records."""
         with self._writing():
             yield
 
