@@ -8,15 +8,22 @@ from __future__ import annotations
 import datetime as dt
 
 from .. import catalogue
-from ..i18n import N_
+from ..i18n import N_, glossary
 from ..i18n.age import age_at, format_age
 from ..i18n.dates import GREGORIAN, entry_text, format_date, format_datetime
 from .context import _, current_context, request_calendar, request_language
 
 
+def clinical_term(english: str) -> str:
+    """A catalogue class name in the reader's language, with the English beside a translation
+    no native-speaking clinician has reviewed yet ("አደገኛ (Malignant)"; appliance/i18n/glossary.py)."""
+    lang = _lang_and_calendar()[0]
+    return glossary.with_english(english, _(english), lang)
+
+
 def class_name(model_id: str, class_id: str) -> str:
     try:
-        return _(catalogue.model(model_id).class_name(class_id))
+        return clinical_term(catalogue.model(model_id).class_name(class_id))
     except (KeyError, Exception):
         return class_id
 
@@ -30,7 +37,7 @@ def label_name(analysis_id: str, label_id: str | None) -> str:
         return label_id
     for c in analysis.decision_choices():
         if c.id == label_id:
-            return _(c.name)
+            return clinical_term(c.name)
     for model_id in analysis.model_ids:
         if label_id in catalogue.model(model_id).class_ids:
             return class_name(model_id, label_id)
