@@ -3,6 +3,7 @@ few hundred per store transaction. A disk that fills up in the middle leaves who
 half one, and importing the same bundle again completes it."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 
@@ -28,21 +29,28 @@ def bundle(world, monkeypatch):
     return export_bundle(world.post.store, world.post.cfg, world.stick).path
 
 
-def _disk_fills_at(monkeypatch, nth_commit: int) -> None:
-    """The disk is full when the ``nth_commit``-th group (image batch or transaction) is committed."""
-    commits = {"n": 0}
-    real_commit, real_fsync = durable._commit, durable._fsync_file
-
-    def commit(b):
-        commits["n"] += 1
-        return real_commit(b)
+def _disk_fills_during(monkeypatch, owner, group: str, nth: int) -> None:
+    """The disk is full just as the ``nth`` group (``owner.<group>()``: an image batch or a store
+    transaction) is committed, and only then."""
+    full, count = {"now": False}, {"n": 0}
+    real_fsync, real_group = durable._fsync_file, getattr(owner, group)
 
     def fsync(path):
-        if commits["n"] == nth_commit:
+        if full["now"]:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return real_fsync(path)
-    monkeypatch.setattr(durable, "_commit", commit)
+
+    @contextlib.contextmanager
+    def counted():
+        count["n"] += 1
+        try:
+            with real_group():
+                yield
+                full["now"] = count["n"] == nth
+        finally:
+            full["now"] = False
     monkeypatch.setattr(durable, "_fsync_file", fsync)
+    monkeypatch.setattr(owner, group, counted)
 
 
 def _library(store) -> set[str]:
@@ -56,7 +64,7 @@ def _leftovers(data_dir) -> list:
 def test_a_full_disk_during_the_records_leaves_whole_groups_and_a_second_import_completes(world, bundle,
                                                                                            monkeypatch):
     sup = world.supervisor
-    _disk_fills_at(monkeypatch, 3 + 3 + 2)         # 3 image batches, 3 patient groups, 2nd exam group
+    _disk_fills_during(monkeypatch, sup.store, "transaction", 3 + 2)   # 3 patient groups, then exams
     with pytest.raises(StoreError, match="disk is full"):
         importer.import_bundles(sup.store, sup.cfg, [bundle])
     assert len(_library(sup.store)) == PATIENTS                    # every image, before any record
@@ -76,7 +84,7 @@ def test_a_full_disk_during_the_records_leaves_whole_groups_and_a_second_import_
 
 def test_a_full_disk_during_the_images_merges_no_record(world, bundle, monkeypatch):
     sup = world.supervisor
-    _disk_fills_at(monkeypatch, 2)                 # the second image batch
+    _disk_fills_during(monkeypatch, sup.store.images, "batch", 2)      # the second image batch
     with pytest.raises(StoreError, match="disk is full"):
         importer.import_bundles(sup.store, sup.cfg, [bundle])
     assert len(_library(sup.store)) == 5                           # the first batch only, whole
