@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import urllib.parse
 
 import bottle
 from bottle import request
@@ -111,7 +112,7 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         back = field("back", max_len=200)
         if session is None and back == "/login":
             back = "/login?chosen=1"       # the login form then carries the choice to the user's profile
-        bottle.redirect(back if back.startswith("/") and not back.startswith("//") else "/")
+        bottle.redirect(same_origin_path(back))
 
     @app.get("/settings")
     def settings_page():
@@ -132,6 +133,17 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         session.calendar = calendar
         session.flash(_(CALENDAR_CHOSEN[calendar]), "ok")
         bottle.redirect("/settings")
+
+
+def same_origin_path(back: str) -> str:
+    """``back`` when it is a path on this kiosk, else "/". Browsers read "/\\evil.com" and
+    "/<tab>/evil.com" as "//evil.com" (another site), so a backslash or any control character or
+    space refuses it, as does anything with a scheme or a host."""
+    parts = urllib.parse.urlsplit(back)
+    if (not back.startswith("/") or back.startswith("//") or parts.scheme or parts.netloc
+            or "\\" in back or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in back)):
+        return "/"
+    return back
 
 
 def _login_failed(ctx, username, chosen, message, hint):
