@@ -182,13 +182,30 @@
   }
 
   /* Scroll the field into the part of the screen the keyboard leaves free (at 800×480 the
-     keyboard covers the lower half, so "center" would put the field behind it). */
+     keyboard covers the lower half, so "center" would put the field behind it). The form's
+     next button (Log in, Search) comes along when field and button fit there together: it is
+     what the nurse taps after typing, and a tap on a button behind the keyboard does nothing. */
   function keepVisible(el) {
     var box = el.getBoundingClientRect();
     var free = panel.hidden ? window.innerHeight : panel.getBoundingClientRect().top;
     var margin = 12;
-    if (box.bottom > free - margin) { window.scrollBy(0, box.bottom - free + margin); }
+    var bottom = box.bottom;
+    var button = nextSubmitButton(el);
+    if (button) {
+      var b = button.getBoundingClientRect();
+      if (b.bottom > bottom && b.bottom - box.top <= free - 2 * margin) { bottom = b.bottom; }
+    }
+    if (bottom > free - margin) { window.scrollBy(0, bottom - free + margin); }
     else if (box.top < margin) { window.scrollBy(0, box.top - margin); }
+  }
+
+  function nextSubmitButton(el) {
+    if (!el.form) { return null; }
+    var buttons = el.form.querySelectorAll("button[type=submit], button:not([type]), input[type=submit]");
+    for (var i = 0; i < buttons.length; i++) {
+      if (el.compareDocumentPosition(buttons[i]) & Node.DOCUMENT_POSITION_FOLLOWING) { return buttons[i]; }
+    }
+    return null;
   }
 
   function hide() {
