@@ -6,6 +6,7 @@ a USB bundle are kept (their names appear on that post's records) but can never 
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from datetime import datetime, timedelta, timezone
@@ -159,6 +160,18 @@ class Users(RecordKind):
         with self._store._reading():
             row = self.index.local.get(normalise_username(username))
             return shown(self._raw(row)) if row else None
+
+    def access(self, username: str) -> tuple[str, bool, str] | None:
+        """``(role, disabled, password stamp)`` of a local account, None when there is none. The
+        kiosk checks a live session against it on every request (the index row and the cached
+        record: cheap), so a change made by the CLI or another process takes effect at once. The
+        stamp changes with the password, not with logins or failed attempts."""
+        with self._store._reading():
+            row = self.index.local.get(normalise_username(username))
+            if row is None:
+                return None
+            password_hash = self._raw(row).get("password_hash") or ""
+            return row.role, row.disabled, hashlib.sha256(password_hash.encode()).hexdigest()[:32]
 
     def list(self, *, include_other_posts: bool = False) -> list[dict]:
         with self._store._reading():

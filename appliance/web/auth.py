@@ -29,6 +29,7 @@ SESSION_COOKIE = "bccdms_session"
 ANON_CSRF_COOKIE = "bccdms_presession"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+ENV_ACCOUNT_CHANGED = "bccdms.account_changed"
 
 # Reachable without login. Everything else refuses anonymous clients.
 PUBLIC_PREFIXES = ["/login", "/setup", "/static/", "/healthz", "/phone/", "/favicon.ico"]
@@ -145,6 +146,8 @@ def start_session(user: dict) -> Session:
     if old:
         ctx.sessions.delete(old)
     session = ctx.sessions.create(user)
+    access = ctx.store.users.access(user["username"])
+    session.password_stamp = access[2] if access else ""
     response.set_cookie(SESSION_COOKIE, session.id, path="/", httponly=True, samesite="strict")
     request.environ[ENV_SESSION] = session
     return session
@@ -182,6 +185,8 @@ def _refuse_anonymous(path: str) -> bottle.HTTPResponse:
     if is_api(path):
         return _json_error(401, "Please log in.", "Your session ended; log in again.")
     expired = "?expired=1" if request.get_cookie(SESSION_COOKIE) else ""
+    if request.environ.get(ENV_ACCOUNT_CHANGED):
+        expired = "?changed=1"
     res = bottle.HTTPResponse(status=303, headers={"Location": "/login" + expired})
     if expired:
         res.delete_cookie(SESSION_COOKIE, path="/")
@@ -223,6 +228,15 @@ def _csrf_refused() -> bottle.HTTPResponse:
                                                            message=message, hint=hint))
 
 
+def _account_unchanged(ctx: AppContext, session: Session) -> bool:
+    """The logged-in account is still enabled, with the role and password of the login."""
+    try:
+        access = ctx.store.users.access(session.username)
+    except StoreError:      # the store cannot be read: every page says so; keep the session
+        return True
+    return access is not None and not access[1] and access[0] == session.role and access[2] == session.password_stamp
+
+
 SECURITY_HEADERS = {
     # Scripts only from the box's own files (no inline scripts: pass data in data-* attributes).
     "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -245,6 +259,13 @@ def install_guard(app: bottle.Bottle, ctx: AppContext) -> None:
         if request.content_length > max_body:
             raise _too_large(ctx.cfg.server.max_upload_mb)
         session = ctx.sessions.get(request.get_cookie(SESSION_COOKIE), touch=not _is_passive())
+        if session is not None and not path.startswith("/static/") and not _account_unchanged(ctx, session):
+            # Disabled, given another role or a new password since the login (here, by the CLI
+            # or by another process): the session ends now, not at its idle timeout.
+            ctx.sessions.delete(session.id)
+            ctx.drafts.discard_owner(session.username)
+            env[ENV_ACCOUNT_CHANGED] = True
+            session = None
         env[ENV_SESSION] = session
         if session is None:
             if not is_public(path):

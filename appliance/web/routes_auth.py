@@ -37,6 +37,9 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
             bottle.redirect("/")
         notice = _("You were logged out because nobody used the kiosk for a while.") \
             if request.query.get("expired") else None
+        if request.query.get("changed"):
+            notice = _("You were logged out because your account was changed (password, role or access). "
+                       "Log in again.")
         chosen = request_language(ctx) if request.query.get("chosen") else ""
         return ctx.render("login.html", error=None, notice=notice, username="", chosen_language=chosen)
 

@@ -30,6 +30,8 @@ class Session:
     created: float
     last_active: float
     calendar: str = "gregorian"      # how dates are shown and typed for this user
+    # The account's password stamp at login (store.users.access): a new password ends the session.
+    password_stamp: str = ""
     # Messages to show once on the next page ("Patient registered.").
     flashes: list[tuple[str, str]] = field(default_factory=list)
     # Page state that must not travel in URLs (search text, record filters).
