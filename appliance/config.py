@@ -51,13 +51,20 @@ class PostConfig:
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    # The LAN address phones use for the colposcope upload page. Empty: localhost only.
+    # The box's address on the health post's network, for the phone colposcope (it is put in the
+    # QR code): a second listener there serves the phone upload pages and nothing else, while the
+    # kiosk stays on `host`. "auto": the box's private IPv4 address. Empty: no phones.
     lan_host: str = ""
+    phone_port: int = 0              # the phones' listener port; 0: the kiosk's port
     threads: int = 8
     idle_logout_minutes: int = 10
     max_upload_mb: int = 30
     lockout_failures: int = 5
     lockout_minutes: int = 15
+    # Wrong passwords from one client address (any accounts) within the window before its logins
+    # wait; independent of the per-account lockout, which such refused attempts do not count in.
+    login_failures_per_address: int = 20
+    login_failure_window_minutes: float = 10
 
 
 @dataclass
@@ -280,6 +287,12 @@ def _validate(cfg: Config) -> None:
                             "Fix it in the configuration file or the environment.")
     if not 0 < cfg.server.port < 65536:
         raise UserError(f"The server port {cfg.server.port} is out of range.", "Use a port from 1 to 65535.")
+    if not 0 <= cfg.server.phone_port < 65536:
+        raise UserError(f"The phones' port {cfg.server.phone_port} is out of range.",
+                        "Use a port from 1 to 65535, or 0 for the kiosk's port.")
+    if cfg.server.login_failures_per_address < 1 or cfg.server.login_failure_window_minutes <= 0:
+        raise UserError("[server] login_failures_per_address and login_failure_window_minutes must be more than 0.",
+                        "The usual values are 20 and 10.")
     if cfg.camera.rotation not in (0, 90, 180, 270):
         raise UserError(f"The camera rotation {cfg.camera.rotation} is not 0, 90, 180 or 270.",
                         "Fix [camera] rotation.")

@@ -112,7 +112,7 @@ def test_links_are_bounded(links):
 
 @pytest.mark.parametrize("host, lan_host, expected", [
     ("127.0.0.1", "", None),                         # localhost only: phones cannot reach it
-    ("127.0.0.1", "192.168.4.1", None),              # lan_host alone does not make it reachable
+    ("127.0.0.1", "192.168.4.1", "192.168.4.1"),     # the phones' own listener on the LAN address
     ("127.0.0.1", "127.0.0.1", "127.0.0.1"),         # phone and kiosk on one machine (tests)
     ("0.0.0.0", "192.168.4.1", "192.168.4.1"),
     ("192.168.4.1", "", "192.168.4.1"),

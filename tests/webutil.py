@@ -57,16 +57,18 @@ class Response:
 class Client:
     """One browser: keeps cookies, never follows redirects, knows the page's CSRF token."""
 
-    def __init__(self, base_url: str):
+    def __init__(self, base_url: str, source_address: str | None = None):
         parts = urllib.parse.urlsplit(base_url)
         self.host, self.port = parts.hostname, parts.port
+        # Connect from this local address (another "device": 127.0.0.x is still this machine).
+        self.source = (source_address, 0) if source_address else None
         self.cookies: dict[str, str] = {}
         self.csrf: str | None = None
 
     # -- raw requests ------------------------------------------------------------------------
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
                 timeout: float = 60) -> Response:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout, source_address=self.source)
         hdrs = dict(headers or {})
         if self.cookies:
             hdrs["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())

@@ -128,18 +128,19 @@ ANY_HOSTS = ("0.0.0.0", "::")
 
 
 def phone_host(server) -> str | None:
-    """The host name or address to put in a phone link, or None when phones cannot reach the
-    server because it listens on this box only (``[server] host`` is a loopback address).
+    """The host name or address to put in a phone link, or None when phones cannot reach the box.
 
-    ``[server] lan_host`` wins; with ``host = 0.0.0.0`` and no lan_host, the box's own LAN
-    address is looked up.
+    ``[server] lan_host`` wins (``auto``: the box's private IPv4 address): the server listens
+    there for phones only, the kiosk itself stays on ``host``. Without it phones work only when
+    the whole kiosk listens on the network (``host = 0.0.0.0``, discouraged): its LAN address.
     """
-    if server.host in LOOPBACK_HOSTS:
-        # Listening on loopback only: a phone cannot reach it whatever lan_host says. Tests run
-        # phone and kiosk on one machine, so a loopback lan_host is honoured.
-        return server.lan_host if server.lan_host in LOOPBACK_HOSTS[:3] else None
+    if server.lan_host == "auto":
+        return lan_address()
     if server.lan_host:
-        return server.lan_host
+        return server.lan_host          # the phones' own listener (appliance/web/phone_listener.py)
+    if server.host in LOOPBACK_HOSTS:
+        return None
+    # No lan_host, and the whole kiosk listens on the network (discouraged, docs/camera.md).
     if server.host not in ANY_HOSTS:
         return server.host
     return lan_address()

@@ -28,6 +28,7 @@ refused at once. See docs/exchange.md for why this order was chosen.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -62,6 +63,7 @@ KEY_CONTEXT = b"bccdms-bundle/1 payload key\x00"
 SUFFIX = ".bccdms"
 PARTIAL_SUFFIX = ".partial"
 _HASH_BLOCK = 4 << 20
+_WRITE_BACK = 8 << 20         # bytes written between two nudges to the disk to start writing
 
 
 class BundleRefused(UserError):
@@ -127,40 +129,65 @@ class BundleWriter(io.RawIOBase):
         self._ct_hash = hashlib.sha256()
         self._ct_len = 0
         self._counter = 0
-        self._buffer = bytearray()
+        # One chunk of plaintext being filled, and one of ciphertext: reused, never reallocated.
+        self._plain = memoryview(bytearray(CHUNK))
+        self._filled = 0
+        self._sealed = memoryview(bytearray(SEALED_CHUNK))
         self.directory.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.tmp_path, "wb")
         self._fh.write(prefix)
+        self._written_back = 0
         self.plaintext_bytes = 0
 
     def writable(self) -> bool:
         return True
 
     def write(self, data) -> int:
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
         size = view.nbytes
         self.plaintext_bytes += size
-        self._buffer += view
-        # Keep at least one byte back: the final chunk is sealed by commit() with the "last" flag.
-        if len(self._buffer) > CHUNK:
-            whole = (len(self._buffer) - 1) // CHUNK
-            buf = memoryview(self._buffer)
-            for i in range(whole):
-                self._seal(buf[i * CHUNK:(i + 1) * CHUNK], last=False)
-            buf.release()
-            del self._buffer[:whole * CHUNK]
+        # A full chunk is sealed only once a byte after it arrives: the final chunk is sealed by
+        # commit() with the "last" flag. Whole chunks of a large write are sealed straight from it.
+        while view.nbytes:
+            if self._filled == CHUNK:
+                self._seal(self._plain, last=False)
+                self._filled = 0
+            if self._filled == 0 and view.nbytes > CHUNK:
+                self._seal(view[:CHUNK], last=False)
+                view = view[CHUNK:]
+                continue
+            take = min(CHUNK - self._filled, view.nbytes)
+            self._plain[self._filled:self._filled + take] = view[:take]
+            self._filled += take
+            view = view[take:]
         return size
 
-    def _seal(self, chunk, last: bool) -> None:
-        sealed = self._aead.encrypt(_nonce(self._counter, last), chunk, None)
+    def _seal(self, chunk: memoryview, last: bool) -> None:
+        sealed = self._sealed[:chunk.nbytes + TAG]
+        self._aead.encrypt_into(_nonce(self._counter, last), chunk, None, sealed)
         self._counter += 1
         self._ct_hash.update(sealed)
-        self._ct_len += len(sealed)
+        self._ct_len += sealed.nbytes
         self._fh.write(sealed)
+        if self._ct_len - self._written_back >= _WRITE_BACK:
+            self._start_write_back()
+
+    def _start_write_back(self) -> None:
+        """Have the disk start writing what is in memory now, without waiting for it. Otherwise the
+        kernel holds it all until commit()'s fsync, and the export's work and the stick's writing
+        happen one after the other instead of together (and a big export fills the memory)."""
+        if not hasattr(os, "posix_fadvise"):
+            return
+        self._fh.flush()
+        end = self._fh.tell()
+        with contextlib.suppress(OSError):       # advice only: the fsync at commit() is what counts
+            os.posix_fadvise(self._fh.fileno(), self._written_back, end - self._written_back,
+                             os.POSIX_FADV_DONTNEED)
+        self._written_back = end
 
     def commit(self) -> Path:
-        self._seal(bytes(self._buffer), last=True)
-        self._buffer.clear()
+        self._seal(self._plain[:self._filled], last=True)
+        self._filled = 0
         ct_digest = self._ct_hash.digest()
         signature = self._signing_key.sign(_signed_message(self._prefix_digest, self._ct_len, ct_digest))
         self._fh.write(TRAILER.pack(TRAILER_MAGIC, self._ct_len, ct_digest, signature))

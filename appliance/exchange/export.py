@@ -348,12 +348,13 @@ def export_bundle(store, cfg, to_dir: str | os.PathLike, *, full: bool = False, 
             gatherer.join()
             shutil.rmtree(tmp, ignore_errors=True)
         if result.path is not None:
-            store.meta_set(cursor_key(recipient_raw, kind), {
-                "seq": seq_to, "at": now_iso(), "bundle_id": result.bundle_id, "file": result.path.name,
-                "full": result.full})
-            store.audit.log(by, "exchange.export", "bundle", result.bundle_id, {
-                "file": result.path.name, "kind": kind, "full": result.full, "counts": result.counts,
-                "supervisor_key": keys.fingerprint(recipient_raw)})
+            with store.transaction():                 # the cursor and its audit entry: one disk commit
+                store.meta_set(cursor_key(recipient_raw, kind), {
+                    "seq": seq_to, "at": now_iso(), "bundle_id": result.bundle_id, "file": result.path.name,
+                    "full": result.full})
+                store.audit.log(by, "exchange.export", "bundle", result.bundle_id, {
+                    "file": result.path.name, "kind": kind, "full": result.full, "counts": result.counts,
+                    "supervisor_key": keys.fingerprint(recipient_raw)})
     result.seconds = time.monotonic() - started
     report("done", result.size, result.size)
     return result

@@ -160,6 +160,7 @@ class AppContext:
                                  decode=self._decode_upload,
                                  check_quality=engine.check_quality if engine is not None else None)
         self.results = ResultCache()
+        self.phone_port: int | None = None    # the phones' own listener, when it runs (phone_listener.py)
         self.previews = ResultCache(size=16)     # preview JPEGs of the latest exams
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),

@@ -8,6 +8,8 @@ to pick it twice. ``/settings`` lets a logged-in user change both.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
+import math
 import threading
 import urllib.parse
 
@@ -16,7 +18,9 @@ from bottle import request
 
 from ..errors import UserError
 from ..i18n import N_
+from ..store.users import AuthError
 from . import auth
+from .login_limit import LoginLimiter
 from .context import AppContext, _, current_session, request_language
 from .forms import field
 
@@ -26,6 +30,10 @@ CALENDAR_CHOSEN = {"gregorian": N_("Dates are now shown and typed in the Gregori
 
 
 def install(app: bottle.Bottle, ctx: AppContext) -> None:
+    server = ctx.cfg.server
+    limiter = ctx.login_limiter = LoginLimiter(server.login_failures_per_address,
+                                               server.login_failure_window_minutes * 60)
+
     def first_run() -> bool:
         return ctx.store.users.count() == 0
 
@@ -51,9 +59,21 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         chosen = chosen if chosen in ctx.i18n.LANGUAGES else ""
         if not username or not password:
             return _login_failed(ctx, username, chosen, _("Enter your username and password."), None)
+        address = request.environ.get("REMOTE_ADDR", "")
+        wait = limiter.wait_seconds(address)
+        if wait:
+            # Refused before the password is checked: it counts against no account's lockout.
+            page = _login_failed(ctx, username, chosen,
+                                 _("Too many wrong passwords were typed here. Wait %(minutes)d minutes, then try again.",
+                                   minutes=math.ceil(wait / 60)),
+                                 _("If you forgot your password, ask an administrator to set a new one."))
+            bottle.response.status = 429
+            return page
         try:
             user = ctx.store.users.authenticate(username, password)
         except UserError as exc:
+            if isinstance(exc, AuthError):
+                limiter.failed(address)
             auth.audit("login_failed", "user", username, actor=username)
             return _login_failed(ctx, username, chosen, *ctx.error_text(exc))
         if chosen and chosen != user.get("language"):
@@ -65,12 +85,16 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
 
     @app.get("/setup")
     def setup_page():
+        if not _from_this_box():
+            return _setup_elsewhere(ctx)
         if not first_run():
             bottle.redirect("/login")
         return ctx.render("setup.html", error=None, values={})
 
     @app.post("/setup")
     def setup():
+        if not _from_this_box():
+            return _setup_elsewhere(ctx)
         values = {"username": field("username", max_len=64),
                   "display_name": field("display_name", max_len=100)}
         password = field("password", max_len=256, strip=False)
@@ -147,6 +171,25 @@ def same_origin_path(back: str) -> str:
             or "\\" in back or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in back)):
         return "/"
     return back
+
+
+def _from_this_box() -> bool:
+    """The request comes from this box itself (the kiosk's screen), not from the network."""
+    try:
+        peer = ipaddress.ip_address(request.environ.get("REMOTE_ADDR", "").split("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(peer, "ipv4_mapped", None)
+    return (mapped or peer).is_loopback
+
+
+def _setup_elsewhere(ctx):
+    """The first administrator is created only on the box: before it exists anyone reaching
+    /setup would become the administrator."""
+    return bottle.HTTPResponse(status=403, body=ctx.render(
+        "error.html", title=_("Not from here"),
+        message=_("The first administrator account is created on the kiosk's own screen."),
+        hint=_("Use the box's touchscreen, or 'appliance user add NAME --role admin' on the box.")))
 
 
 def _login_failed(ctx, username, chosen, message, hint):

@@ -156,9 +156,10 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
         host = phone_host(ctx.cfg.server)
         if host is None:
             raise UserError(N_("Phones cannot reach this kiosk: it listens on this box only."),
-                            N_("A technician sets [server] host = \"0.0.0.0\" and lan_host in the configuration "
-                               "(see docs/camera.md), or use the camera or a file."))
-        port = request.urlparts.port or ctx.cfg.server.port
+                            N_("A technician sets [server] lan_host to this box's address on the health post's "
+                               "network (see docs/camera.md), or use the camera or a file."))
+        # The phones' own listener when it runs (it serves the phone pages only), else this one.
+        port = ctx.phone_port or request.urlparts.port or ctx.cfg.server.port
         link = links.create(draft_id, user["username"])
         url = phone_url(host, port, link.token)
         return {"url": url, "qr_svg": qr_svg(url), "expires_in": int(link.seconds_left(link.created))}

@@ -19,6 +19,7 @@ from typing import Callable, Iterable
 from .. import systemd_notify
 from ..config import Config
 from ..errors import UserError
+from . import phone_listener
 from .context import AppContext
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,17 @@ def _open_cameras(cfg: Config, engine):
 
 
 def create_server(ctx: AppContext, host: str, port: int):
-    import waitress
     from .app import create_app
-    app = create_app(ctx)
-    limit = ctx.cfg.server.max_upload_mb * 1024 * 1024
+    return _listen(ctx.cfg, create_app(ctx), host, port, max(2, ctx.cfg.server.threads))
+
+
+def _listen(cfg: Config, app, host: str, port: int, threads: int, settings: str = "host and port"):
+    """A waitress server for ``app`` on ``host:port`` (the kiosk's, or the phones' listener)."""
+    import waitress
+    limit = cfg.server.max_upload_mb * 1024 * 1024
     try:
         return waitress.create_server(
-            app, host=host, port=port, threads=max(2, ctx.cfg.server.threads),
+            app, host=host, port=port, threads=threads,
             # The app answers a too-large upload with a clear page; waitress stops absurd ones.
             max_request_body_size=2 * limit + 4 * 1024 * 1024,
             ident="BCCDMS", clear_untrusted_proxy_headers=True, channel_timeout=120)
@@ -71,8 +76,14 @@ def create_server(ctx: AppContext, host: str, port: int):
                             "Another 'appliance serve' may be running: stop it, or use --port.") from None
         if exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
             raise UserError(f"The server cannot listen on {host}:{port} ({exc.strerror}).",
-                            "Check [server] host and port in the configuration.") from None
+                            f"Check [server] {settings} in the configuration.") from None
         raise
+
+
+def _phones_server(cfg: Config):
+    def create(app, host: str, port: int, threads: int):
+        return _listen(cfg, app, host, port, threads, settings="lan_host and phone_port")
+    return create
 
 
 def serve(cfg: Config, *, host: str | None = None, port: int | None = None,
@@ -84,6 +95,13 @@ def serve(cfg: Config, *, host: str | None = None, port: int | None = None,
     try:
         server = create_server(ctx, host, port)
     except BaseException:
+        ctx.close()
+        raise
+    try:
+        # Phones get their own listener on the LAN (phone pages only); the kiosk stays on `host`.
+        phones = phone_listener.start(ctx, host, server.effective_port, _phones_server(cfg))
+    except BaseException:
+        server.close()
         ctx.close()
         raise
     previous = _stop_on_sigterm(ctx)
@@ -104,6 +122,8 @@ def serve(cfg: Config, *, host: str | None = None, port: int | None = None,
                 hook(server, ctx)
             except Exception:
                 log.exception("stop hook failed")
+        if phones is not None:
+            phones.close()
         server.close()
         ctx.close()
         if previous is not None:

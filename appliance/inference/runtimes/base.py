@@ -125,11 +125,14 @@ def options_from_config(inference_cfg) -> RuntimeOptions:
                           openvino_float_precision=inference_cfg.openvino_float_precision)
 
 
+def is_x86(machine: str | None = None) -> bool:
+    return (machine or platform.machine()).lower() in _X86
+
+
 def preference_order(choice: str, machine: str | None = None) -> tuple[str, ...]:
     if choice != "auto":
         return (choice,)
-    machine = (machine or platform.machine()).lower()
-    return ("openvino", "onnxruntime") if machine in _X86 else ("onnxruntime", "openvino")
+    return ("openvino", "onnxruntime") if is_x86(machine) else ("onnxruntime", "openvino")
 
 
 def create(name: str, options: RuntimeOptions) -> Runtime:

@@ -19,7 +19,9 @@ Settings and why:
   anything but the verified bytes (a read there would stop the process, not use other
   bytes). Float constants (scales, biases) are read at every inference and stay. A test
   checks that inference never touches the handed-back pages (tests/test_inference_runtimes.py);
-  a compiled model with handed-back weights must never be exported (`export_model` reads them).
+  that is the x86-64 CPU plugin, so only there are pages handed back (on ARM, OpenVINO's
+  kernels may read INT8 weights in place). A compiled model with handed-back weights must
+  never be exported (`export_model` reads them).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import sys
 import numpy as np
 
 from ..pack import ModelEntry
-from .base import LoadedModel, ModelOutput, Runtime, RuntimeOptions
+from .base import LoadedModel, ModelOutput, Runtime, RuntimeOptions, is_x86
 
 
 def block_telemetry() -> None:
@@ -125,7 +127,7 @@ class OpenVinoRuntime(Runtime):
         precision = "int8" if role in ("openvino_int8", "onnx_int8") else "fp32"
         loaded = OpenVinoModel(compiled, entry, precision, role, weights)
         loaded.warm_up()
-        if isinstance(weights, mmap.mmap):
+        if isinstance(weights, mmap.mmap) and is_x86():     # where the repacking was verified
             loaded.released_ranges = release_repacked_weights(model, weights)
         return loaded
 
