@@ -130,8 +130,8 @@ class Engine:
                 raise self._runtime_error
             return self._runtime
 
-    def _slot(self, model_id: str) -> ModelSlot:
-        slot = self.slots.get(model_id)
+    def _slot(self, model_id: str, slots: dict[str, ModelSlot] | None = None) -> ModelSlot:
+        slot = (self.slots if slots is None else slots).get(model_id)
         if slot is None:
             spec = catalogue.model(model_id)
             why = f" ({self.problems[0].rstrip('.')})" if self.problems else ""
@@ -165,9 +165,10 @@ class Engine:
                 slot.gate_read = True
         return slot.gate
 
-    def out_of_scope(self, model_id: str, output: ModelOutput, tensor: np.ndarray) -> dict:
+    def out_of_scope(self, model_id: str, output: ModelOutput, tensor: np.ndarray,
+                     slots: dict[str, ModelSlot] | None = None) -> dict:
         """The gate's verdict on one image from a model's features and its input tensor."""
-        slot = self._slot(model_id)
+        slot = self._slot(model_id, slots)
         gate = self._gate(slot) if self.cfg.inference.out_of_scope_gate else None
         if gate is None or output.features is None:
             return ood.not_assessed()
@@ -180,7 +181,9 @@ class Engine:
 
     def run_model(self, model_id: str, tensor: np.ndarray) -> ModelOutput:
         """One model on one preprocessed image, serialised with every other run."""
-        slot = self._slot(model_id)
+        return self._run_slot(self._slot(model_id), tensor)
+
+    def _run_slot(self, slot: ModelSlot, tensor: np.ndarray) -> ModelOutput:
         model = self._loaded(slot)
         with self._run_lock:
             self.busy.set()
@@ -247,14 +250,16 @@ class Engine:
         }
 
     # -- images -------------------------------------------------------------------------------
-    def decode(self, image, analysis: catalogue.Analysis | None = None) -> imageio.DecodedImage:
+    def decode(self, image, analysis: catalogue.Analysis | None = None,
+               slots: dict[str, ModelSlot] | None = None) -> imageio.DecodedImage:
         """Safe decode; with ``[inference] fast_jpeg_decode`` big JPEGs decode at a reduced scale
         that still leaves the model's resize a >= 2x downscale."""
         if isinstance(image, imageio.DecodedImage):
             return image
         min_side = None
         if analysis is not None and self.cfg.inference.fast_jpeg_decode:
-            sides = [self.slots[m].entry.input.resize for m in analysis.model_ids if m in self.slots]
+            slots = self.slots if slots is None else slots
+            sides = [slots[m].entry.input.resize for m in analysis.model_ids if m in slots]
             min_side = max(sides) * FAST_DECODE_MARGIN if sides else None
         return imageio.decode(image, self.cfg.inference.max_image_pixels, min_short_side=min_side)
 
@@ -271,7 +276,10 @@ class Engine:
         """Decode, check quality, run the whole cascade and prepare the heatmap for one image."""
         started = time.perf_counter()
         analysis = catalogue.analysis(analysis_id)
-        first = self._slot(analysis.first_model)
+        # The models as they are now: a pack installed meanwhile replaces self.slots, and one
+        # diagnosis must not mix two packs' models (or find a model gone half-way).
+        slots = self.slots
+        first = self._slot(analysis.first_model, slots)
         self.runtime()
         timings: dict[str, float] = {}
 
@@ -281,7 +289,7 @@ class Engine:
             return now
 
         t = time.perf_counter()
-        decoded = self.decode(image, analysis)
+        decoded = self.decode(image, analysis, slots)
         t = lap("decode", t)
         # The quality gate and the first model's preprocessing are single-threaded: the gate runs
         # on the other core meanwhile, and is waited for before any model runs, so it never
@@ -301,7 +309,7 @@ class Engine:
         first_run: list = []       # (output, tensor) of the first step: the out-of-scope gate's input
 
         def run_step(model_id: str):
-            slot = self._slot(model_id)
+            slot = self._slot(model_id, slots)
             t0 = time.perf_counter()
             if slot.loaded is None:
                 self._loaded(slot)
@@ -314,7 +322,7 @@ class Engine:
                                                                 exact=decoded.reduced == 1)
                 t0 = lap("preprocess", t0)
             quality_report()
-            output = self.run_model(model_id, tensor)
+            output = self._run_slot(slot, tensor)
             lap(model_id, t0)
             loaded[model_id] = slot.loaded
             if not first_run:
@@ -324,17 +332,17 @@ class Engine:
         # A demo model never follows trusted steps: its step is skipped and said so, rather than
         # run as if trained or hiding the trusted result behind the demo's "do not use" banner.
         trusted_first = not _is_demo(first)
-        outcome = run_cascade(analysis, lambda m: m in self.slots and not (trusted_first and _is_demo(self.slots[m])),
+        outcome = run_cascade(analysis, lambda m: m in slots and not (trusted_first and _is_demo(slots[m])),
                               run_step)
         for skipped in outcome.skipped:
-            if skipped["model"] in self.slots:
+            if skipped["model"] in slots:
                 skipped["reason"] = DEMO_ONLY
 
         t = time.perf_counter()
         # The first model judges whether the image belongs to the analysis at all.
-        out_of_scope = self.out_of_scope(analysis.first_model, *first_run[0])
+        out_of_scope = self.out_of_scope(analysis.first_model, *first_run[0], slots)
         t = lap("out_of_scope", t)
-        last = self.slots[outcome.path[-1][0]]
+        last = slots[outcome.path[-1][0]]
         cam = None
         if last.classifier is not None and outcome.final_output.features is not None:
             weight = last.classifier[0]
@@ -347,7 +355,7 @@ class Engine:
         return DiagnosisResult(
             analysis=analysis.id,
             image_name=name if name is not None else (str(image) if isinstance(image, (str, os.PathLike)) else None),
-            demo=any(s.demo for s in outcome.steps) or any(self.slots[m].pack.demo for m, _ in outcome.path),
+            demo=any(s.demo for s in outcome.steps) or any(slots[m].pack.demo for m, _ in outcome.path),
             pack={"id": first.pack.pack_id, "version": first.pack.version},
             runtime=self.runtime().name,
             precision="+".join(precisions),
