@@ -140,6 +140,11 @@ def test_openvino_keeps_one_copy_of_the_int8_weights_and_never_reads_the_other(e
                       if not any(start <= off < start + length for start, length in released))
     assert resident_pages(mapped.weights, [(first_kept, mmap.PAGESIZE)]) == 1   # the probe does see pages
 
+    # [inference] openvino_hand_back_weights = false keeps both copies (the way back).
+    kept = base.create("openvino", base.RuntimeOptions(2, "int8", "f32", openvino_hand_back_weights=False))
+    both = kept.load(slot.pack, slot.entry)
+    assert both.released_ranges == [] and np.array_equal(both.run(tensor, features=False).logits, reference.logits)
+
 
 def run_python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)

@@ -37,6 +37,7 @@ class RuntimeOptions:
     threads: int                    # resolved: never 0
     precision: str                  # "int8" | "fp32"
     openvino_float_precision: str   # "f32" | "bf16"
+    openvino_hand_back_weights: bool = True
 
 
 @dataclass
@@ -122,7 +123,8 @@ def physical_cores() -> int:
 def options_from_config(inference_cfg) -> RuntimeOptions:
     threads = inference_cfg.threads if inference_cfg.threads > 0 else physical_cores()
     return RuntimeOptions(threads=threads, precision=inference_cfg.precision,
-                          openvino_float_precision=inference_cfg.openvino_float_precision)
+                          openvino_float_precision=inference_cfg.openvino_float_precision,
+                          openvino_hand_back_weights=inference_cfg.openvino_hand_back_weights)
 
 
 def is_x86(machine: str | None = None) -> bool:

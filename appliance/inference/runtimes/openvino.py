@@ -127,7 +127,8 @@ class OpenVinoRuntime(Runtime):
         precision = "int8" if role in ("openvino_int8", "onnx_int8") else "fp32"
         loaded = OpenVinoModel(compiled, entry, precision, role, weights)
         loaded.warm_up()
-        if isinstance(weights, mmap.mmap) and is_x86():     # where the repacking was verified
+        # Only on x86-64, where the repacking was verified; [inference] openvino_hand_back_weights.
+        if isinstance(weights, mmap.mmap) and is_x86() and self.options.openvino_hand_back_weights:
             loaded.released_ranges = release_repacked_weights(model, weights)
         return loaded
 
