@@ -6,6 +6,7 @@ the UI translates them at render time with ``gettext``.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 
@@ -242,10 +243,22 @@ def analysis_of_model(model_id: str) -> Analysis:
 
 def all_label_ids() -> dict[str, tuple[str, ...]]:
     """Label ids by analysis, for statistics and the image library's folders."""
-    return {a.id: tuple(c.id for c in a.label_classes()) for a in ANALYSES.values()}
+    return dict(_label_ids())       # a copy: callers may change theirs
 
 
 def all_decision_ids() -> dict[str, tuple[str, ...]]:
     """What a clinician's decision (and so a record's final label) may be, by analysis:
     the analysis's classes and the referrals."""
+    return dict(_decision_ids())
+
+
+# The catalogue never changes while the program runs; these are asked for once per record
+# when an import or a restore files a store's images (hundreds of thousands of times).
+@functools.cache
+def _label_ids() -> dict[str, tuple[str, ...]]:
+    return {a.id: tuple(c.id for c in a.label_classes()) for a in ANALYSES.values()}
+
+
+@functools.cache
+def _decision_ids() -> dict[str, tuple[str, ...]]:
     return {a.id: tuple(c.id for c in a.decision_choices()) for a in ANALYSES.values()}

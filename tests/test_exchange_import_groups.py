@@ -97,3 +97,31 @@ def test_a_full_disk_during_the_images_merges_no_record(world, bundle, monkeypat
     assert report.merged["patients"]["inserted"] == PATIENTS and report.merged["exams"]["inserted"] == PATIENTS
     for exam in sup.store.exams.query(limit=50)[0]:
         assert sup.store.images.path(exam["image"]["sha256"], exam["image"]["ext"]).is_file()
+
+
+def _filed(store, analysis: str) -> dict[str, set[str]]:
+    """'<folder>/<class>' -> image names under the supervisor's library for ``analysis``."""
+    root = store.images.library / analysis
+    return {f"{p.parent.parent.name}/{p.parent.name}": {q.name for q in p.parent.iterdir()}
+            for p in root.glob("*/*/*") if p.is_file()}
+
+
+def test_imported_images_are_filed_by_class_and_a_later_decision_moves_them(world):
+    """The supervisor's library files each imported exam's image (unconfirmed until decided); a
+    decision made at the post and brought by the next bundle moves it to confirmed, and images
+    the supervisor already had stay where they are."""
+    sup = world.supervisor
+    _, own = world.add_exam("SUP-1", "Own Patient", box=sup, decide="abnormal")
+    _, exam = world.add_exam("JU-100", "Lensa Tesfaye", label="abnormal")
+    importer.import_bundles(sup.store, sup.cfg, [export_bundle(world.post.store, world.post.cfg, world.stick).path])
+    sha = exam["image"]["sha256"]
+    filed = _filed(sup.store, "pap_smear")
+    assert any(name.startswith(sha) for name in filed["unconfirmed/abnormal"])
+    assert any(name.startswith(own["image"]["sha256"]) for name in filed["confirmed/abnormal"])
+
+    world.post.store.exams.decide(exam["uuid"], "normal", by="doctor1")
+    importer.import_bundles(sup.store, sup.cfg, [export_bundle(world.post.store, world.post.cfg, world.stick).path])
+    filed = _filed(sup.store, "pap_smear")
+    assert any(name.startswith(sha) for name in filed["confirmed/normal"])
+    assert not any(name.startswith(sha) for name in filed.get("unconfirmed/abnormal", ()))
+    assert any(name.startswith(own["image"]["sha256"]) for name in filed["confirmed/abnormal"])

@@ -386,6 +386,7 @@ def _merge(store, staged: Staged, report: ImportReport, progress: Progress, tota
     again completes it.
     """
     images = staged.images()
+    shas: set[str] = set()
     for first, group in enumerate(_groups(images, IMAGE_GROUP)):
         with store.images.batch():
             for number, (name, path) in enumerate(group, first * IMAGE_GROUP + 1):
@@ -408,8 +409,20 @@ def _merge(store, staged: Staged, report: ImportReport, progress: Progress, tota
             counts.update(merged)
             done += len(group)
             progress(kind, done, totals.get(kind, 0))
-    if report.merged.get("exams", {}).get("inserted"):
-        store.images.reconcile()                   # file the new exams' images under their classes
+            if kind == "exams":
+                shas.update(_image_sha(record) for record in group)
+    shas.discard("")
+    exams = report.merged.get("exams", {})
+    if shas and (exams.get("inserted") or exams.get("updated")):
+        # File the bundle's images under their classes (new exams, changed decisions): only
+        # these images, so an import's work follows the bundle's size, not the store's.
+        store.images.reconcile(shas)
+
+
+def _image_sha(record: dict) -> str:
+    image = record.get("image") if isinstance(record, dict) else None
+    sha = image.get("sha256") if isinstance(image, dict) else None
+    return sha if isinstance(sha, str) else ""
 
 
 def _merge_group(store, kind: str, records: list[dict]) -> Counter:

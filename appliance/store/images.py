@@ -233,10 +233,12 @@ class ImageLibrary:
                 changed += 1
         return changed
 
-    def reconcile(self) -> int:
-        """Rebuild the class folders from the exam records (after a restore or an import)."""
+    def reconcile(self, shas: set[str] | None = None) -> int:
+        """Rebuild the class folders from the exam records: all of them (after a restore), or
+        only those of these images (after an import: its work then follows the bundle's size,
+        not the store's)."""
         with self._store._reading():
-            return self.refile(list(self._store.exams.index.by_uuid.values()))
+            return self.refile(list(self._store.exams.index.by_uuid.values()), shas)
 
     def check_layout(self) -> None:
         """At start (under the writer lock): re-file a library of the older layout, where model and

@@ -175,9 +175,21 @@ class Collection:
             members = [c for c in self.chunks if c.partition == partition]
             if any(self._pending(c) for c in members):
                 continue        # a write waits for its batch: memory is ahead of the file, for now
-            chunks = {c.name: {"ident": c.ident, "count": c.count, "max_seq": c.max_seq,
-                               "summary": self.index.chunk_summary(c.no)}
-                      for c in members if c.ident is not None}
+            # Chunks unchanged since the cache was last written keep their saved summaries (the
+            # same identity test start-up trusts): an import touching every month re-summarises
+            # the chunks it wrote, not whole partitions, so its cost follows the bundle's size.
+            saved = self._read_cache(partition)
+            chunks = {}
+            for c in members:
+                if c.ident is None:
+                    continue
+                old = saved.get(c.name)
+                if old is not None and tuple(old.get("ident") or ()) == c.ident and old.get("count") == c.count \
+                        and old.get("max_seq") == c.max_seq:
+                    chunks[c.name] = old
+                else:
+                    chunks[c.name] = {"ident": c.ident, "count": c.count, "max_seq": c.max_seq,
+                                      "summary": self.index.chunk_summary(c.no)}
             doc = {"key": self.cache_key, "chunks": chunks}
             atomic_write(self.cache_dir / f"{partition}.marshal", marshal.dumps(doc), sync=False)
             self._stale.discard(partition)
