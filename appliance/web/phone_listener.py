@@ -63,9 +63,18 @@ class PhoneListener:
         self._thread.start()
 
     def close(self) -> None:
-        self.server.close()
-        self.server.task_dispatcher.shutdown(timeout=5)
+        # The sockets are closed by the loop's own thread (a thunk run through waitress's trigger):
+        # closed from here, the loop's select() would fail on them ("Bad file descriptor"). With
+        # nothing left in its map the loop ends and run() returns.
+        def close_all() -> None:
+            for dispatcher in list(self.server._map.values()):
+                dispatcher.close()
+        self.server.trigger.pull_trigger(close_all)
         self._thread.join(timeout=5)
+        if self._thread.is_alive():          # the loop did not answer: close from here after all
+            log.warning("the phones' listener did not stop in time; closing it")
+            self.server.close()
+        self.server.task_dispatcher.shutdown(timeout=5)
 
 
 def start(ctx: AppContext, kiosk_host: str, kiosk_port: int, create) -> PhoneListener | None:
