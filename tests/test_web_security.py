@@ -93,6 +93,8 @@ def lan_server(cfg, tiny_pack, pack_key):
         yield live
     finally:
         live.stop()
+    import threading
+    assert not [t for t in threading.enumerate() if t.name == "phone-listener"]     # it stopped
 
 
 def test_the_lan_listener_serves_the_phone_pages_and_nothing_else(lan_server, datasets):
