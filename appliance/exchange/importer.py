@@ -412,10 +412,9 @@ def _merge(store, staged: Staged, report: ImportReport, progress: Progress, tota
             if kind == "exams":
                 shas.update(_image_sha(record) for record in group)
     shas.discard("")
-    exams = report.merged.get("exams", {})
-    if shas and (exams.get("inserted") or exams.get("updated")):
-        # File the bundle's images under their classes (new exams, changed decisions): only
-        # these images, so an import's work follows the bundle's size, not the store's.
+    if shas and report.merged.get("exams", {}).get("inserted"):
+        # File the new exams' images under their classes (store.merge re-files the exams it
+        # changes): only the bundle's images, so the work follows the bundle's size, not the store's.
         store.images.reconcile(shas)
 
 
