@@ -15,7 +15,6 @@ from appliance import signing
 from appliance.inference.pack import load_pack
 from export.calibration import (calibration_report, choose_refer_threshold, choose_refer_threshold_for_forms,
                                 expected_calibration_error, refer_band)
-from export.cli import main
 from export.metrics import classification_metrics, softmax
 from export.roc import roc_analysis, roc_curve
 
@@ -235,12 +234,7 @@ def test_confusion_and_balanced_accuracy_equal_scikit_learn():
 
 # ---------------------------------------------------------------- user errors (nothing changes)
 
-def _error(capsys, argv) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err and err.startswith("bccdms-export: ")
-    return err
+from test_export_pipeline import _error  # noqa: E402 (the same check of a bccdms-export user error)
 
 
 def _snapshot(folder):
