@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -21,6 +22,16 @@ from appliance import catalogue, signing
 from appliance.inference.pack import MANIFEST, SIGNATURE, write_manifest
 
 ORIGINAL_IMAGE = "breakhis/originals/ductal_carcinoma/SOB_M_DC-14-10926-100-001.png"
+
+
+def cli_box(tmp_path: Path, monkeypatch, pack_key, config: str = "") -> list[str]:
+    """``appliance`` command-line options for a box of its own: a config file that trusts the test
+    key (plus ``config``), a data folder under ``tmp_path``, and no BCCDMS_* overrides."""
+    for key in [k for k in os.environ if k.startswith("BCCDMS_")]:
+        monkeypatch.delenv(key)
+    path = tmp_path / "config.toml"
+    path.write_text(f'[security]\ntrusted_model_keys = ["{signing.public_b64(pack_key)}"]\n' + config)
+    return ["--config", str(path), "--data-dir", str(tmp_path / "data")]
 
 
 def clone_pack(src: Path, dst: Path) -> Path:

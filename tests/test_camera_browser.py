@@ -38,8 +38,7 @@ def kiosk_page(browser, live, analysis: str, pid: str):
     """A nurse's kiosk on the image step of a new exam; returns (page, draft id, errors).
     Login and the choice of analysis are the kiosk's own pages (tested in test_browser_kiosk);
     here the session is made over HTTP and handed to the browser as its cookie."""
-    client = live.client()
-    assert client.login(*NURSE).status == 303
+    client = live.logged_in(NURSE)
     patient = live.ctx.store.patients.register(pid, "Almaz Bekele", age_years=38, by="nurse1")
     draft_id = client.new_draft(patient["uuid"], analysis)
     context = browser.new_context(viewport=KIOSK, has_touch=True)

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from appliance import signing
 from appliance.cli import main
 from appliance.errors import PackError
 from appliance.inference.engine import Engine
 
-from inference_helpers import ORIGINAL_IMAGE, clone_pack, reseal, trusting
+from inference_helpers import ORIGINAL_IMAGE, cli_box, clone_pack, reseal, trusting
 
 
 def make_trusted_demo_pack(src, dst, key):
@@ -62,12 +61,7 @@ def test_the_same_pack_runs_as_demo_outside_clinical_mode(cfg, pack_key, trusted
 
 @pytest.fixture
 def clinical_box(tmp_path, pack_key, monkeypatch):
-    for key in [k for k in __import__("os").environ if k.startswith("BCCDMS_")]:
-        monkeypatch.delenv(key)
-    config = tmp_path / "config.toml"
-    config.write_text(f'[post]\nmode = "clinical"\n'
-                      f'[security]\ntrusted_model_keys = ["{signing.public_b64(pack_key)}"]\n')
-    return ["--config", str(config), "--data-dir", str(tmp_path / "data")]
+    return cli_box(tmp_path, monkeypatch, pack_key, '[post]\nmode = "clinical"\n')
 
 
 def test_diagnose_on_a_clinical_box_refuses_a_trusted_demo_pack(capsys, clinical_box, trusted_demo, datasets):

@@ -36,8 +36,7 @@ def test_the_result_page_says_what_a_decision_was_changed_from(staffed_server):
     store.exams.decide(exam["uuid"], "abnormal", by="nurse1")
     earlier = store.exams.get(exam["uuid"])["decision"]["at"]
     store.exams.decide(exam["uuid"], "normal", note="on review", by="doctor1")
-    doctor = staffed_server.client()
-    assert doctor.login(*DOCTOR).status == 303
+    doctor = staffed_server.logged_in(DOCTOR)
     page = doctor.get(f"/exams/{exam['uuid']}")
     assert page.status == 200
     box = html.unescape(re.sub(r"<[^>]+>", " ", re.search(r'id="decision-saved">(.*?)</div>', page.text, re.S).group(1)))

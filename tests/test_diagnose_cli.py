@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from appliance import signing
 from appliance.cli import main
 
-from inference_helpers import ORIGINAL_IMAGE, make_demo_pack
+from inference_helpers import ORIGINAL_IMAGE, cli_box, make_demo_pack
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +22,7 @@ def demo_pack(tiny_pack, tmp_path_factory):
 @pytest.fixture
 def box(tmp_path, pack_key, demo_pack, monkeypatch):
     """A data folder and a config file that trusts the test key and knows the demo pack."""
-    for key in [k for k in __import__("os").environ if k.startswith("BCCDMS_")]:
-        monkeypatch.delenv(key)
-    config = tmp_path / "config.toml"
-    config.write_text(f'[security]\ntrusted_model_keys = ["{signing.public_b64(pack_key)}"]\n'
-                      f'[inference]\ndemo_pack = "{demo_pack}"\n')
-    return ["--config", str(config), "--data-dir", str(tmp_path / "data")]
+    return cli_box(tmp_path, monkeypatch, pack_key, f'[inference]\ndemo_pack = "{demo_pack}"\n')
 
 
 def images(datasets, count=3) -> list[str]:

@@ -347,8 +347,7 @@ def test_demo_fallback_that_the_current_pack_replaces_is_not_a_warning(healthy, 
 def test_admin_page_shows_the_self_check(live_server):
     from webutil import ADMIN, make_users
     make_users(live_server)
-    admin = live_server.client()
-    assert admin.login(*ADMIN).status == 303
+    admin = live_server.logged_in(ADMIN)
 
     def models_checked():
         page = admin.get("/admin").text

@@ -50,8 +50,7 @@ def test_the_import_page_says_an_import_did_not_finish(staffed_server):
     store.meta_set(importer.INCOMPLETE_META, {"b-1": {"file": "agaro-20261126T080000Z-records-1234abcd.bccdms",
                                                       "post_id": "post-agaro", "post_name": "Agaro health post",
                                                       "started_at": "2026-11-26T08:00:00.000Z", "by": "super1"}})
-    supervisor = staffed_server.client()
-    assert supervisor.login(*SUPERVISOR).status == 303
+    supervisor = staffed_server.logged_in(SUPERVISOR)
     page = supervisor.get("/exchange/import").text
     assert "incomplete-import" in page and "agaro-20261126T080000Z-records-1234abcd.bccdms" in page
     assert "Import the same bundle again to complete it." in page

@@ -70,8 +70,7 @@ def _start_supervisor(boxes):
 
 def test_export_from_admin_then_import_on_the_supervisors_kiosk(boxes):
     post, usb_root = boxes["post"], boxes["usb"]
-    admin = post.client()
-    assert admin.login(*ADMIN).status == 303
+    admin = post.logged_in(ADMIN)
     page = admin.get("/admin")
     assert "Export to USB" in page.text and "No USB stick found" in page.text
 
@@ -94,15 +93,13 @@ def test_export_from_admin_then_import_on_the_supervisors_kiosk(boxes):
     entries, _ = post.ctx.store.audit.query(action="exchange.export")
     assert entries and entries[0]["actor"] == ADMIN[0]
 
-    nurse = post.client()
-    assert nurse.login(*NURSE).status == 303
+    nurse = post.logged_in(NURSE)
     assert nurse.post("/exchange/export", {"drive": str(stick)}).status == 403
     assert nurse.get("/exchange/import").status == 403
 
     # The supervisor's box, with the same stick.
     supervisor_server = _start_supervisor(boxes)
-    sup = supervisor_server.client()
-    assert sup.login(*SUPERVISOR).status == 303
+    sup = supervisor_server.logged_in(SUPERVISOR)
     assert "/exchange/import" in sup.get("/").text
 
     page = sup.get("/exchange/import")

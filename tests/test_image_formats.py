@@ -35,9 +35,7 @@ def mpo(slide) -> bytes:
 
 @pytest.fixture
 def nurse(staffed_server):
-    client = staffed_server.client()
-    assert client.login(*NURSE).status == 303
-    return client
+    return staffed_server.logged_in(NURSE)
 
 
 def open_draft(nurse, pid: str) -> str:

@@ -294,9 +294,7 @@ def web_cfg(cfg, tiny_pack, pack_key, tmp_path):
 
 @pytest.fixture
 def admin(staffed_server):
-    client = staffed_server.client()
-    assert client.login(*ADMIN).status == 303
-    return client
+    return staffed_server.logged_in(ADMIN)
 
 
 def finished_job_page(client) -> str:
@@ -361,8 +359,7 @@ def test_a_path_that_is_not_a_pack_on_a_detected_stick_is_refused(staffed_server
 
 def test_only_the_administrator_manages_model_packs(staffed_server, tiny_pack, pack_key, tmp_path):
     source = pack_on(tmp_path / "media" / "STICK", tiny_pack, pack_key, "pack-a")
-    nurse = staffed_server.client()
-    assert nurse.login(*NURSE).status == 303
+    nurse = staffed_server.logged_in(NURSE)
     assert nurse.get("/admin/models").status == 403
     assert nurse.post("/admin/models/install", {"pack": str(source)}).status == 403
     assert nurse.post("/admin/models/rollback").status == 403
@@ -376,8 +373,7 @@ def test_admin_installs_a_pack_in_chromium(staffed_server, browser, tiny_pack, p
     """The Admin page at the kiosk's 800x480, touched in real Chromium: install a pack from the
     stick, then the Self-check panel (the doctor's report). Screenshots for the admin guide."""
     pack_on(tmp_path / "media" / "ML-TEAM", tiny_pack, pack_key, "breast-2026.2", "2.0.0")
-    client = staffed_server.client()
-    assert client.login(*ADMIN).status == 303
+    client = staffed_server.logged_in(ADMIN)
     shots = artifacts_dir / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport={"width": 800, "height": 480}, has_touch=True)

@@ -132,15 +132,12 @@ def test_engine_result_passes_a_cell_and_flags_a_blank_slide_and_other_domains(e
 
 def test_diagnose_json_on_the_command_line_shows_the_flag(tiny_pap, pack_key, tmp_path, datasets, capsys,
                                                          monkeypatch):
-    from appliance import signing
     from appliance.cli import main
-    for key in [k for k in __import__("os").environ if k.startswith("BCCDMS_")]:
-        monkeypatch.delenv(key)
-    config = tmp_path / "config.toml"
-    config.write_text(f'[security]\ntrusted_model_keys = ["{signing.public_b64(pack_key)}"]\n')
+    from inference_helpers import cli_box
+    box = cli_box(tmp_path, monkeypatch, pack_key)
     photo = datasets / "iarc_colposcopy/originals/type_1/AAAX_4_After_acetic_acid.jpg"
     code = main(["diagnose", str(photo), "--analysis", "pap_smear", "--json", "--models", str(tiny_pap["pack"]),
-                 "--data-dir", str(tmp_path / "d"), "--config", str(config)])
+                 *box])
     out, err = capsys.readouterr()
     assert code == 0, err
     result = json.loads(out.splitlines()[0])
@@ -148,15 +145,12 @@ def test_diagnose_json_on_the_command_line_shows_the_flag(tiny_pap, pack_key, tm
 
 
 def test_diagnose_human_output_says_out_of_scope(tiny_pap, pack_key, tmp_path, datasets, capsys, monkeypatch):
-    from appliance import signing
     from appliance.cli import main
-    for key in [k for k in __import__("os").environ if k.startswith("BCCDMS_")]:
-        monkeypatch.delenv(key)
-    config = tmp_path / "config.toml"
-    config.write_text(f'[security]\ntrusted_model_keys = ["{signing.public_b64(pack_key)}"]\n')
+    from inference_helpers import cli_box
+    box = cli_box(tmp_path, monkeypatch, pack_key)
     photo = datasets / "iarc_colposcopy/originals/type_1/AAAX_4_After_acetic_acid.jpg"   # not a Pap smear
     code = main(["diagnose", str(photo), "--analysis", "pap_smear", "--models", str(tiny_pap["pack"]),
-                 "--data-dir", str(tmp_path / "d"), "--config", str(config)])
+                 *box])
     out, err = capsys.readouterr()
     assert code == 0, err
     lines = out.splitlines()

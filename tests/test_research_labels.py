@@ -111,8 +111,7 @@ def test_browse_images_badges_demo_and_awaiting(staffed_server):
     store.exams.decide(demo["uuid"], "abnormal", by="doctor1")
     decided = save_exam(store, patient, seed=13, demo=False)
     store.exams.decide(decided["uuid"], "normal", by="doctor1")
-    nurse = staffed_server.client()
-    assert nurse.login(*NURSE).status == 303
+    nurse = staffed_server.logged_in(NURSE)
     page = nurse.get("/images?analysis=pap_smear").text
     thumbs = {m.group(1): m.group(2) for m in re.finditer(r'href="/exams/([0-9a-f-]{36})">(.*?)</a>', page, re.S)}
     assert "badge-wait" in thumbs[waiting["uuid"]] and "badge-demo" not in thumbs[waiting["uuid"]]

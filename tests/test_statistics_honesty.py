@@ -103,8 +103,7 @@ def _cell_text(page: str, element_id: str) -> str:
 
 
 def test_kiosk_statistics_page(kiosk):
-    nurse = kiosk.client()
-    assert nurse.login(*NURSE).status == 303
+    nurse = kiosk.logged_in(NURSE)
     page = nurse.get("/statistics").text
     assert (_cell_text(page, "stat-exams"), _cell_text(page, "stat-awaiting"), _cell_text(page, "stat-demo")) == (
         "4", "2", "2")
@@ -116,8 +115,7 @@ def test_kiosk_statistics_page(kiosk):
 
 
 def test_cross_post_page_shows_demo_and_awaiting_apart(kiosk):
-    supervisor = kiosk.client()
-    assert supervisor.login(*SUPERVISOR).status == 303
+    supervisor = kiosk.logged_in(SUPERVISOR)
     page = supervisor.get("/exchange/statistics").text
     assert (_cell_text(page, "stat-exams"), _cell_text(page, "stat-awaiting"), _cell_text(page, "stat-demo")) == (
         "4", "2", "2")

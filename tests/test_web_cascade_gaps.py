@@ -46,8 +46,7 @@ def serve(cfg, pack, key, *, current=None):
 
 
 def breast_exam(live, datasets) -> tuple:
-    nurse = live.client()
-    assert nurse.login(*NURSE).status == 303
+    nurse = live.logged_in(NURSE)
     patient = live.ctx.store.patients.register("GAP-1", "Gap Test", age_years=50, by="nurse1")
     draft = nurse.new_draft(patient["uuid"], "breast_histopathology")
     nurse.upload(draft, (datasets / BREAST).read_bytes(), filename="slide.png", content_type="image/png")

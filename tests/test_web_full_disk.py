@@ -47,8 +47,7 @@ def test_a_full_disk_does_not_stop_clinicians_reading_records(small_disk, tiny_p
     live = start_server(cfg)
     try:
         make_users(live)
-        nurse = live.client()
-        assert nurse.login(*NURSE).status == 303
+        nurse = live.logged_in(NURSE)
         res = nurse.register_patient("DISK-1", "Full Disk")
         patient_uuid = res.location.rsplit("/", 1)[-1]
         draft = nurse.new_draft(patient_uuid, "pap_smear")
@@ -62,8 +61,7 @@ def test_a_full_disk_does_not_stop_clinicians_reading_records(small_disk, tiny_p
             assert "Full Disk" in page.text or path == "/records"
         assert nurse.get(f"/exams/{exam_uuid}/report.pdf").body.startswith(b"%PDF")
         # A doctor arriving now can log in and read too.
-        reader = live.client()
-        assert reader.login(*DOCTOR).status == 303
+        reader = live.logged_in(DOCTOR)
         assert "Full Disk" in reader.get(f"/exams/{exam_uuid}").text
         # The lost audit entries are not silent: the self-check reports them.
         assert any("audit" in w for w in live.ctx.store.warnings)
@@ -81,8 +79,7 @@ def test_a_full_disk_does_not_stop_clinicians_reading_records(small_disk, tiny_p
             crumb.unlink()
         (small_disk / "filler").unlink()
         assert nurse.get(f"/exams/{exam_uuid}").status == 200
-        doctor = live.client()
-        assert doctor.login(*DOCTOR).status == 303
+        doctor = live.logged_in(DOCTOR)
         assert doctor.post(f"/exams/{exam_uuid}/decide", {"agrees": "yes"}).status == 303
     finally:
         live.stop()

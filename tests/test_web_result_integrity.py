@@ -32,9 +32,7 @@ def two_images(datasets) -> tuple[bytes, bytes]:
 
 @pytest.fixture
 def nurse(staffed_server):
-    client = staffed_server.client()
-    assert client.login(*NURSE).status == 303
-    return client
+    return staffed_server.logged_in(NURSE)
 
 
 def open_draft(live, nurse, pid="INT-1", analysis="pap_smear") -> str:

@@ -110,8 +110,7 @@ def test_the_lan_listener_serves_the_phone_pages_and_nothing_else(lan_server, da
         assert lan.post(path, {"username": "admin", "password": "x" * 12}, csrf=False).status == 404
     assert lan.get("/static/css/camera.css").status == 200 and lan.get("/static/js/camera.js").status == 200
 
-    nurse = live.client()
-    assert nurse.login(*NURSE).status == 303
+    nurse = live.logged_in(NURSE)
     patient = live.ctx.store.patients.register("LAN-1", "Lan Test", age_years=30, by="nurse1")
     draft = nurse.new_draft(patient["uuid"], "cervix_type")
     link = nurse.request("POST", "/api/camera/phone-link", body=b'{"draft": "%s"}' % draft.encode(),

@@ -35,9 +35,7 @@ def _jpeg(size=(640, 480), colour=(200, 120, 160)) -> bytes:
 
 @pytest.fixture
 def nurse(staffed_server):
-    client = staffed_server.client()
-    assert client.login(*NURSE).status == 303
-    return client
+    return staffed_server.logged_in(NURSE)
 
 
 def test_pap_smear_from_registration_to_saved_decision(staffed_server, nurse, datasets, caplog):

@@ -183,6 +183,12 @@ class LiveServer:
     def client(self) -> Client:
         return Client(self.url)
 
+    def logged_in(self, who: tuple[str, str]) -> Client:
+        """A new client logged in as ``who`` (username, password)."""
+        client = self.client()
+        assert client.login(*who).status == 303
+        return client
+
     def stop(self) -> None:
         self.server.close()
         self.thread.join(timeout=15)
