@@ -219,13 +219,6 @@ def test_a_good_result_is_stored_as_plain_json_without_the_heatmap_note():
 # --- the image library takes the facts a caller knows -----------------------------------------------
 
 @pytest.fixture
-def store(cfg):
-    s = Store.open(cfg)
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def hashes(monkeypatch):
     """Counts the sha256 computations of the image library."""
     from appliance.store import images
