@@ -19,7 +19,7 @@ from appliance.store.images import ImageFacts
 from appliance.store.incoming import check_incoming
 from appliance.store.result_schema import checked_result, result_problem
 from appliance.store.users import Users
-from test_store_support import jpeg_bytes, register, result_json, snapshot
+from test_store_support import jpeg_bytes, register, result_json, snapshot, spoiled
 
 STORE_PACKAGE = Path(appliance.store.__file__).parent
 # Libraries a store module may import inside the function that needs them: heavy and optional
@@ -151,14 +151,7 @@ def test_a_failed_audit_entry_is_a_warning_not_a_failed_change(cfg):
 # --- one validator of the stored result ----------------------------------------------------------
 
 def _result(**changes) -> dict:
-    result = result_json("pap_smear", "abnormal")
-    step = result["steps"][0]
-    for key, value in changes.items():
-        if key.startswith("step_"):
-            step[key[5:]] = value
-        else:
-            result[key] = value
-    return result
+    return spoiled(result_json("pap_smear", "abnormal"), **changes)
 
 
 BAD_RESULTS = [
