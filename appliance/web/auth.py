@@ -80,7 +80,7 @@ def record_audit(store, actor: str, action: str, target_type: str, target_id: st
         store.audit.log(actor, action, target_type, target_id, detail)
     except (StoreError, OSError) as exc:
         reason = getattr(exc, "message", None) or getattr(exc, "strerror", None) or type(exc).__name__
-        store._warn(f"The audit entry for {action} {target_type} {target_id or ''} by {actor} "
+        store.warn(f"The audit entry for {action} {target_type} {target_id or ''} by {actor} "
                     f"could not be written: {reason}")
 
 
