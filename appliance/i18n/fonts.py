@@ -35,6 +35,11 @@ _CANDIDATES: dict[str, tuple[Path, ...]] = {
               Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")),
     "latin-bold": (_NOTO / "NotoSans-Bold.ttf",
                    Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")),
+    # Arrows and other symbols Noto Sans lacks ("→" of the cascade path), for the PDF.
+    "symbols": (_NOTO / "NotoSansSymbols-Regular.ttf",
+                Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")),
+    "symbols-bold": (_NOTO / "NotoSansSymbols-Bold.ttf",
+                     Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")),
 }
 FONT_KINDS = tuple(_CANDIDATES)
 # The Ethiopic blocks: Ethiopic, Supplement, Extended, Extended-A, Extended-B.
@@ -43,6 +48,7 @@ ETHIOPIC_UNICODE_RANGE = "U+1200-139F, U+2D80-2DDF, U+AB00-AB2F, U+1E7E0-1E7FF"
 KIOSK_FONT_FILES = {"ethiopic-regular.ttf": "ethiopic", "ethiopic-bold.ttf": "ethiopic-bold"}
 PDF_FAMILY = "bccdms-sans"
 PDF_ETHIOPIC_FAMILY = "bccdms-ethiopic"
+PDF_SYMBOLS_FAMILY = "bccdms-symbols"
 
 
 class FontMissing(TranslatableError):
@@ -50,7 +56,8 @@ class FontMissing(TranslatableError):
 
 
 _MISSING = {"ethiopic": N_("No font for Ge'ez (Ethiopic) text is installed."),
-            "latin": N_("No font for Latin text is installed.")}
+            "latin": N_("No font for Latin text is installed."),
+            "symbols": N_("No font for symbols (arrows) is installed.")}
 
 
 def font_path(kind: str = "ethiopic") -> Path:
@@ -93,15 +100,15 @@ def font_face_css(url_prefix: str = "/static/fonts/") -> str:
 
 
 def register_pdf_fonts(pdf) -> str:
-    """Add the Latin and Ethiopic fonts to an ``fpdf.FPDF`` and make Ethiopic the fallback.
+    """Add the Latin, Ethiopic and symbol fonts to an ``fpdf.FPDF``, Ethiopic and symbols as fallbacks.
 
     Returns the family to ``pdf.set_font()`` with; text in any of the three languages then
-    renders (and extracts back) correctly. Bold ("B") is registered too.
+    renders (and extracts back) correctly, arrows included. Each face has its bold ("B"), so
+    bold text falls back to bold Ethiopic, regular to regular. (Mixing fonts in one PDF also
+    needs ``report_pdf``'s guard against an fpdf2 2.8.9 font-state bug: see ``_Report``.)
     """
-    pdf.add_font(PDF_FAMILY, "", str(font_path("latin")))
-    pdf.add_font(PDF_FAMILY, "B", str(font_path("latin-bold")))
-    pdf.add_font(PDF_ETHIOPIC_FAMILY, "", str(font_path("ethiopic")))
-    pdf.add_font(PDF_ETHIOPIC_FAMILY, "B", str(font_path("ethiopic-bold")))
-    # exact_match=False: bold Latin text falls back to bold Ethiopic, regular to regular.
-    pdf.set_fallback_fonts([PDF_ETHIOPIC_FAMILY], exact_match=False)
+    for family, kind in ((PDF_FAMILY, "latin"), (PDF_ETHIOPIC_FAMILY, "ethiopic"), (PDF_SYMBOLS_FAMILY, "symbols")):
+        pdf.add_font(family, "", str(font_path(kind)))
+        pdf.add_font(family, "B", str(font_path(f"{kind}-bold")))
+    pdf.set_fallback_fonts([PDF_ETHIOPIC_FAMILY, PDF_SYMBOLS_FAMILY], exact_match=False)
     return PDF_FAMILY

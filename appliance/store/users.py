@@ -170,6 +170,17 @@ class Users(RecordKind):
             password_hash = self.stored(row).get("password_hash") or ""
             return row.role, row.disabled, hashlib.sha256(password_hash.encode()).hexdigest()[:32]
 
+    def display_name(self, username: str) -> str:
+        """The name people know ``username`` by: this box's account's display name, else an
+        imported account's (records from other posts name their people), else ``username``."""
+        name = normalise_username(username if isinstance(username, str) else "")
+        with self._core.reading():
+            row = self.index.local.get(name)
+            if row is None:
+                row = next((r for r in self.index.by_uuid.values() if r.username == name), None)
+            shown_name = self.stored(row).get("display_name") if row is not None else None
+        return shown_name or str(username or "")
+
     def list(self, *, include_other_posts: bool = False) -> list[dict]:
         with self._core.reading():
             rows = self.index.by_uuid.values() if include_other_posts else self.index.local.values()

@@ -135,7 +135,8 @@ class AppContext:
             lambda singular, plural, n: self._request_translations().ngettext(singular, plural, n),
             newstyle=True)
         env.globals.update(catalogue=catalogue, csrf_token=RequestCsrfToken(), views=views)
-        env.filters["pct"] = _percent
+        env.filters["pct"] = _percent                       # shares and rates (statistics, model cards)
+        env.filters["probability"] = views.probability_text  # a model's probability (results)
         return env
 
     def _decode_upload(self, data: bytes, analysis_id: str):

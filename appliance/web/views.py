@@ -56,6 +56,17 @@ def decision_relation(decision: dict | None) -> str:
     return _("agrees with the model") if decision.get("agrees") else _("differs from the model")
 
 
+def person_name(username: str | None) -> str:
+    """Who did something, as people know them: the account's display name (this post's or an
+    imported one), else the username as recorded."""
+    if not username:
+        return "?"
+    ctx = current_context()
+    if ctx is None or ctx.store is None:
+        return username
+    return ctx.store.users.display_name(username)
+
+
 def analysis_name(analysis_id: str) -> str:
     a = catalogue.ANALYSES.get(analysis_id)
     return _(a.name) if a else analysis_id
@@ -94,6 +105,8 @@ def result_view(result: dict) -> dict:
         "uncertain": bool(result.get("uncertain")),
         "out_of_scope": bool(scope.get("flagged")), "out_of_scope_reason": scope.get("reason"),
         "quality_warnings": [w.get("message", "") for w in quality.get("warnings", [])],
+        # Analysed although the image failed the quality gate ("Analyse anyway"): the pages say so.
+        "quality_poor": quality.get("ok") is False,
         "pack": result.get("pack") or {}, "runtime": result.get("runtime"), "precision": result.get("precision"),
         # Every pack a step came from (a result may mix the current pack and the demo pack's models).
         "packs": list(dict.fromkeys(s.get("pack") for s in result.get("steps", []) if s.get("pack"))),
@@ -117,12 +130,33 @@ def skipped_text(skipped: dict) -> str:
     return _("%(model)s — not assessed: %(reason)s", model=name, reason=reason)
 
 
+def probability_text(p) -> str:
+    """A model's probability as every page, the print page and the PDF show it: one decimal
+    ("97.3 %"), and never "100.0 %" or "0.0 %" for a probability that is not exactly 1 or 0
+    (a model is never certain): "> 99.9 %", "< 0.1 %". One rule, so the headline and the bar
+    below it never disagree."""
+    try:
+        value = float(p)
+    except (TypeError, ValueError):
+        return ""
+    if PROBABILITY_CEILING <= value < 1.0:
+        return "> 99.9 %"
+    if 0.0 < value < 1.0 - PROBABILITY_CEILING:
+        return "< 0.1 %"
+    return f"{value * 100:.1f} %"
+
+
+# Probabilities that round to 100.0 % (or 0.0 %) are shown as "> 99.9 %" ("< 0.1 %").
+PROBABILITY_CEILING = 0.9995
+PATH_ARROW = " → "
+
+
 def path_text(view: dict) -> str:
-    """"Malignant 97 % → Ductal carcinoma 88 %" (the cascade in one line)."""
+    """"Malignant 97.3 % → Ductal carcinoma 88.0 %" (the cascade in one line)."""
     parts = []
     for step in view["path"]:
-        parts.append(f"{step['name']} {step['p'] * 100:.0f} %" if step["p"] is not None else step["name"])
-    return " → ".join(parts)
+        parts.append(f"{step['name']} {probability_text(step['p'])}" if step["p"] is not None else step["name"])
+    return PATH_ARROW.join(parts)
 
 
 def _lang_and_calendar() -> tuple[str, str]:
