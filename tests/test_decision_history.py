@@ -42,5 +42,5 @@ def test_the_result_page_says_what_a_decision_was_changed_from(staffed_server):
     box = html.unescape(re.sub(r"<[^>]+>", " ", re.search(r'id="decision-saved">(.*?)</div>', page.text, re.S).group(1)))
     assert "Normal" in box and "on review" in box
     changed = re.search(r"Changed from (\w+), decided by (\w+) on (.+)", box)
-    assert changed and changed.groups()[:2] == ("Abnormal", "nurse1")
+    assert changed and changed.groups()[:2] == ("Abnormal", "Nurse1")      # by display name, not username
     assert earlier[:4] in changed.group(3)            # the day of the earlier decision

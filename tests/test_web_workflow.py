@@ -202,7 +202,8 @@ def test_quality_warning_is_shown_before_processing(staffed_server, nurse):
     draft = nurse.new_draft(uuid, "pap_smear")
     nurse.upload(draft, _jpeg(size=(120, 90), colour=(3, 3, 3)))      # tiny and black
     page = nurse.get(f"/drafts/{draft}").text
-    assert 'id="quality-warnings"' in page and "Start processing" in page
+    # The warning comes first; the image is analysed only on an explicit "Analyse anyway" (issue 14).
+    assert 'id="quality-warnings"' in page and "Analyse anyway" in page and 'name="anyway" value="1"' in page
 
 
 def test_histopathology_decision_needs_a_doctor(staffed_server, nurse, datasets):

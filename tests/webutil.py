@@ -33,6 +33,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update"]
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 VERSION_RE = re.compile(r'name="version" value="(\d+)"')      # the image-step form's image version
+ANYWAY_RE = re.compile(r'name="anyway" value="1"')           # its "Analyse anyway" (an image that failed the gate)
 
 
 @dataclass
@@ -137,11 +138,14 @@ class Client:
     def process(self, draft_id: str, version: int | None = None, **kw) -> Response:
         """"Start processing" as the nurse does it: look at the image step, then post its form
         (which carries the version of the image shown)."""
+        fields = {}
         if version is None:
             page = self.get(f"/drafts/{draft_id}")
             match = VERSION_RE.search(page.text)
             version = int(match.group(1)) if match else 0
-        return self.post(f"/drafts/{draft_id}/process", {"version": version}, **kw)
+            if ANYWAY_RE.search(page.text):      # the one button the page offers then: "Analyse anyway"
+                fields["anyway"] = "1"
+        return self.post(f"/drafts/{draft_id}/process", {"version": version, **fields}, **kw)
 
 
 def multipart(fields: dict, files: dict) -> tuple[bytes, str]:

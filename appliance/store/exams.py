@@ -27,6 +27,7 @@ __all__ = ["Exams", "ExamIndex", "ExamRow", "SOURCES", "MAX_NOTE", "MAX_RESULT_B
 
 SOURCES = ("file", "camera", "phone", "cli")
 MAX_NOTE = 2000
+MAX_REASON = 500
 
 
 def _labels(analysis: str) -> tuple[str, ...]:
@@ -160,15 +161,18 @@ class Exams(RecordKind):
             self._images.file_exam(record)
             return public(record)
 
-    def decide(self, uuid: str, label: str, *, note: str = "", by: str | None) -> dict:
+    def decide(self, uuid: str, label: str, *, note: str = "", reason: str = "", by: str | None) -> dict:
         """Record the clinician's final class beside the model's, and re-file the image under it.
 
         A decision that changes an earlier one never erases it: the earlier decision is appended to
         the record's ``decision_history`` (oldest first; the result page shows it) and the whole
-        earlier version of the record is kept in the store's history. The same decision again
-        (a second tap: same class, note and person) changes nothing.
+        earlier version of the record is kept in the store's history. ``reason``: why an earlier
+        decision is changed (the kiosk asks for it), kept in the new decision (``decision.reason``)
+        and so in the history once that one is changed too. The same decision again (a second
+        tap: same class, note and person) changes nothing.
         """
         note = text(note, "note", max_len=MAX_NOTE, multiline=True)
+        reason = text(reason, "reason", max_len=MAX_REASON, multiline=True)
         with self._core.writing():
             row = self.index.by_uuid.get(uuid) if isinstance(uuid, str) else None
             if row is None:
@@ -183,12 +187,16 @@ class Exams(RecordKind):
             if earlier:
                 self._core.keep_version("exams", record, "decision changed")
                 record["decision_history"] = [*(record.get("decision_history") or []), dict(earlier)]
-            record.update(decision={"label": label, "agrees": label == record.get("label"), "note": note, "by": by,
-                                    "at": now}, final_label=label, status=DECIDED, updated_at=now)
+            decision = {"label": label, "agrees": label == record.get("label"), "note": note, "by": by, "at": now}
+            if earlier and reason:
+                decision["reason"] = reason
+            record.update(decision=decision, final_label=label, status=DECIDED, updated_at=now)
             self.replace(row, record)
             detail = {"label": label, "agrees": label == record.get("label")}
             if previous != label:
                 detail["previous"] = previous
+            if decision.get("reason"):
+                detail["reason"] = decision["reason"]
             self._core.audit(by, "exam.decide", "exam", uuid, detail)
             image = record.get("image") or {}
             if image.get("sha256"):

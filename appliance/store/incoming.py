@@ -82,8 +82,9 @@ def _decision_problem(decision, analysis_id: str, what: str) -> str | None:
         return f"its {what} is not a JSON object"
     if decision.get("label") not in catalogue.all_decision_ids()[analysis_id]:
         return f"its {what} {decision.get('label')!r} is not a decision for {analysis_id}"
-    if not isinstance(decision.get("agrees", False), bool) or not isinstance(decision.get("note", ""), str):
-        return f"its {what} is malformed (agrees must be true or false, the note text)"
+    if not isinstance(decision.get("agrees", False), bool) or not isinstance(decision.get("note", ""), str) \
+            or not isinstance(decision.get("reason", ""), str):
+        return f"its {what} is malformed (agrees must be true or false, the note and the reason text)"
     if not isinstance(decision.get("by") or "", str) or ("at" in decision and not is_time(decision["at"])):
         return f"its {what} names no user or time"
     return None

@@ -57,8 +57,11 @@ def form(exam: dict) -> dict:
             if decided == choice.value or (choice.value == AGREE and decided == exam.get("label")):
                 checked = choice.value
                 break
+    # "Another class" means another than the model's: its own class is the "Agree" choice. Only an
+    # out-of-scope image, which has no one-tap agree, lists it (the clinician names what she sees).
+    own = None if flagged(exam) else exam.get("label")
     return {"shortcuts": quick, "checked": checked, "decided": decided,
-            "classes": [(c.id, _(c.name)) for c in analysis.label_classes()],
+            "classes": [(c.id, _(c.name)) for c in analysis.label_classes() if c.id != own],
             "referrals": [(c.id, _(c.name)) for c in catalogue.REFERRALS]}
 
 
@@ -78,6 +81,18 @@ def chosen_label(exam: dict, choice: str, other: str) -> str:
             raise UserError(_("Choose the class you found."), _("Tap one of the classes under “Another class”."))
         return other
     raise UserError(_("Choose whether you agree with the result."), _("Tap “Agree” or “Another class”."))
+
+
+def change_reason(exam: dict, label: str, note: str, reason: str) -> str:
+    """The reason a changed decision records; UserError when a change comes without one. The
+    same decision again (a second tap) is no change and needs none."""
+    earlier = exam.get("decision")
+    if not earlier or (earlier.get("label"), earlier.get("note") or "") == (label, note):
+        return ""
+    if not reason:
+        raise UserError(_("Say why the decision is changed."),
+                        _("Type the reason under “Reason for the change”; it is kept with the decision's history."))
+    return reason
 
 
 def retake_advised(exam: dict) -> bool:

@@ -79,6 +79,14 @@ def process(ctx: AppContext, draft_id: str):
         if exam_uuid is None:
             raise
         raise redirect(f"/exams/{exam_uuid}") from None
+    poor = quality_failed(claimed.quality)
+    if poor and field("anyway", max_len=1) != "1":
+        # An image that failed the quality gate is analysed only on an explicit "Analyse anyway".
+        ctx.drafts.give_back(claimed)
+        bottle.response.status = 409
+        return image_step_page(ctx, ctx.drafts.get(draft_id, owner),
+                               error=_("This image did not pass the quality check."),
+                               hint=_("Take a better image, or tap “Analyse anyway”."))
     try:
         patient = patient_or_404(ctx, claimed.patient_uuid)
         result = ctx.engine.diagnose(claimed.decoded, claimed.analysis, name=claimed.source)
@@ -87,6 +95,8 @@ def process(ctx: AppContext, draft_id: str):
         ctx.drafts.give_back(claimed)       # nothing was saved: the nurse can try again
         raise
     ctx.drafts.finish(claimed, exam["uuid"])
+    if poor:
+        auth.audit("analyse_anyway", "exam", exam["uuid"], {"warnings": [w.get("code") for w in poor]})
     ctx.results.put(exam["uuid"], result)
     ctx.previews.put(exam["uuid"], claimed.preview_jpeg)   # the result page shows it at once
     raise redirect(f"/exams/{exam['uuid']}")
@@ -121,6 +131,13 @@ def image_step_page(ctx: AppContext, draft, *, error=None, hint=None):
     return ctx.render("image_step.html", draft=draft, patient=patient, analysis=analysis, error=error, hint=hint,
                       max_bytes=ctx.drafts.max_bytes, max_mb=ctx.cfg.server.max_upload_mb,
                       accept=imageio.accept_attribute())
+
+
+def quality_failed(quality: dict | None) -> list[dict]:
+    """The quality warnings of an image that failed the gate (empty: it passed, or was not checked)."""
+    if not quality or quality.get("ok", True):
+        return []
+    return list(quality.get("warnings") or [{"code": "quality"}])
 
 
 def exam_record(draft, patient: dict, result) -> dict:

@@ -80,7 +80,8 @@ def decide(ctx: AppContext, uuid: str):
         raise forbidden()
     note = field("note", max_len=1000)
     label = decisions.chosen_label(exam, field("agrees", max_len=20), field("label", max_len=60))
-    ctx.store.exams.decide(uuid, label, note=note, by=user["username"])
+    reason = decisions.change_reason(exam, label, note, field("reason", max_len=500))
+    ctx.store.exams.decide(uuid, label, note=note, reason=reason, by=user["username"])
     current_session().flash(_("Decision saved."), "ok")
     raise redirect(f"/exams/{uuid}#decision")
 

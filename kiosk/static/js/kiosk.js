@@ -81,6 +81,8 @@
       heat.hidden = !heat.hidden;
       toggle.setAttribute("aria-pressed", heat.hidden ? "false" : "true");
       toggle.textContent = heat.hidden ? toggle.dataset.show : toggle.dataset.hide;
+      var note = document.getElementById("heatmap-note");
+      if (note) { note.hidden = heat.hidden; }
     });
   }
 
@@ -95,6 +97,25 @@
     decision.addEventListener("change", sync);
     sync();
   }
+
+  /* -- a saved decision's "Change" opens its form; "Cancel" closes it again -------------- */
+  document.querySelectorAll("[data-reveal]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      var target = document.getElementById(button.dataset.reveal);
+      if (!target) { return; }
+      target.hidden = false;
+      button.hidden = true;
+      target.scrollIntoView({ block: "start" });
+    });
+  });
+  document.querySelectorAll("[data-conceal]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      var target = document.getElementById(button.dataset.conceal);
+      if (!target) { return; }
+      target.hidden = true;
+      document.querySelectorAll('[data-reveal="' + target.id + '"]').forEach(function (b) { b.hidden = false; });
+    });
+  });
 
   /* -- table rows that open a record ---------------------------------------------------- */
   document.querySelectorAll("tr[data-href]").forEach(function (row) {
