@@ -1,8 +1,13 @@
-"""User accounts: argon2id password hashes, lockout after wrong passwords, roles.
+"""User accounts: argon2id password hashes, lockout after wrong passwords, roles, quick-login PINs.
 
 There is no default account and no default password: the kiosk asks for the first
 administrator when ``count()`` is 0. Accounts that arrive from another health post through
 a USB bundle are kept (their names appear on that post's records) but can never log in here.
+
+A nurse or a doctor may also set a 6-digit PIN (``set_pin``) and log in with it on the box's
+own screen (``authenticate_pin``). A PIN is hashed with argon2id like a password and shares the
+account's lockout: wrong PINs and wrong passwords count together, so 5 wrong tries of a million
+PINs lock the account as 5 wrong passwords do. Administrators and supervisors use passwords only.
 """
 from __future__ import annotations
 
@@ -27,7 +32,10 @@ MAX_PASSWORD = 256
 _USERNAME = re.compile(r"^[\w.-]{3,32}$")
 _LANGUAGE = re.compile(r"^[a-z]{2,3}([_-][A-Za-z]{2,4})?$")
 # Fields that never leave the store: not in get()/list(), not in USB bundles.
-SECRET_FIELDS = ("password_hash", "failed_logins", "locked_until")
+SECRET_FIELDS = ("password_hash", "pin_hash", "failed_logins", "locked_until")
+# Roles that may log in with a PIN (on the box's own screen); the others keep passwords only.
+PIN_ROLES = ("nurse", "doctor")
+PIN_LENGTH = 6
 _UPDATABLE = ("display_name", "language", "calendar", "role")
 
 # argon2id with OWASP's parameters (19 MiB, 2 passes, 1 lane): a login takes about a tenth of a
@@ -75,6 +83,18 @@ def check_password(password: str, username: str) -> str:
     return password
 
 
+def check_pin(pin: str) -> str:
+    """A PIN of exactly 6 digits that is not one of the first ones a guesser tries."""
+    if not isinstance(pin, str) or len(pin) != PIN_LENGTH or not pin.isascii() or not pin.isdigit():
+        raise TranslatableError(N_("The PIN must be exactly %(length)d digits."), N_("Type %(length)d digits."),
+                                length=PIN_LENGTH)
+    steps = {int(b) - int(a) for a, b in zip(pin, pin[1:])}
+    if len(set(pin)) == 1 or steps in ({1}, {-1}):
+        raise UserError(N_("This PIN is too easy to guess."),
+                        N_("Do not use one digit six times or a run such as 123456; choose another PIN."))
+    return pin
+
+
 def _one_of(value: str, choices: tuple[str, ...], what: str) -> str:
     if value not in choices:
         raise UserError(f"There is no {what} called {value!r}.", f"Choose one of: {', '.join(choices)}.")
@@ -99,6 +119,7 @@ def _calendar(calendar: str) -> str:
 def shown(record: dict) -> dict:
     """A user record as callers see it: no password hash, no lockout bookkeeping."""
     out = public(record)
+    out["has_pin"] = bool(record.get("pin_hash"))
     for key in SECRET_FIELDS:
         out.pop(key, None)
     return out
@@ -222,16 +243,39 @@ class Users(RecordKind):
             return shown(record)
 
     def authenticate(self, username: str, password: str) -> dict:
+        wrong = AuthError("wrong", N_("The username or password is wrong."),
+                          N_("Check the keyboard language and Caps Lock, then try again."))
+        return self._authenticate(username, password, "password_hash", wrong)
+
+    def authenticate_pin(self, username: str, pin: str) -> dict:
+        """Log in with the account's PIN: only a nurse or a doctor who has set one. A wrong PIN
+        counts towards the same lockout as a wrong password; an account without a PIN, or of
+        another role, is refused as a wrong PIN (the answer tells nothing about the account)."""
+        wrong = AuthError("wrong", N_("The PIN is wrong."), N_("Type your 6-digit PIN again."))
+        return self._authenticate(username, pin, "pin_hash", wrong, roles=PIN_ROLES)
+
+    def login_list(self) -> list[dict]:
+        """The accounts the login screen lists by name (nurses and doctors of this box, enabled):
+        ``username``, ``display_name``, ``has_pin``, by display name."""
+        with self._core.reading():
+            rows = [r for r in self.index.local.values() if r.role in PIN_ROLES and not r.disabled]
+            people = [shown(self.stored(r)) for r in rows]
+        return sorted(({"username": u["username"], "display_name": u.get("display_name") or u["username"],
+                        "has_pin": u["has_pin"]} for u in people), key=lambda u: u["display_name"].casefold())
+
+    def _authenticate(self, username: str, secret: str, field: str, wrong: AuthError,
+                      roles: tuple[str, ...] | None = None) -> dict:
+        """Check ``secret`` against the account's ``field`` hash, with the lockout bookkeeping."""
         name = normalise_username(username if isinstance(username, str) else "")
-        password = password if isinstance(password, str) else ""
+        secret = secret if isinstance(secret, str) else ""
         with self._core.reading():
             row = self.index.local.get(name)
             stored = self.stored(row) if row else None
-            password_hash = stored.get("password_hash") if stored else None
-        wrong = AuthError("wrong", N_("The username or password is wrong."),
-                          N_("Check the keyboard language and Caps Lock, then try again."))
+            secret_hash = stored.get(field) if stored else None
+            if stored is not None and roles is not None and stored.get("role") not in roles:
+                secret_hash = None
         # The hash check runs outside the lock: it takes a tenth of a second on purpose.
-        ok = _verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        ok = _verify(secret_hash or _DUMMY_HASH, secret) and secret_hash is not None
         if stored is None:
             raise wrong
         cfg = self._core.cfg.server
@@ -261,8 +305,8 @@ class Users(RecordKind):
                     refusal = AuthError("disabled", N_("This account is disabled."), N_("Ask an administrator to enable it."))
                 else:
                     record.update(failed_logins=0, locked_until=None, last_login_at=now)
-                    if _hasher.check_needs_rehash(record["password_hash"]):
-                        record["password_hash"] = _hasher.hash(password)
+                    if _hasher.check_needs_rehash(record[field]):
+                        record[field] = _hasher.hash(secret)
                     self._update(row, record)
         except StoreError as exc:
             if record is None:
@@ -273,6 +317,26 @@ class Users(RecordKind):
         if refusal is not None:
             raise refusal
         return shown(record)
+
+    def set_pin(self, username: str, pin: str | None, *, by: str | None) -> None:
+        """Set (or with ``None`` remove) the account's quick-login PIN: 6 digits, nurses and doctors."""
+        with self._core.reading():
+            row = self._row(username)
+            name, role = row.username, row.role
+        new_hash = None
+        if pin is not None:
+            if role not in PIN_ROLES:
+                raise UserError(N_("Administrators and supervisors log in with their password only."),
+                                N_("Keep using your password."))
+            new_hash = _hasher.hash(check_pin(pin))
+        with self._core.writing():
+            row = self._row(name)
+            record = dict(self.stored(row))
+            if new_hash is None and not record.get("pin_hash"):
+                return
+            record["pin_hash"] = new_hash
+            self._update(row, record)
+            self._core.audit(by, "user.pin" if new_hash else "user.pin_removed", "user", name)
 
     def set_password(self, username: str, password: str, *, by: str | None) -> None:
         with self._core.reading():
@@ -334,6 +398,7 @@ class Users(RecordKind):
     def exported(self, record: dict) -> dict:
         out = shown(record)
         out.pop("remote", None)
+        out.pop("has_pin", None)        # a PIN never leaves the box, nor whether there is one
         return out
 
     def merged(self, incoming: dict, current: dict | None) -> dict:

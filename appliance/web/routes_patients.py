@@ -16,6 +16,7 @@ from ..i18n.age import parse_age_years
 from ..i18n.names import normalize_phone
 from . import auth, views
 from .context import AppContext
+from ..store.patients import pid_key
 from .forms import date_value, field
 from .lookups import patient_or_404
 from .paths import UUID
@@ -41,7 +42,14 @@ def diagnose_page(ctx: AppContext):
 
 def search_patients(ctx: AppContext):
     auth.require_permission("diagnose")
-    current_session().state["patient_search"] = field("q", max_len=100)
+    text = field("q", max_len=100)
+    current_session().state["patient_search"] = text
+    # The whole card number typed: that patient's page at once (one tap less for every visit).
+    found = ctx.store.patients.search(text, limit=25, post_id=auth.records_post()) if pid_key(text) else []
+    exact = [p for p in found if pid_key(p.get("pid", "")) == pid_key(text)]
+    if len(exact) == 1:
+        auth.audit("search", "patient", None, {"results": len(found), "opened": "card number"})
+        raise redirect(f"/patients/{exact[0]['uuid']}")
     raise redirect("/diagnose#results")
 
 
@@ -117,8 +125,14 @@ def _diagnose_page(ctx: AppContext, *, form=None, error=None, hint=None, existin
     if text:
         results = ctx.store.patients.search(text, limit=25, post_id=auth.records_post())
         auth.audit("search", "patient", None, {"results": len(results)})
-    return ctx.render("diagnose.html", search=text, results=results, form=form or {}, error=error, hint=hint,
-                      existing=existing, views=views)
+    form = dict(form or {})
+    # Where the nurse types next: the search on a fresh visit; after a card number found nobody,
+    # the new patient's name, with that card number already in the registration form.
+    focus = "q" if results is None and not form and not error else ""
+    if results == [] and not form and PID_PATTERN.match(text) and any(c.isdigit() for c in text):
+        form["pid"], focus = text, "full_name"
+    return ctx.render("diagnose.html", search=text, results=results, form=form, error=error, hint=hint,
+                      existing=existing, views=views, focus=focus)
 
 
 def _exam_row(exam: dict) -> dict:

@@ -117,6 +117,13 @@
     });
   });
 
+  /* -- the field a page wants typed into first (data-autofocus="<field name>") -------------- */
+  var autofocus = document.querySelector("[data-autofocus]");
+  if (autofocus) {
+    var first = autofocus.querySelector('[name="' + autofocus.dataset.autofocus + '"]');
+    if (first) { first.focus(); }
+  }
+
   /* -- table rows that open a record ---------------------------------------------------- */
   document.querySelectorAll("tr[data-href]").forEach(function (row) {
     row.classList.add("clickable");
