@@ -10,6 +10,21 @@ vary from image to image instead of sitting at 1/C. The pack is signed and read 
 
 A demo pack (``demo=True``) makes every result on the box say DEMO. Tests build non-demo
 tiny packs signed by a test key, to act as clinical packs.
+
+Training mode: nurses learn every banner of the result page on the demo pack, so a demo pack
+(and only a demo pack) also carries DEMO thresholds that make each banner appear for suitable
+inputs (``DEMO_TRAINING`` below; the manifest's ``provenance.demo_thresholds`` says so, marked
+DEMO, and so does the pack's description):
+
+- "Uncertain — refer": every model's ``refer_below`` is the top probability that a share
+  (``DEMO_REFER_SHARE``) of the synthetic textures stays below, so some ordinary images are
+  uncertain;
+- "does not look like the training images": out-of-scope statistics fitted on the synthetic
+  textures, with thresholds placed between those textures and synthetic blank and skin frames
+  (an empty slide, a photo of a hand): such a frame is flagged, a real slide or photo is not;
+- "not assessed": ``DEMO_LEFT_OUT`` (the benign breast subtype) is deliberately not in the
+  pack, so a benign breast result says its subtype step was not assessed.
+These numbers are not calibrated on patients and mean nothing clinically, as the models do not.
 """
 from __future__ import annotations
 
@@ -31,6 +46,13 @@ _CHECK_IMAGES = 6
 # Spread of a demo head's logits over the synthetic images (softmax of ~N(0, 1.5²) logits).
 _LOGIT_SPREAD = 1.5
 _HEAD_COMPONENTS = 8
+# Training mode (demo packs only): see the module docstring.
+DEMO_REFER_SHARE = 0.3
+DEMO_LEFT_OUT = ("breast_benign_subtype",)
+DEMO_TRAINING = ("DEMO thresholds for training: refer band at the {share:.0%} least confident synthetic textures; "
+                 "out-of-scope statistics of synthetic textures (blank and skin-coloured frames are flagged); "
+                 "{left_out} left out so that its cascade step shows as not assessed. Not calibrated: "
+                 "results mean nothing.")
 
 
 def build_demo_pack(out_dir, arch: str = "resnet152", private_key=None, demo: bool = True,
@@ -116,14 +138,23 @@ def _build(pack_dir: Path, work: Path, arch: str, size: int, key, demo: bool, in
     rng = np.random.default_rng(seed + 300)
     for model_id, spec_model in catalogue.MODELS.items():
         heads[model_id] = _random_head(rng, len(spec_model.classes), pooled)
+    training = _demo_training(net, spec, pooled, calibration, check_images, seed, say) if demo else None
     writer = _HeadWriter(work, include_fp32)
     entries = {}
     for model_id, (weight, bias) in say.bar(heads.items(), desc="writing models", unit="model"):
+        if training is not None and model_id in DEMO_LEFT_OUT:
+            continue            # deliberately absent: its cascade step shows as "not assessed"
         folder = pack_dir / model_id
         folder.mkdir()
         roles = writer.write(folder, weight, bias)
         save_classifier(folder / FILE_NAMES["classifier"], weight, bias)
         roles.append("classifier")
+        refer_below, ood = None, None
+        if training is not None:
+            (folder / FILE_NAMES["ood"]).write_bytes(training["gate"].to_bytes())
+            roles.append("ood")
+            refer_below = _demo_refer_below(pooled @ weight.T + bias)
+            ood = dict(training["ood"])
         reference = check_pooled @ weight.T + bias
         provenance = {
             "kind": "demo" if demo else "synthetic-test",
@@ -133,16 +164,69 @@ def _build(pack_dir: Path, work: Path, arch: str, size: int, key, demo: bool, in
             "quantization": quantization,
             "int8_check": writer.check(folder, check_images, reference),
         }
+        if training is not None:
+            provenance["demo_thresholds"] = {"DEMO": training["text"], "refer_below": refer_below,
+                                             "refer_share": DEMO_REFER_SHARE, "out_of_scope": training["ood"],
+                                             "left_out": list(DEMO_LEFT_OUT)}
         entries[model_id] = model_entry(
             model_id, version=f"{version}-demo" if demo else version, demo=demo, architecture=arch,
             input_spec=spec, files={r: f"{model_id}/{FILE_NAMES[r]}" for r in roles},
-            validation={}, provenance=provenance)
+            refer_below=refer_below, validation={}, provenance=provenance, ood=ood)
     with say.step("signing the manifest and reading the pack back"):
         seal_pack(pack_dir, entries, key, pack_id="demo" if demo else f"{arch}-test", version=version,
-                  description=("Demo pack: UNTRAINED models for trying the appliance; results mean nothing."
+                  description=("Demo pack: UNTRAINED models for trying the appliance and training staff; results "
+                               "mean nothing. " + training["text"]
                                if demo else f"Untrained {arch} test pack built from synthetic textures."),
                   demo=demo)
     del features
+
+
+def _demo_refer_below(logits: np.ndarray) -> float:
+    """DEMO refer band: the top probability below which ``DEMO_REFER_SHARE`` of the textures fall."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    return round(float(np.quantile(probs.max(axis=1), DEMO_REFER_SHARE)), 4)
+
+
+def _demo_training(net, spec: dict, pooled: np.ndarray, calibration: np.ndarray, check_images: np.ndarray,
+                   seed: int, say: Progress) -> dict:
+    """The DEMO out-of-scope gate: statistics of the synthetic textures, thresholds half-way (on a
+    log scale) between the textures' largest distances and those of synthetic blank and skin
+    frames, so that such a frame is flagged and an image that looks like a slide or a photo is not."""
+    from appliance.inference.ood import Gate, appearance_statistics
+
+    from .ood import fit_gate, synthetic_out_of_scope
+    from .transforms import eval_transform
+
+    with say.step("fitting the DEMO out-of-scope statistics and refer band (training mode)"):
+        mean, std = spec["mean"], spec["std"]
+        to_tensor = eval_transform(spec)
+        outside = np.stack([to_tensor(im).numpy() for frames in synthetic_out_of_scope(seed=seed + 400).values()
+                            for im in frames])
+        outside_pooled, _ = _pooled_features(net, outside)
+        inside_look = appearance_statistics(calibration, mean, std)
+        check_look = appearance_statistics(check_images, mean, std)
+        check_pooled, _ = _pooled_features(net, check_images)
+        fitted = fit_gate(pooled, inside_look, check_pooled, check_look, false_alarm=0.05,
+                          components=min(16, len(pooled) - 2))
+        outside_look = appearance_statistics(outside, mean, std)
+        all_pooled = np.concatenate([pooled, check_pooled])
+        all_look = np.concatenate([inside_look, check_look])
+        thresholds = {}
+        for name, inside_d, outside_d in (
+                ("feature_threshold", fitted.feature_distance(all_pooled), fitted.feature_distance(outside_pooled)),
+                ("appearance_threshold", fitted.appearance_distance(all_look), fitted.appearance_distance(outside_look))):
+            low, high = float(inside_d.max()), float(np.median(outside_d))
+            thresholds[name] = float(np.sqrt(low * high)) if high > low else low * 4.0
+        fields = {name: getattr(fitted, name) for name in fitted.__dataclass_fields__}
+        fields.update(thresholds)
+        gate = Gate(**fields)
+        verdict = gate.judge(outside_pooled, outside_look)
+        share = DEMO_REFER_SHARE
+        text = DEMO_TRAINING.format(share=share, left_out=", ".join(DEMO_LEFT_OUT))
+        ood = {"DEMO": True, "fitted_on": f"{len(all_pooled)} synthetic textures",
+               "synthetic_out_of_scope_flagged": f"{int(verdict['flagged'].sum())}/{len(outside)}"}
+    return {"gate": gate, "ood": ood, "text": text}
 
 
 def _pooled_features(net, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
