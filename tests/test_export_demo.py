@@ -107,6 +107,24 @@ def test_demo_pack_from_the_command_line_is_marked_demo(tmp_path):
     assert all(m.demo and m.version.endswith("-demo") for m in pack.models.values())
     with pytest.raises(PackError, match="demo pack"):
         load_pack(out, trusted_keys=[], allow_demo=False)   # clinical mode refuses it
+    # Training mode: DEMO thresholds make every result banner reachable, and say they are DEMO.
+    assert "DEMO thresholds" in pack.description
+    assert "breast_benign_subtype" not in pack.models          # its cascade step shows "not assessed"
+    for model in pack.models.values():
+        assert 0 < model.refer_below < 1                       # "Uncertain — refer" for the least confident
+        assert "ood" in model.files and model.ood["DEMO"] is True
+        assert model.ood["synthetic_out_of_scope_flagged"] == "12/12"   # blank and skin frames flagged
+        assert model.provenance["demo_thresholds"]["DEMO"].startswith("DEMO thresholds")
+    from PIL import Image
+
+    from appliance.config import load_config
+    from appliance.inference.engine import Engine
+    engine = Engine.from_config(load_config(None), models_dir=out)
+    empty_slide = Image.new("RGB", (640, 480), (236, 234, 238))
+    result = engine.diagnose(empty_slide, "breast_histopathology")
+    assert result.demo and result.out_of_scope["flagged"]      # "does not look like the training images"
+    if result.label == "benign" or any(step.top == "benign" for step in result.steps):
+        assert {"model": "breast_benign_subtype", "reason": "not installed"} in result.skipped
     # Nothing but the pack is left beside it (it was built in a temporary folder).
     assert [p.name for p in out.parent.iterdir()] == ["demo"]
 
