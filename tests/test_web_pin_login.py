@@ -114,6 +114,8 @@ def test_a_user_sets_and_removes_her_pin_on_the_settings_page(staffed_server):
     nurse = staffed_server.logged_in(NURSE)
     page = nurse.get("/settings").text
     assert 'id="pin-settings"' in page and "You have no PIN yet." in page
+    assert page.count('id="pin-settings"') == 1                # once, in the page body, not in its <title>
+    assert "<section" not in page.split("<title>", 1)[1].split("</title>", 1)[0]
     for fields, message in (({"password": "wrong-pass-2026", "pin": PIN, "pin2": PIN}, "The password is wrong."),
                             ({"password": NURSE[1], "pin": PIN, "pin2": "482914"}, "The two PINs are not the same."),
                             ({"password": NURSE[1], "pin": "123456", "pin2": "123456"}, "too easy to guess"),
