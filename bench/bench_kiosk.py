@@ -10,7 +10,8 @@ heatmap map), and the pure model inference (the cascade's model runs only).
     .venv/bin/python bench/bench_kiosk.py --quick    # tiny models, 3 runs: checks it works
 
 Prints median, p90, peak RSS of this process (server + engine; Chromium is separate) and
-the ratios kiosk / engine and kiosk / inference. The kiosk figure is the browser's own
+the ratios kiosk / engine and kiosk / inference, and the tap count of the quick journey (existing
+patient found by card number, PIN login -> result, by touch at 800x480; see existing_patient_taps). The kiosk figure is the browser's own
 Navigation Timing (from the POST that the tap sends to the result page's load event, images
 included); the wall clock seen by Playwright adds its automation round trips (~0.1-0.2 s).
 """
@@ -67,6 +68,51 @@ def start_server(cfg):
     return holder["server"], holder["ctx"], thread
 
 
+NURSE = ("benchnurse", "bench-nurse-2026", "482913")
+CARD = "40217"
+
+
+def existing_patient_taps(p, base: str, ctx, image: Path) -> dict:
+    """Tap count of the quick journey by touch at 800x480: tap one's name, the 6-digit PIN, the
+    card number on the on-screen keyboard and its enter key (an exact card number opens the
+    patient), the analysis, the image file (one tap: the picker stands for it), Start processing."""
+    ctx.store.users.create(NURSE[0], NURSE[1], "nurse", display_name="Bench Nurse", by=None)
+    ctx.store.users.set_pin(NURSE[0], NURSE[2], by=None)
+    ctx.store.patients.register(CARD, "Tap Patient", age_years=41, by=NURSE[0])
+    browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+    page = browser.new_context(viewport={"width": 800, "height": 480}, has_touch=True).new_page()
+    steps: dict[str, int] = {}
+
+    def tap(step: str, selector: str) -> None:
+        page.locator(selector).first.tap()
+        steps[step] = steps.get(step, 0) + 1
+
+    started = time.perf_counter()
+    page.goto(base + "/login")
+    tap("name", f'.person[data-username="{NURSE[0]}"]')
+    for digit in NURSE[2]:
+        tap("PIN", f'.pin-key[data-key="{digit}"]')
+    page.wait_for_url(base + "/diagnose**")
+    page.wait_for_load_state("load")
+    if not page.locator('.hg-button[data-skbtn="{enter}"]').first.is_visible():
+        tap("search field", "input[name=q]")
+    for char in CARD:
+        tap("card number", f'.hg-button[data-skbtn="{char}"]')
+    tap("card number", '.hg-button[data-skbtn="{enter}"]')
+    page.wait_for_url(f"{base}/patients/**")
+    tap("analysis", f'button[data-analysis="{ANALYSIS}"]')
+    page.wait_for_url(f"{base}/drafts/**")
+    page.set_input_files("#image-file", str(image))
+    steps["image file"] = 1
+    page.wait_for_selector("#start-processing")
+    tap("Start processing", "#start-processing")
+    page.wait_for_url(f"{base}/exams/**")
+    page.wait_for_selector(".bar-row.top .bar-value", state="visible")
+    seconds = time.perf_counter() - started
+    browser.close()
+    return {"total": sum(steps.values()), "by_step": steps, "seconds": seconds}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny models, 3 runs: checks the benchmark works")
@@ -108,8 +154,10 @@ def main() -> int:
             engine_ms.append((time.perf_counter() - started) * 1000)
             inference_ms.append(sum(v for k, v in result.timings_ms.items() if k in models))
 
+        taps = None
         kiosk_ms, phases = [], []
         with sync_playwright() as p:
+            taps = existing_patient_taps(p, base, ctx, image)
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 800, "height": 480})
             page.goto(base + "/login")
@@ -152,6 +200,9 @@ def main() -> int:
     print(f"ratio kiosk / engine.diagnose    {med(in_browser) / med(engine_ms):10.2f}")
     print(f"ratio kiosk / pure inference     {med(in_browser) / med(inference_ms):10.2f}")
     print(f"peak RSS (server + engine)       {peak_mb:10.0f} MB")
+    print(f"taps: existing patient by card number, PIN login -> result: {taps['total']} "
+          f"({', '.join(f'{k} {v}' for k, v in taps['by_step'].items())}); "
+          f"{taps['seconds']:.1f} s scripted")
     return 0
 
 
