@@ -173,6 +173,11 @@ def parse(path: Path, doc: dict, base: dict | None = None) -> Pathway:
 _cache: dict[tuple, Pathway] = {}
 
 
+def load_built_in() -> Pathway:
+    """The built-in table (WHO's intervals, no facilities)."""
+    return parse(BUILT_IN, _read(BUILT_IN))
+
+
 def load(cfg) -> Pathway:
     """The pathway table in use (read again when the file changes)."""
     path = rules_path(cfg)
