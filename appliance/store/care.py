@@ -64,6 +64,7 @@ class Care:
         self._referrals = referrals
         self._followups = followups
         self._pathway = pathway
+        self._cells: dict[tuple, tuple] = {}          # one object per distinct visit cell
 
     @property
     def pathway(self) -> Pathway:
@@ -513,36 +514,45 @@ class Care:
         low = (day_bound(date_from, "start date", end=False) or "")[:10] or None
         high = (day_bound(date_to, "end date", end=True) or "")[:10] or None
         day = _today(today)
+        yesterday = (day - timedelta(days=1)).isoformat()
+
+        def mine(rows):
+            return rows if post_id is None else [r for r in rows if r.post_id == post_id]
+
         with self._core.reading():
             visits = self._visits.index
             exams = self._exams.index.by_uuid
-            rows = visits.ordered.rows()
-            if post_id is not None:
-                rows = [r for r in rows if r.post_id == post_id]
-            referrals = [r for r in self._referrals.index.ordered.rows() if post_id is None or r.post_id == post_id]
-            followups = [r for r in self._followups.index.ordered.rows() if post_id is None or r.post_id == post_id]
-            treated_elsewhere = {r.visit_uuid for r in referrals if r.treated and r.visit_uuid}
+            in_period = mine(visits.between(low, high))
+            treated = mine([r for r in visits.ordered.rows() if r.treated_on])
+            referrals = mine(self._referrals.index.ordered.between(low, high) if (low or high)
+                             else self._referrals.index.ordered.rows())
+            elsewhere = [r.visit_uuid for r in mine(self._referrals.index.ordered.rows()) if r.treated and r.visit_uuid]
+            followups = mine(self._followups.index.ordered.between(low, min(high or yesterday, yesterday)))
             age_at = self._patients.index.age_at
+            cells = self._cells
 
-            def age_of(row):
-                age = row.age
-                if age is None:
+            def cell_of(row):
+                cell = row.cell
+                if cell is not None:
+                    return cell
+                if row.age is None:
                     found = age_at(row.patient_uuid, row.date)
-                    age = row.age = -1 if found is None else found
-                return None if age < 0 else age
-
-            def cytology_of(row):
-                if not row.cytology_exam:
-                    return row.cytology
-                exam = exams.get(row.cytology_exam)
-                return cytology_result(exam) if exam is not None else row.cytology
+                    row.age = -1 if found is None else found
+                cytology = row.cytology
+                if row.cytology_exam:
+                    exam = exams.get(row.cytology_exam)
+                    cytology = cytology_result(exam) if exam is not None else row.cytology
+                cell = pathway_indicators.visit_cell(row, cytology, None if row.age < 0 else row.age)
+                cell = cells.setdefault(cell, cell)
+                if not row.cytology_exam:            # a Pap smear's decision may change: counted anew
+                    row.cell = cell
+                return cell
 
             return pathway_indicators.compute(
-                rows, referrals=referrals, followups=followups,
-                visits_of=lambda patient: visits.by_patient.get(patient, ()), cytology_of=cytology_of,
-                age_of=age_of, referral_treated=treated_elsewhere.__contains__, today=day, date_from=low,
-                date_to=high, group_of=group_of)
-
+                in_period, treated=treated, referrals=referrals, followups=followups, cell_of=cell_of,
+                visits_of=lambda patient: visits.by_patient.get(patient, ()), visit_row=visits.by_uuid.get,
+                treated_elsewhere=dict.fromkeys(elsewhere), today=day, date_from=low, date_to=high,
+                group_of=group_of)
 
     def summary(self, *, date_from=None, date_to=None, post_id: str | None = None, today: date | None = None,
                 by_post: bool = False) -> dict:

@@ -30,6 +30,7 @@ from datetime import date
 from ..i18n import N_, TranslatableError
 from ..pathway import eligibility as checklist
 from ..pathway import outcomes
+from ..pathway.indicators import screening_flags
 from ..pathway.codes import (ABLATIVE_METHODS, COLPOSCOPY_RESULT, CYTOLOGY_RESULT, ELIGIBLE_ABLATION, HIV_STATUS,
                              HPV_GENOTYPE, HPV_RESULT, HPV_SAMPLE, NOT_DONE, NOT_RECORDED, NOT_TREATED_REASON, OFFERED,
                              RECEIVED, TREATMENT_METHOD, TREATMENT_STATUS, TZ_TYPE, VIA_RESULT, VISIT_TYPE, BadCode)
@@ -202,7 +203,7 @@ def _tz_or_none(value) -> str | None:
 class VisitRow:
     __slots__ = ("uuid", "seq", "chunk", "doc_id", "post_id", "patient_uuid", "date", "key", "visit_type", "hiv",
                  "hpv", "via", "cytology", "cytology_exam", "colposcopy", "eligibility", "treated_on",
-                 "model_assisted", "age")
+                 "model_assisted", "age", "screened", "positive", "cell")
 
 
 def _summary_fields(r: VisitRow) -> list:
@@ -227,6 +228,8 @@ class VisitIndex(RowIndex):
         row.visit_type, row.hiv, row.hpv, row.via, row.cytology = visit_type, hiv, hpv, via, cytology
         row.cytology_exam, row.colposcopy, row.eligibility = cytology_exam, colposcopy, eligibility
         row.treated_on, row.model_assisted, row.age = treated_on, model_assisted, None
+        row.screened, row.positive = screening_flags(hpv, via, colposcopy)
+        row.cell = None          # made when the indicators first need it (pathway.indicators.visit_cell)
         return row
 
     def row_from(self, chunk_no, doc_id, r):
@@ -264,7 +267,7 @@ class VisitIndex(RowIndex):
 
     def patient_changed(self, patient_uuid: str) -> None:
         for row in self.by_patient.get(patient_uuid, ()):
-            row.age = None
+            row.age = row.cell = None
 
     def finish_loading(self) -> None:
         self.ordered.rows()
