@@ -24,10 +24,9 @@ from ..i18n import N_, TranslatableError
 from ..pathway.codes import (HOSPITAL_RESULT, HOSPITAL_TREATMENT, NOT_RECORDED, PENDING, PROGRAMME, REFERRAL_OUTCOME,
                              REFERRAL_REASON, URGENCY, BadCode)
 from .core import StoreCore
-from .fields import is_uuid, public, text
+from .fields import is_uuid, past_day, public, text
 from .kinds import RecordKind, RowIndex
 from .sorted_rows import SortedRows
-from .visits import visit_day
 
 MAX_NOTE = 2000
 OTHER_FACILITY = "other"
@@ -64,7 +63,7 @@ def checked_outcome(value, *, referred_on: str, today: date | None) -> dict:
     except BadCode as exc:
         raise ReferralProblem(exc.msgid, exc.hint_msgid, **exc.fields) from None
     if value.get("date"):
-        out["date"] = visit_day(value["date"], "outcome date", today=today)
+        out["date"] = past_day(value["date"], "outcome date", today=today, problem=ReferralProblem)
         if out["date"] < referred_on:
             raise ReferralProblem(N_("The outcome date %(day)s is before the referral."), N_("Check the date."),
                                   day=out["date"])
@@ -95,7 +94,7 @@ def checked_referral(fields: dict, *, today: date | None = None) -> dict:
     try:
         out = {"programme": PROGRAMME.check(fields.get("programme")),
                "visit_uuid": fields.get("visit_uuid") or None, "exam_uuid": fields.get("exam_uuid") or None,
-               "date": visit_day(fields.get("date"), "referral date", today=today),
+               "date": past_day(fields.get("date"), "referral date", today=today, problem=ReferralProblem),
                "facility": checked_facility(fields.get("facility")),
                "reason": REFERRAL_REASON.check(fields.get("reason")),
                "urgency": URGENCY.check(fields.get("urgency")),

@@ -35,7 +35,7 @@ from ..pathway.codes import (ABLATIVE_METHODS, COLPOSCOPY_RESULT, CYTOLOGY_RESUL
                              HPV_GENOTYPE, HPV_RESULT, HPV_SAMPLE, NOT_DONE, NOT_RECORDED, NOT_TREATED_REASON, OFFERED,
                              RECEIVED, TREATMENT_METHOD, TREATMENT_STATUS, TZ_TYPE, VIA_RESULT, VISIT_TYPE, BadCode)
 from .core import StoreCore
-from .fields import is_uuid, public, text
+from .fields import is_uuid, past_day, public, text
 from .kinds import RecordKind, RowIndex
 from .sorted_rows import SortedRows
 
@@ -79,19 +79,7 @@ def _only(part: dict, keys: tuple[str, ...], name: str) -> None:
 
 def visit_day(value, label: str, *, today: date | None) -> str:
     """An ISO date, not after ``today`` (when given), not before 1900."""
-    if isinstance(value, date):
-        value = value.isoformat()
-    try:
-        day = date.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        day = None
-    if day is None:
-        raise VisitProblem(N_("The %(what)s %(value)r is not a date."), N_("Choose the day again."), what=label,
-                           value=value)
-    if (today is not None and day > today) or day.year < 1900:
-        raise VisitProblem(N_("The %(what)s %(day)s is not possible (in the future or too long ago)."),
-                           N_("Choose the day again."), what=label, day=day.isoformat())
-    return day.isoformat()
+    return past_day(value, label, today=today, problem=VisitProblem)
 
 
 def checked_treatment(value, visit: dict, *, today: date | None) -> dict:
