@@ -22,7 +22,7 @@ from ..pathway.codes import (ATTENDED, CONTACT_METHOD, CONTACTED, DUE, FOLLOWUP_
                              LOST_REASON, NOT_RECORDED, OPEN_STATES, PROGRAMME, RESCHEDULED, BadCode)
 from .core import StoreCore
 from .fields import is_time, is_uuid, public, text
-from .kinds import RecordKind, RowIndex
+from .kinds import PatientRecords, RowIndex
 from .sorted_rows import SortedRows
 
 MAX_NOTE = 1000
@@ -183,20 +183,9 @@ class FollowupIndex(RowIndex):
         self.open_rows.rows()
 
 
-class Followups(RecordKind):
+class Followups(PatientRecords):
     kind = "followups"
     capacity = 256
 
     def __init__(self, core: StoreCore):
         super().__init__(core, FollowupIndex(), open_chunks=16)
-
-    def get(self, uuid: str) -> dict | None:
-        with self._core.reading():
-            row = self.index.by_uuid.get(uuid) if isinstance(uuid, str) else None
-            return public(self.stored(row)) if row else None
-
-    def for_patient(self, patient_uuid: str) -> list[dict]:
-        """Her follow-ups, the latest due first."""
-        with self._core.reading():
-            rows = sorted(self.index.by_patient.get(patient_uuid, ()), key=lambda r: r.key, reverse=True)
-            return [public(self.stored(r)) for r in rows]

@@ -25,7 +25,7 @@ from ..pathway.codes import (HOSPITAL_RESULT, HOSPITAL_TREATMENT, NOT_RECORDED, 
                              REFERRAL_REASON, URGENCY, BadCode)
 from .core import StoreCore
 from .fields import is_uuid, past_day, public, text
-from .kinds import RecordKind, RowIndex
+from .kinds import PatientRecords, RowIndex
 from .sorted_rows import SortedRows
 
 MAX_NOTE = 2000
@@ -177,17 +177,12 @@ class ReferralIndex(RowIndex):
         self.pending.rows()
 
 
-class Referrals(RecordKind):
+class Referrals(PatientRecords):
     kind = "referrals"
     capacity = 256
 
     def __init__(self, core: StoreCore):
         super().__init__(core, ReferralIndex(), open_chunks=8)
-
-    def get(self, uuid: str) -> dict | None:
-        with self._core.reading():
-            row = self.index.by_uuid.get(uuid) if isinstance(uuid, str) else None
-            return public(self.stored(row)) if row else None
 
     def for_patient(self, patient_uuid: str) -> list[dict]:
         """Her referrals, newest first."""

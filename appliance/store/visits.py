@@ -36,7 +36,7 @@ from ..pathway.codes import (ABLATIVE_METHODS, COLPOSCOPY_RESULT, CYTOLOGY_RESUL
                              RECEIVED, TREATMENT_METHOD, TREATMENT_STATUS, TZ_TYPE, VIA_RESULT, VISIT_TYPE, BadCode)
 from .core import StoreCore
 from .fields import is_uuid, past_day, public, text
-from .kinds import RecordKind, RowIndex
+from .kinds import PatientRecords, RowIndex
 from .sorted_rows import SortedRows
 
 MAX_NOTE = 2000
@@ -265,23 +265,12 @@ class VisitIndex(RowIndex):
         return self.ordered.between(date_from, date_to) if (date_from or date_to) else self.ordered.rows()
 
 
-class Visits(RecordKind):
+class Visits(PatientRecords):
     kind = "visits"
     capacity = 128          # ~1.5 KB a visit: ~200 KB a chunk
 
     def __init__(self, core: StoreCore):
         super().__init__(core, VisitIndex(), open_chunks=32)
-
-    def get(self, uuid: str) -> dict | None:
-        with self._core.reading():
-            row = self.index.by_uuid.get(uuid) if isinstance(uuid, str) else None
-            return public(self.stored(row)) if row else None
-
-    def for_patient(self, patient_uuid: str) -> list[dict]:
-        """The woman's visits, newest first."""
-        with self._core.reading():
-            rows = sorted(self.index.by_patient.get(patient_uuid, ()), key=lambda r: r.key, reverse=True)
-            return [public(self.stored(r)) for r in rows]
 
     def on_day(self, patient_uuid: str, day: str, post_id: str) -> dict | None:
         """Her visit on ``day`` at post ``post_id``, if there is one (under a lock)."""
