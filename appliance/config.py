@@ -145,6 +145,14 @@ class SecurityConfig:
 
 
 @dataclass
+class PathwayConfig:
+    # The screening pathway's table (next-visit rules, referral facilities). Empty: pathway.toml
+    # beside the configuration file, else in the data folder, else the built-in
+    # appliance/pathway/pathway.toml (see that file).
+    rules_file: str = ""
+
+
+@dataclass
 class UiConfig:
     default_language: str = "en"
     calendar: str = "gregorian"      # gregorian | ethiopian
@@ -161,6 +169,7 @@ class Config:
     exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     ui: UiConfig = field(default_factory=UiConfig)
+    pathway: PathwayConfig = field(default_factory=PathwayConfig)
 
     @property
     def packs_dir(self) -> Path:
@@ -175,7 +184,7 @@ class Config:
         return self.post.mode == "clinical"
 
 
-SECTIONS = ("post", "server", "inference", "camera", "exchange", "security", "ui")
+SECTIONS = ("post", "server", "inference", "camera", "exchange", "security", "ui", "pathway")
 
 
 def _coerce(value, annotation, where: str):

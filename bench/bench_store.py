@@ -3,6 +3,7 @@ memory, start-up time; stock TinyDB measured in the same run as the baseline.
 
     .venv/bin/python bench/bench_store.py            # 0, 10k, 50k, 200k exams (several minutes)
     .venv/bin/python bench/bench_store.py --quick    # 0, 2k, 10k exams (under a minute)
+    .venv/bin/python bench/bench_store.py --pathway  # 200k exams + 150k visits, 3 posts (issue 16)
 
 Big stores are built with the bulk path (whole chunk files through the store's own durable
 TinyDB storage); every figure below is then measured through the public API: real single
@@ -271,12 +272,219 @@ def child_figures(data_dir: str) -> dict:
     return figures
 
 
+# --- the screening pathway (issue 16): visits, referrals, follow-ups of three posts ----------------
+
+PATHWAY_POSTS = ("post-b", "post-c")          # beside the store's own post
+
+
+def synthetic_pathway(patients: list[dict], n_visits: int, rnd: random.Random, today) -> tuple[list, list, list]:
+    """Visits (one or more per woman, over ten years), their referrals and follow-ups, as the
+    store would have written them: about 8 % screen positive, most of them treated, the rest
+    referred; every earlier follow-up attended, and of the last ones those overdue half open,
+    half declared lost."""
+    from datetime import date, timedelta
+    from appliance.pathway.eligibility import ITEMS
+    from appliance.pathway.rules import add_months
+    from appliance.store.fields import new_uuid
+    visits, referrals, followups = [], [], []
+    eligible = {"items": {i: {"value": "yes", "suggested": None, "suggested_by": None, "confirmed": True}
+                          for i in ITEMS}, "suggested": "eligible_ablation", "outcome": "eligible_ablation",
+                "tz3_confirmed": False, "reason": ""}
+    unassessed = {"items": {i: {"value": "unknown", "suggested": None, "suggested_by": None, "confirmed": False}
+                            for i in ITEMS}, "suggested": "not_assessed", "outcome": "not_assessed",
+                  "tz3_confirmed": False, "reason": ""}
+    not_treated = {"status": "not_done", "offered": "unknown", "date": None, "method": "not_done", "method_other": "",
+                   "not_treated_reason": "not_recorded", "reason_other": "", "provider": "", "note": ""}
+    last_visit: dict[str, dict] = {}
+    per_woman = max(1, n_visits // len(patients))
+    extra = n_visits - per_woman * len(patients)
+    for i, patient in enumerate(patients):
+        first = date.fromisoformat(patient["created_at"][:10])
+        for k in range(per_woman + (1 if i < extra else 0)):
+            day = first + timedelta(days=365 * 3 * k + rnd.randrange(0, 30))
+            if day > today:
+                break
+            positive = rnd.random() < 0.08
+            hpv = rnd.choice(("not_done", "not_done", "negative", "positive" if positive else "negative"))
+            via = "positive" if positive else rnd.choice(("negative", "negative", "not_done"))
+            treated = positive and rnd.random() < 0.85
+            when = f"{day.isoformat()}T08:{rnd.randrange(60):02d}:00.000Z"
+            visit = {"uuid": new_uuid(), "post_id": patient["post_id"], "created_at": when, "updated_at": when,
+                     "created_by": "nurse1", "patient_uuid": patient["uuid"], "patient_pid": patient["pid"],
+                     "date": day.isoformat(), "visit_type": "first_screening" if k == 0 else "rescreening",
+                     "hiv_status": rnd.choice(("unknown", "negative", "negative", "positive")),
+                     "hpv": {"result": hpv, "genotype": "not_done", "sample": "clinician" if hpv != "not_done"
+                             else "not_recorded"},
+                     "via": {"result": via}, "cytology": {"result": "not_done", "exam_uuid": None},
+                     "colposcopy": {"result": "not_done", "tz_type": "not_done", "exam_uuid": None, "model_tz": None,
+                                    "clinician_tz": None},
+                     "exam_uuids": [], "model_assisted": rnd.random() < 0.3,
+                     "eligibility": eligible if positive else unassessed,
+                     "treatment": {**not_treated, "status": "received", "offered": "yes", "date": day.isoformat(),
+                                   "method": "thermal_ablation"} if treated else not_treated, "note": ""}
+            visits.append(visit)
+            if positive and not treated:
+                referrals.append({"uuid": new_uuid(), "post_id": visit["post_id"], "created_at": when,
+                                  "updated_at": when, "created_by": "nurse1", "patient_uuid": patient["uuid"],
+                                  "patient_pid": patient["pid"], "programme": "cervical", "visit_uuid": visit["uuid"],
+                                  "exam_uuid": None, "date": visit["date"],
+                                  "facility": {"id": "other", "name": "Jimma University Medical Center",
+                                               "registry_code": ""}, "reason": "excision", "urgency": "routine",
+                                  "note": "", "outcome": {"status": "attended" if day < today - timedelta(days=90)
+                                                          else "pending", "date": None,
+                                                          "hospital_result": "not_recorded", "result_exam_uuid": None,
+                                                          "treatment": "not_recorded", "note": ""},
+                                  "outcome_history": []})
+            months = 12 if treated else 1 if positive else 36
+            due = add_months(day, months)
+            follow = {"uuid": new_uuid(), "post_id": visit["post_id"], "created_at": when, "updated_at": when,
+                      "created_by": "nurse1", "patient_uuid": patient["uuid"], "patient_pid": patient["pid"],
+                      "programme": "cervical", "visit_uuid": visit["uuid"], "referral_uuid": None,
+                      "purpose": "post_treatment_followup" if treated else "rescreen", "due_date": due.isoformat(),
+                      "proposed_date": due.isoformat(), "rule": "bench", "state": "due", "lost_reason": None,
+                      "events": [{"action": "created", "at": when, "by": "nurse1"}]}
+            earlier = last_visit.get(patient["uuid"])
+            if earlier is not None:
+                earlier["state"] = "attended"
+                earlier["events"].append({"action": "attended", "at": when, "by": "nurse1", "visit_uuid": visit["uuid"]})
+            last_visit[patient["uuid"]] = follow
+            followups.append(follow)
+    for follow in last_visit.values():
+        if follow["due_date"] < today.isoformat() and rnd.random() < 0.5:
+            follow["state"], follow["lost_reason"] = "lost", "unreachable"
+            follow["events"].append({"action": "lost", "at": follow["created_at"], "by": "nurse1",
+                                     "reason": "unreachable"})
+    return visits, referrals, followups
+
+
+def pathway_child_figures(data_dir: str, post_id: str, today: str) -> dict:
+    from datetime import date
+    from appliance.config import load_config
+    from appliance.store import Store
+    sampler = RssSampler()
+    cfg = load_config(data_dir=data_dir, environ={})
+    base = rss_mb()
+    t = time.perf_counter()
+    store = Store.open(cfg)
+    figures = {"open_ms": (time.perf_counter() - t) * 1000, "rss_before_open_mb": base}
+    gc.collect()
+    figures["rss_after_open_mb"] = rss_mb()
+    day = date.fromisoformat(today)
+    year = {"date_from": "2025-11-01", "date_to": "2026-10-31"}
+    figures["indicators_first_ms"] = timed(lambda: store.care.summary(today=day, **year), 1)[0]
+    figures["indicators_year_ms"] = timed(lambda: store.care.summary(today=day, **year), 5)
+    figures["indicators_all_ms"] = timed(lambda: store.care.summary(today=day), 5)
+    figures["indicators_by_post_ms"] = timed(lambda: store.care.summary(today=day, by_post=True, **year), 3)
+    figures["followup_list_first_ms"] = timed(lambda: store.care.followup_list(today=day, post_id=post_id), 1)[0]
+    figures["followup_list_ms"] = timed(lambda: store.care.followup_list(today=day, post_id=post_id), 20)
+    listed = store.care.followup_list(today=day, post_id=post_id)
+    figures["listed"] = {k: listed[k]["count"] for k in ("overdue", "due_this_week", "referrals_pending")}
+    summary = store.care.summary(today=day, **year)["indicators"]
+    figures["screened_year"] = summary["screened"]["numerator"]
+    figures["treated_year"] = [summary["treated_eligible"]["numerator"], summary["treated_eligible"]["denominator"]]
+    figures["visits"] = len(store.visits.index.by_uuid)
+    figures["exams"] = len(store.exams.index.by_uuid)
+    figures["rss_after_queries_mb"] = rss_mb()
+    figures["peak_rss_mb"] = sampler.stop()
+    store.close()
+    return figures
+
+
+def measure_visit_saves(store, n: int, rnd: random.Random) -> list[float]:
+    """Real single ``care.save_visit`` calls (visit + follow-up + audit entries, fsynced), each for a
+    newly registered woman: VIA positive, checklist eligible, thermal ablation the same day."""
+    from datetime import date
+    from appliance.pathway.eligibility import ITEMS
+    women = [store.patients.register(f"BV-{i:05d}", f"Bench Woman {i}", by="nurse1", age_years=35) for i in range(n)]
+    times = []
+    for woman in women:
+        visit = {"patient_uuid": woman["uuid"], "date": date.today().isoformat(), "visit_type": "first_screening",
+                 "hiv_status": rnd.choice(("unknown", "negative", "positive")), "via": {"result": "positive"},
+                 "eligibility": {"items": {i: {"value": "yes", "confirmed": True} for i in ITEMS},
+                                 "outcome": "eligible_ablation"},
+                 "treatment": {"status": "received", "method": "thermal_ablation"}}
+        t = time.perf_counter()
+        store.care.save_visit(visit, by="nurse1")
+        times.append((time.perf_counter() - t) * 1000)
+    return times
+
+
+def bench_pathway(args) -> int:
+    """``--pathway``: 200,000 exams and 150,000 visits over ten years at three posts."""
+    from datetime import date
+    from appliance.config import load_config
+    from appliance.store import Store
+    n_exams, n_visits = (20_000, 15_000) if args.quick else (200_000, 150_000)
+    rnd = random.Random(20260312)
+    tmp = tempfile.TemporaryDirectory() if not args.keep else None
+    data_dir = Path(args.keep or tmp.name) / "data"
+    cfg = load_config(data_dir=data_dir, environ={})
+    today = date(2026, 11, 1)
+    print(f"# bench_store --pathway: {n_exams} exams, {n_visits} visits, 3 posts, ten years; data in {data_dir}; "
+          f"python {sys.version.split()[0]}; {os.cpu_count()} cores (shared machine: figures are indicative)")
+    with Store.open(cfg) as store:
+        posts = (store.post_id, *PATHWAY_POSTS)
+        t = time.perf_counter()
+        patients, exams = synthetic_records(store, n_exams, 0, rnd)
+        for i, patient in enumerate(patients):
+            patient["post_id"] = posts[i % 3]
+        by_uuid = {p["uuid"]: p for p in patients}
+        for exam in exams:
+            exam["post_id"] = by_uuid[exam["patient_uuid"]]["post_id"]
+        store.bulk_insert("patients", patients)
+        store.bulk_insert("exams", exams)
+        del exams
+        visits, referrals, followups = synthetic_pathway(patients, n_visits, rnd, today)
+        from appliance.store.incoming import check_incoming
+        for kind, records in (("visits", visits), ("referrals", referrals), ("followups", followups)):
+            for record in records[:: max(1, len(records) // 200)]:
+                check_incoming(kind, record)            # the generated records pass an import's checks
+            for start in range(0, len(records), 20_000):
+                store.bulk_insert(kind, records[start:start + 20_000])
+        print(f"built {n_exams} exams, {len(visits)} visits, {len(referrals)} referrals, {len(followups)} follow-ups "
+              f"in {time.perf_counter() - t:.1f} s (bulk path)")
+        del visits, referrals, followups, patients, by_uuid
+        gc.collect()
+        disk = disk_baseline(data_dir.parent / "probe")
+        saves = measure_visit_saves(store, args.saves or (30 if args.quick else 100), rnd)
+        print(f"visit save (visit + follow-up + audit, fsynced): {summary(saves)}")
+        print(f"   disk now: one durable 4 KB replace {summary(disk)}")
+        local = store.post_id
+    code = f"""
+import json, sys
+sys.path.insert(0, {str(REPO)!r})
+sys.argv = ['x']
+from bench.bench_store import pathway_child_figures
+print(json.dumps(pathway_child_figures({str(data_dir)!r}, {local!r}, {today.isoformat()!r})))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    child = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"\nat {child['exams']} exams and {child['visits']} visits, fresh process: open {child['open_ms']:.0f} ms, "
+          f"RSS {child['rss_after_open_mb']:.0f} MB after open ({child['rss_before_open_mb']:.0f} MB before), "
+          f"{child['rss_after_queries_mb']:.0f} MB after queries, peak {child['peak_rss_mb']:.0f} MB")
+    print(f"indicators, one year:  first {child['indicators_first_ms']:.0f} ms (ages counted); "
+          f"{summary(child['indicators_year_ms'])}")
+    print(f"indicators, all time:  {summary(child['indicators_all_ms'])}")
+    print(f"indicators, one year by post: {summary(child['indicators_by_post_ms'])}")
+    print(f"   e.g. {child['screened_year']} women screened in the year, treated/eligible {child['treated_year']}")
+    print(f"follow-up list (one post): first {child['followup_list_first_ms']:.1f} ms; {summary(child['followup_list_ms'])}")
+    print(f"   lists {child['listed']}")
+    print(f"peak RSS of the building process: {peak_rss_mb():.0f} MB")
+    if tmp:
+        tmp.cleanup()
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, few saves")
     parser.add_argument("--saves", type=int, default=0, help="single saves measured at each size")
     parser.add_argument("--keep", metavar="DIR", help="build the store in DIR and keep it")
+    parser.add_argument("--pathway", action="store_true",
+                        help="the screening pathway's figures: 200,000 exams and 150,000 visits at three posts")
     args = parser.parse_args()
+    if args.pathway:
+        return bench_pathway(args)
     sizes = [0, 2_000, 10_000] if args.quick else [0, 10_000, 50_000, 200_000]
     saves = args.saves or (30 if args.quick else 100)
     stock_sizes = [0, 1_000, 5_000] if args.quick else [0, 1_000, 10_000, 50_000]

@@ -27,6 +27,8 @@ def cmd_stats(args, cfg) -> int:
     from ..store import Store
     with Store.open(cfg) as store:
         stats = store.stats(date_from=args.date_from, date_to=args.date_to, include_demo=args.include_demo)
+        # The screening programme's indicators (visits, treatment, referral, follow-up), by post too.
+        stats["screening"] = store.care.summary(date_from=args.date_from, date_to=args.date_to, by_post=True)
         if args.dhis2:
             try:
                 from ..exchange.dhis2 import write_data_value_set
@@ -64,4 +66,15 @@ def render(stats: dict) -> str:
         lines.append("decisions: " + ", ".join(f"{k} {v}" for k, v in stats["by_decision"].items()))
     if stats["by_month"]:
         lines.append("by month: " + ", ".join(f"{k} {v}" for k, v in stats["by_month"].items()))
+    screening = (stats.get("screening") or {}).get("indicators")
+    if screening:
+        from ..pathway.indicators import DEFINITIONS
+        lines.append("screening programme (numerator / denominator):")
+        for key, (name, _num, den) in DEFINITIONS.items():
+            entry = screening[key]
+            if den is None:
+                lines.append(f"  {name}: {entry['numerator']}")
+            else:
+                share = f" = {entry['percent']} %" if entry["percent"] is not None else ""
+                lines.append(f"  {name}: {entry['numerator']} / {entry['denominator']}{share}")
     return "\n".join(lines)

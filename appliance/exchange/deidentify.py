@@ -19,6 +19,8 @@ import io
 import struct
 
 from .. import catalogue
+from ..pathway import eligibility as checklist
+from ..pathway.codes import VALUE_SETS
 from ..store.exams import STATUSES, age_group
 from ..store.patients import age_on
 from . import layout
@@ -118,6 +120,109 @@ def exam_record(exam: dict, patient: dict | None, pseudonyms: Pseudonyms, image_
         "image": image_member,
         "result": _result(exam.get("result")),
     }
+
+
+# -- the screening pathway's records ---------------------------------------------------------
+# The same whitelist rule: codes checked against their value sets, months instead of days, an age
+# group instead of an age, pseudonyms instead of ids; no notes, reasons typed by hand, names of
+# people or facilities' free text.
+
+def _code(value_set: str, value):
+    return value if value in VALUE_SETS[value_set] else None
+
+
+def _month(day) -> str | None:
+    return str(day)[:7] if isinstance(day, str) and len(day) >= 7 else None
+
+
+def _ref(pseudonyms: Pseudonyms, kind: str, uuid) -> str | None:
+    return pseudonyms.of(kind, uuid) if isinstance(uuid, str) and uuid else None
+
+
+def _part(record: dict, key: str) -> dict:
+    value = record.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def visit_record(visit: dict, patient: dict | None, pseudonyms: Pseudonyms) -> dict:
+    hpv, colposcopy, treatment = _part(visit, "hpv"), _part(visit, "colposcopy"), _part(visit, "treatment")
+    eligibility = _part(visit, "eligibility")
+    items = eligibility.get("items") if isinstance(eligibility.get("items"), dict) else {}
+    treated_on = treatment.get("date") if treatment.get("status") == "received" else None
+    return {
+        "id": pseudonyms.of("visit", str(visit.get("uuid"))),
+        "patient": pseudonyms.of("patient", str(visit.get("patient_uuid"))),
+        "post_id": visit.get("post_id"),
+        "month": _month(visit.get("date")),
+        "age_group": age_group(patient_age(patient, visit.get("date"))),
+        "visit_type": _code("visit_type", visit.get("visit_type")),
+        "hiv_status": _code("hiv_status", visit.get("hiv_status")),
+        "hpv": {"result": _code("hpv_result", hpv.get("result")), "genotype": _code("hpv_genotype", hpv.get("genotype")),
+                "sample": _code("hpv_sample", hpv.get("sample"))},
+        "via": {"result": _code("via_result", _part(visit, "via").get("result"))},
+        "cytology": {"result": _code("cytology_result", _part(visit, "cytology").get("result")),
+                     "exam": _ref(pseudonyms, "exam", _part(visit, "cytology").get("exam_uuid"))},
+        "colposcopy": {"result": _code("colposcopy_result", colposcopy.get("result")),
+                       "tz_type": _code("tz_type", colposcopy.get("tz_type")),
+                       "model_tz": _code("tz_type", colposcopy.get("model_tz")),
+                       "clinician_tz": _code("tz_type", colposcopy.get("clinician_tz")),
+                       "exam": _ref(pseudonyms, "exam", colposcopy.get("exam_uuid"))},
+        "exams": [_ref(pseudonyms, "exam", e) for e in visit.get("exam_uuids") or [] if isinstance(e, str)],
+        "model_assisted": bool(visit.get("model_assisted")),
+        "eligibility": {"items": {item: _code("answer", (items.get(item) or {}).get("value"))
+                                  for item in checklist.ITEMS if isinstance(items.get(item) or {}, dict)},
+                        "outcome": _code("eligibility_outcome", eligibility.get("outcome")),
+                        "tz3_confirmed": bool(eligibility.get("tz3_confirmed"))},
+        "treatment": {"status": _code("treatment_status", treatment.get("status")),
+                      "offered": _code("treatment_offered", treatment.get("offered")),
+                      "method": _code("treatment_method", treatment.get("method")),
+                      "not_treated_reason": _code("not_treated_reason", treatment.get("not_treated_reason")),
+                      "month": _month(treated_on),
+                      "same_day": bool(treated_on) and treated_on == visit.get("date")},
+    }
+
+
+def referral_record(referral: dict, patient: dict | None, pseudonyms: Pseudonyms) -> dict:
+    outcome = _part(referral, "outcome")
+    return {
+        "id": pseudonyms.of("referral", str(referral.get("uuid"))),
+        "patient": pseudonyms.of("patient", str(referral.get("patient_uuid"))),
+        "visit": _ref(pseudonyms, "visit", referral.get("visit_uuid")),
+        "exam": _ref(pseudonyms, "exam", referral.get("exam_uuid")),
+        "post_id": referral.get("post_id"),
+        "programme": _code("programme", referral.get("programme")),
+        "month": _month(referral.get("date")),
+        "age_group": age_group(patient_age(patient, referral.get("date"))),
+        "reason": _code("referral_reason", referral.get("reason")),
+        "urgency": _code("urgency", referral.get("urgency")),
+        "outcome": {"status": _code("referral_outcome", outcome.get("status")), "month": _month(outcome.get("date")),
+                    "hospital_result": _code("hospital_result", outcome.get("hospital_result")),
+                    "treatment": _code("hospital_treatment", outcome.get("treatment")),
+                    "result_exam": _ref(pseudonyms, "exam", outcome.get("result_exam_uuid"))},
+    }
+
+
+def followup_record(followup: dict, patient: dict | None, pseudonyms: Pseudonyms) -> dict:
+    events = followup.get("events") if isinstance(followup.get("events"), list) else []
+    return {
+        "id": pseudonyms.of("followup", str(followup.get("uuid"))),
+        "patient": pseudonyms.of("patient", str(followup.get("patient_uuid"))),
+        "visit": _ref(pseudonyms, "visit", followup.get("visit_uuid")),
+        "referral": _ref(pseudonyms, "referral", followup.get("referral_uuid")),
+        "post_id": followup.get("post_id"),
+        "programme": _code("programme", followup.get("programme")),
+        "purpose": _code("followup_purpose", followup.get("purpose")),
+        "due_month": _month(followup.get("due_date")),
+        "state": _code("followup_state", followup.get("state")),
+        "lost_reason": _code("lost_reason", followup.get("lost_reason")),
+        "events": [{"action": e.get("action") if e.get("action") in ("created", "contacted", "rescheduled",
+                                                                       "attended", "lost", "reopened") else None,
+                    "month": _month(e.get("at")), "method": _code("contact_method", e.get("method"))}
+                   for e in events if isinstance(e, dict)],
+    }
+
+
+PATHWAY_RECORDS = {"visits": visit_record, "referrals": referral_record, "followups": followup_record}
 
 
 # -- image metadata -------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """DHIS2 aggregate output: monthly counts per post as a ``dataValueSets`` document (JSON or CSV).
 
 The mapping file (``dhis2_mapping.toml`` beside this module, or ``[exchange] dhis2_mapping``)
-says which data element and category option combo each analysis and label goes to, and which
-org unit each post is. Values are written with codes, to be posted with ``idScheme=code``.
+says which data element and category option combo each analysis and label goes to, which data
+elements receive the screening programme's indicators (numerator and denominator), which org
+unit each post is, and the period type: Gregorian months or Ethiopian-calendar months
+(``appliance.exchange.periods``; Pagume joined to Nehase or to the next Meskerem). Values are
+written with codes, to be posted with ``idScheme=code``.
 
 Because DHIS2 silently ignores values whose ids it does not know, this module refuses to
 write anything it would have to guess: a post with exams but no org unit, a label of a mapped
@@ -21,7 +24,11 @@ from pathlib import Path
 
 from .. import catalogue
 from ..errors import UserError
-from . import stats
+from ..i18n.age import AGE_GROUPS
+from ..pathway.codes import HIV_STATUS
+from ..pathway.indicators import DEFINITIONS as INDICATORS
+from ..pathway.indicators import TARGET_GROUP
+from . import periods, stats
 
 DEFAULT_MAPPING = Path(__file__).with_name("dhis2_mapping.toml")
 CSV_COLUMNS = ("dataelement", "period", "orgunit", "catoptcombo", "attroptcombo", "value",
@@ -36,6 +43,14 @@ class AnalysisMapping:
 
 
 @dataclass
+class IndicatorMapping:
+    numerator: str
+    denominator: str                 # "" for a count (and when not sent)
+    disaggregate: str                # "" (default combo), "hiv", "age_group" or "age_group/hiv" (screened only)
+    combos: dict[str, str]
+
+
+@dataclass
 class Mapping:
     path: Path
     data_set: str
@@ -45,6 +60,12 @@ class Mapping:
     zeros: bool
     org_units: dict[str, str]
     analyses: dict[str, AnalysisMapping]
+    indicators: dict[str, IndicatorMapping] = None
+    period_type: str = periods.GREGORIAN_MONTHLY
+    pagume: str = periods.PAGUME_TO_NEHASE
+
+    def period_of(self) -> periods.PeriodOf:
+        return periods.PeriodOf(self.period_type, self.pagume)
 
 
 def _bad(path: Path, what: str) -> UserError:
@@ -67,13 +88,19 @@ def load_mapping(cfg) -> Mapping:
                         "Check [exchange] dhis2_mapping in the configuration.") from None
     except tomllib.TOMLDecodeError as exc:
         raise _bad(path, f"is not valid TOML ({exc})") from None
-    unknown = set(doc) - {"dhis2", "org_units", "analyses"}
+    unknown = set(doc) - {"dhis2", "org_units", "analyses", "indicators"}
     if unknown:
         raise _bad(path, f"has unknown sections {sorted(unknown)}")
     head = doc.get("dhis2", {})
     count = head.get("count", "decided")
     if count not in ("decided", "all"):
         raise _bad(path, f"has count = {count!r}; use \"decided\" or \"all\"")
+    period_type = head.get("period_type", periods.GREGORIAN_MONTHLY)
+    if period_type not in periods.PERIOD_TYPES:
+        raise _bad(path, f"has period_type = {period_type!r}; use one of {', '.join(periods.PERIOD_TYPES)}")
+    pagume = head.get("pagume", periods.PAGUME_TO_NEHASE)
+    if pagume not in periods.PAGUME_CHOICES:
+        raise _bad(path, f"has pagume = {pagume!r}; use one of {', '.join(periods.PAGUME_CHOICES)}")
     org_units = {str(k): _code(v, path, f"[org_units] {k}") for k, v in doc.get("org_units", {}).items()}
     analyses = {}
     for analysis_id, entry in doc.get("analyses", {}).items():
@@ -96,7 +123,42 @@ def load_mapping(cfg) -> Mapping:
              for label, code in combos.items()})
     return Mapping(path, str(head.get("data_set", "")).strip(), str(head.get("attribute_option_combo", "")).strip(),
                    count == "decided", bool(head.get("include_demo", False)), bool(head.get("zeros", True)),
-                   org_units, analyses)
+                   org_units, analyses, _indicator_mappings(path, doc.get("indicators", {})), period_type, pagume)
+
+
+_DISAGGREGATIONS = {"": ("",), "hiv": HIV_STATUS.ids, "age_group": (*AGE_GROUPS, TARGET_GROUP),
+                    "age_group/hiv": tuple(f"{a}/{h}" for a in AGE_GROUPS for h in HIV_STATUS.ids)}
+
+
+def _indicator_mappings(path: Path, entries: dict) -> dict[str, IndicatorMapping]:
+    out = {}
+    for key, entry in entries.items():
+        where = f"[indicators.{key}]"
+        if key not in INDICATORS:
+            raise _bad(path, f"names an unknown indicator {where} (known: {', '.join(INDICATORS)})")
+        if not isinstance(entry, dict) or set(entry) - {"numerator", "denominator", "disaggregate",
+                                                       "category_option_combos"}:
+            raise _bad(path, f"has unknown settings in {where} (known: numerator, denominator, disaggregate, "
+                             "category_option_combos)")
+        counts_only = INDICATORS[key][2] is None
+        if counts_only and entry.get("denominator"):
+            raise _bad(path, f"gives {where} a denominator, but it is a count")
+        disaggregate = entry.get("disaggregate", "")
+        if disaggregate not in _DISAGGREGATIONS or (disaggregate and key != "screened"):
+            raise _bad(path, f"has disaggregate = {disaggregate!r} in {where}; only [indicators.screened] takes "
+                             "\"hiv\", \"age_group\" or \"age_group/hiv\"")
+        combos = entry.get("category_option_combos", {})
+        if not isinstance(combos, dict) or set(combos) - set(_DISAGGREGATIONS[disaggregate]):
+            raise _bad(path, f"maps unknown groups in [indicators.{key}.category_option_combos]")
+        missing = [g for g in _DISAGGREGATIONS[disaggregate] if g and g not in combos and g != TARGET_GROUP]
+        if disaggregate and missing:
+            raise _bad(path, f"does not map the groups {missing[:5]} of [indicators.{key}] (their counts would be lost)")
+        out[key] = IndicatorMapping(
+            _code(entry.get("numerator"), path, f"{where} numerator"),
+            _code(entry["denominator"], path, f"{where} denominator") if entry.get("denominator") else "",
+            disaggregate, {g: _code(c, path, f"[indicators.{key}.category_option_combos] {g}")
+                           for g, c in combos.items()})
+    return out
 
 
 def period_of(month: str) -> str:
@@ -105,7 +167,9 @@ def period_of(month: str) -> str:
 
 
 def data_values(cube: Counter, mapping: Mapping) -> list[dict]:
-    """The data values of a count cube, summed per data element, period, org unit and combo."""
+    """The data values of a count cube, summed per data element, period, org unit and combo
+    (cells by month, or by day for Ethiopian-calendar periods)."""
+    period_of_day = mapping.period_of()
     values: Counter = Counter()
     totals: Counter = Counter()
     slices: set[tuple[str, str, str]] = set()
@@ -120,7 +184,7 @@ def data_values(cube: Counter, mapping: Mapping) -> list[dict]:
         if org_unit is None:
             unmapped_posts.add(cell.post_id)
             continue
-        period = period_of(cell.month)
+        period = period_of(cell.month) if len(cell.month) == 7 else period_of_day(cell.month)
         combo = spec.combos.get(cell.label)
         if combo is None:
             continue                     # an unmapped referral (no class), or a label outside the catalogue
@@ -143,11 +207,53 @@ def data_values(cube: Counter, mapping: Mapping) -> list[dict]:
         if spec.total_data_element:
             out.append({"dataElement": spec.total_data_element, "period": period, "orgUnit": org_unit,
                         "value": str(n)})
+    _with_attribute_combo(out, mapping)
+    return _sorted(out)
+
+
+def _with_attribute_combo(values: list[dict], mapping: Mapping) -> None:
     if mapping.attribute_option_combo:
-        for value in out:
+        for value in values:
             value["attributeOptionCombo"] = mapping.attribute_option_combo
-    out.sort(key=lambda v: (v["orgUnit"], v["period"], v["dataElement"], v.get("categoryOptionCombo", "")))
-    return out
+
+
+def _sorted(values: list[dict]) -> list[dict]:
+    return sorted(values, key=lambda v: (v["orgUnit"], v["period"], v["dataElement"], v.get("categoryOptionCombo", "")))
+
+
+def indicator_values(groups: dict, mapping: Mapping) -> list[dict]:
+    """The data values of the screening indicators: ``groups`` maps (post id, period) to the
+    ``pathway.indicators.Figures`` of that slice (``store.care.indicators(group_of=...)``)."""
+    if not mapping.indicators:
+        return []
+    unmapped = sorted({post for post, _ in groups if post not in mapping.org_units})
+    if unmapped:
+        raise UserError(f"These posts have screening visits but no DHIS2 org unit in {mapping.path}: "
+                        f"{', '.join(unmapped)}.", "Add each under [org_units] as  \"<post id>\" = \"<org unit code>\".")
+    out = []
+
+    def add(element: str, period: str, org_unit: str, value: int, combo: str = "") -> None:
+        if value or mapping.zeros:
+            entry = {"dataElement": element, "period": period, "orgUnit": org_unit, "value": str(value)}
+            if combo:
+                entry["categoryOptionCombo"] = combo
+            out.append(entry)
+
+    for (post, period), figures in groups.items():
+        org_unit = mapping.org_units[post]
+        for key, spec in mapping.indicators.items():
+            counts = figures.counts[key]
+            if spec.disaggregate:
+                split = {"hiv": figures.by_hiv, "age_group": figures.by_age_group,
+                         "age_group/hiv": {f"{a}/{h}": n for (a, h), n in figures.by_age_and_hiv.items()}}
+                for group, combo in spec.combos.items():
+                    add(spec.numerator, period, org_unit, split[spec.disaggregate].get(group, 0), combo)
+            else:
+                add(spec.numerator, period, org_unit, counts.numerator)
+            if spec.denominator:
+                add(spec.denominator, period, org_unit, counts.denominator)
+    _with_attribute_combo(out, mapping)
+    return _sorted(out)
 
 
 def write_data_value_set(store, cfg, path, *, date_from: str | None = None, date_to: str | None = None) -> dict:
@@ -158,8 +264,14 @@ def write_data_value_set(store, cfg, path, *, date_from: str | None = None, date
     mapping = load_mapping(cfg)
     # The store's statistics cells (its index: a fraction of a second at 200,000 exams), not a pass
     # over every record; tests/test_exchange_stats.py checks both give the very same values.
-    cube = stats.store_cube(store, date_from=date_from, date_to=date_to)
+    ethiopian = mapping.period_type == periods.ETHIOPIAN_MONTHLY
+    cube = stats.store_cube(store, date_from=date_from, date_to=date_to, by_day=ethiopian)
     values = data_values(cube, mapping)
+    if mapping.indicators:
+        period_of_day = mapping.period_of()
+        _total, groups = store.care.indicators(date_from=date_from, date_to=date_to,
+                                               group_of=lambda post, day: (post, period_of_day(day)))
+        values = _sorted(values + indicator_values(groups, mapping))
     path = Path(path)
     fmt = "csv" if path.suffix.lower() == ".csv" else "json"
     tmp = path.with_name(f".{path.name}.tmp")
@@ -183,4 +295,4 @@ def write_data_value_set(store, cfg, path, *, date_from: str | None = None, date
                         "Check the folder exists and has free space.") from None
     return {"path": str(path), "format": fmt, "values": len(values),
             "periods": sorted({v["period"] for v in values}), "org_units": sorted({v["orgUnit"] for v in values}),
-            "mapping": str(mapping.path)}
+            "mapping": str(mapping.path), "period_type": mapping.period_type}

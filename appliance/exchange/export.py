@@ -110,6 +110,7 @@ class _Gatherer(threading.Thread):
     def run(self) -> None:
         try:
             self._exams()
+            self._pathway()
             if not self.deidentified:
                 self._patients()
                 self._audit_summary()
@@ -179,6 +180,24 @@ class _Gatherer(threading.Thread):
         if table:
             table.close()
             self.files[layout.EXAMS_CSV] = self.tmp / "exams.csv"
+
+    def _pathway(self) -> None:
+        """Visits, referrals and follow-ups: as they are, or (research bundles) whitelisted."""
+        pseudonyms = deidentify.Pseudonyms(keys.pseudonym_secret(self.cfg)) if self.deidentified else None
+        patient_of = lru_cache(maxsize=4096)(self.store.patients.get)
+        for member, kind in layout.PATHWAY_MEMBERS.items():
+            path = self.tmp / f"{kind}.jsonl.gz"
+            with gzip.open(path, "wb", compresslevel=6) as out:
+                for record in self.store.changes(kind, self.since):
+                    if self.stop.is_set():
+                        return
+                    self._seen(record)
+                    self.counts[kind] += 1
+                    row = record if not pseudonyms else deidentify.PATHWAY_RECORDS[kind](
+                        record, patient_of(record.get("patient_uuid")), pseudonyms)
+                    out.write(_json_line(row))
+            if self.counts[kind]:
+                self.files[member] = path
 
     def _patients(self) -> None:
         path = self.tmp / "patients.jsonl.gz"
@@ -396,11 +415,11 @@ def _write_bundle(store, cfg, to_dir: Path, gatherer: _Gatherer, reader: _ImageR
                 raise thread.error
         gatherer.join()                               # its files are complete once it has finished
         result.counts = dict(gatherer.counts, images=sum(1 for m in tar.members if layout.is_image(m)))
-        if not gatherer.counts.get("exams") and not gatherer.counts.get("patients"):
+        if not any(gatherer.counts.get(kind) for kind in layout.RECORD_MEMBERS.values()):
             writer.abort()                            # nothing new: no bundle at all
             return
         report("records", done, known)
-        for member in (layout.EXAMS, layout.PATIENTS, layout.AUDIT_SUMMARY, layout.EXAMS_CSV):
+        for member in (*layout.RECORD_MEMBERS, layout.AUDIT_SUMMARY, layout.EXAMS_CSV):
             if member in gatherer.files:
                 tar.add_file(member, gatherer.files[member])
         manifest = {

@@ -10,8 +10,10 @@ Order for each bundle (a refusal at any step leaves the store exactly as it was)
    the signed header; identified images must hash to their names;
 6. records: well-formed, all of the signing post, no uuid twice, and none older than the
    version already stored (a replayed old bundle would roll records back);
-7. merge: images into the library, then patients, then exams, each with ``store.merge``
-   (by uuid, newer ``updated_at`` wins, the superseded version stays in history).
+7. merge: images into the library, then patients, exams, visits, referrals and follow-ups,
+   each with ``store.merge`` (by uuid, newer ``updated_at`` wins, the superseded version stays
+   in history). A visit, referral or follow-up must name a woman, exams and visits this box has
+   or the bundle brings (step 6 refuses it otherwise).
 
 Re-importing a bundle merges nothing new and writes nothing. Step 7 commits in groups (images
 in batches, records a few hundred per store transaction), so a bundle is all-or-nothing up to
@@ -283,21 +285,55 @@ def _bad_record(bundle: Path, number: int, what: str) -> BundleRefused:
 
 
 def _stored(store, kind: str, uuid: str) -> dict | None:
-    return (store.patients if kind == "patients" else store.exams).get(uuid)
+    return getattr(store, kind).get(uuid)
+
+
+# What a record of each kind names, and the kind it must be of: (field or path, kind). The named
+# record must be in this store already or in the same bundle (merged before it).
+_REFERENCES = {
+    "exams": (("patient_uuid", "patients"),),
+    "visits": (("patient_uuid", "patients"), ("exam_uuids", "exams")),
+    "referrals": (("patient_uuid", "patients"), ("visit_uuid", "visits"), ("exam_uuid", "exams"),
+                  ("outcome.result_exam_uuid", "exams")),
+    "followups": (("patient_uuid", "patients"), ("visit_uuid", "visits"), ("referral_uuid", "referrals")),
+}
+
+
+def _named(record: dict, field: str) -> list[str]:
+    value = record
+    for part in field.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    values = value if isinstance(value, list) else [value]
+    return [v for v in values if isinstance(v, str) and v]
+
+
+def _unknown_reference(store, kind: str, record: dict, in_bundle: dict[str, set]) -> str | None:
+    """What an incoming record names that neither this store nor the bundle has (None: all known)."""
+    if kind == "exams":
+        return None               # exams name their patient; the store's own check covers it at merge
+    for field, target in _REFERENCES.get(kind, ()):
+        for uuid in _named(record, field):
+            if uuid not in in_bundle.get(target, ()) and not store.has(target, uuid):
+                return f"names a {target[:-1]} that is neither in this bundle nor on this box ({uuid})"
+    return None
 
 
 def _check_records(store, env: container.Envelope, staged: Staged) -> dict[str, int]:
     """Every record must be well-formed, from the signing post, and not older than what is stored.
     Returns the number of records of each kind."""
     totals = {}
+    in_bundle: dict[str, set] = {}
     for kind, path in staged.records.items():
-        seen: set[str] = set()
+        seen: set[str] = in_bundle.setdefault(kind, set())
         for number, record in enumerate(_lines(env.path, path), 1):
             problem = _record_problem(kind, record, env.post_id)
             if problem:
                 raise _bad_record(env.path, number, f"of {kind} {problem}")
             if record["uuid"] in seen:
                 raise _bad_record(env.path, number, f"of {kind} repeats the record {record['uuid']}")
+            problem = _unknown_reference(store, kind, record, in_bundle)
+            if problem:
+                raise _bad_record(env.path, number, f"of {kind} {problem}")
             seen.add(record["uuid"])
             existing = _stored(store, kind, record["uuid"])
             if existing is None:
@@ -397,7 +433,7 @@ def _merge(store, staged: Staged, report: ImportReport, progress: Progress, tota
                     store.images.put(path.read_bytes())
                     report.images_added += 1
                 progress("images", number, len(images))
-    for kind in ("patients", "exams"):
+    for kind in layout.RECORD_MEMBERS.values():
         counts = report.merged.setdefault(kind, Counter(inserted=0, updated=0, unchanged=0, older=0))
         path = staged.records.get(kind)
         if path is None:

@@ -4,6 +4,9 @@ Members, in the order they are written::
 
     records/patients.jsonl.gz     one patient record per line (identified bundles only)
     records/exams.jsonl.gz        one exam record per line, with the clinician's decision
+    records/visits.jsonl.gz       screening visits (de-identified bundles: whitelisted fields only)
+    records/referrals.jsonl.gz    referrals and their outcomes
+    records/followups.jsonl.gz    follow-ups and what became of them
     records/audit_summary.json    counts of audit actions by day, user and action
     images/<analysis>/<label>/<name>.<ext>   the analysed images, an ImageFolder per analysis
     unconfirmed/<analysis>/<exam>.<ext>      research bundles: images with no confirmed class,
@@ -32,10 +35,16 @@ MANIFEST_FORMAT = "bccdms-bundle-manifest/1"
 MANIFEST = "manifest.json"
 PATIENTS = "records/patients.jsonl.gz"
 EXAMS = "records/exams.jsonl.gz"
+VISITS = "records/visits.jsonl.gz"
+REFERRALS = "records/referrals.jsonl.gz"
+FOLLOWUPS = "records/followups.jsonl.gz"
 AUDIT_SUMMARY = "records/audit_summary.json"
 EXAMS_CSV = "exams.csv"
-RECORD_MEMBERS = {PATIENTS: "patients", EXAMS: "exams"}
-FIXED_MEMBERS = {MANIFEST, PATIENTS, EXAMS, AUDIT_SUMMARY, EXAMS_CSV}
+# In merge order: a record's patient, exams and visit come before it.
+RECORD_MEMBERS = {PATIENTS: "patients", EXAMS: "exams", VISITS: "visits", REFERRALS: "referrals",
+                  FOLLOWUPS: "followups"}
+PATHWAY_MEMBERS = {VISITS: "visits", REFERRALS: "referrals", FOLLOWUPS: "followups"}
+FIXED_MEMBERS = {MANIFEST, AUDIT_SUMMARY, EXAMS_CSV, *RECORD_MEMBERS}
 
 KIND_RECORDS = "records"
 KIND_DEIDENTIFIED = "deidentified"

@@ -70,12 +70,14 @@ def count_cube(store, *, date_from: str | None = None, date_to: str | None = Non
     return cube
 
 
-def store_cube(store, *, date_from: str | None = None, date_to: str | None = None) -> Counter:
-    """The cube from the store's index (fast; the same cube as ``count_cube``)."""
+def store_cube(store, *, date_from: str | None = None, date_to: str | None = None, by_day: bool = False) -> Counter:
+    """The cube from the store's index (fast; the same cube as ``count_cube``). ``by_day``: each
+    cell's ``month`` is its day (YYYY-MM-DD), for Ethiopian-calendar periods."""
     cube: Counter = Counter()
-    for c in store.stats(date_from=date_from, date_to=date_to)["cells"]:
+    for c in store.stats(date_from=date_from, date_to=date_to, by_day=by_day)["cells"]:
         decided = c["decision"] in (AGREES, DISAGREES, REFERRED)
-        cube[Cell(c["post_id"], c["month"] or "unknown", c["analysis"], c["label"] or "unlabelled", c["age_group"],
+        when = (c.get("day") if by_day else c["month"]) or "unknown"
+        cube[Cell(c["post_id"], when, c["analysis"], c["label"] or "unlabelled", c["age_group"],
                   decided, bool(c["demo"]), (c["decision"] == AGREES) if decided else None)] += c["count"]
     return cube
 
@@ -159,5 +161,8 @@ def post_names(store) -> dict[str, str]:
 
 
 def cross_post(store, *, date_from: str | None = None, date_to: str | None = None) -> dict:
-    """The cross-post tables, from the store's index (interactive at any size)."""
-    return summarize(store_cube(store, date_from=date_from, date_to=date_to), post_names(store))
+    """The cross-post tables, from the store's index (interactive at any size), with the screening
+    programme's indicators (``screening``: all posts, and ``by_post``)."""
+    out = summarize(store_cube(store, date_from=date_from, date_to=date_to), post_names(store))
+    out["screening"] = store.care.summary(date_from=date_from, date_to=date_to, by_post=True)
+    return out

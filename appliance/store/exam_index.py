@@ -140,13 +140,16 @@ class ExamIndex(RowIndex):
                 total += 1
         return page, total
 
-    def stats(self, date_from=None, date_to=None, include_demo: bool = False, post_id=None) -> dict[str, Any]:
-        """Counts of the exams in the period (see ``Store.stats`` for what each one means)."""
+    def stats(self, date_from=None, date_to=None, include_demo: bool = False, post_id=None,
+              by_day: bool = False) -> dict[str, Any]:
+        """Counts of the exams in the period (see ``Store.stats`` for what each one means);
+        ``by_day``: the export cells carry the day too (Ethiopian-calendar DHIS2 periods)."""
         rows = self.ordered.between(date_from, date_to) if (date_from or date_to) else self.ordered.rows()
         if post_id is not None:
             rows = [r for r in rows if r.post_id == post_id]
         cell = self._cell
         cells = Counter(row.cell or cell(row) for row in rows)
+        days = Counter((row.cell, row.created_at[:10]) for row in rows) if by_day else None
         counted = rows if include_demo else [r for r in rows if not r.demo]
         classes = catalogue.all_label_ids()
         out: dict[str, Any] = {"exams": 0, "decided": 0, "awaiting_decision": 0, "referred": 0, "demo_exams": 0,
@@ -176,9 +179,14 @@ class ExamIndex(RowIndex):
                 out["by_class"].setdefault(analysis, Counter())[label] += n
             else:
                 out["referred"] += n       # decided without a class (a referral): no prevalence either
-        out["cells"] = [{"post_id": post, "month": month, "analysis": analysis, "label": label, "decision": decision,
-                         "age_group": age, "demo": demo, "count": n}
-                        for (post, month, analysis, label, decision, age, demo), n in sorted(cells.items())]
+        if days is None:
+            out["cells"] = [{"post_id": post, "month": month, "analysis": analysis, "label": label,
+                             "decision": decision, "age_group": age, "demo": demo, "count": n}
+                            for (post, month, analysis, label, decision, age, demo), n in sorted(cells.items())]
+        else:
+            out["cells"] = [{"post_id": post, "month": month, "day": day, "analysis": analysis, "label": label,
+                             "decision": decision, "age_group": age, "demo": demo, "count": n}
+                            for ((post, month, analysis, label, decision, age, demo), day), n in sorted(days.items())]
         for key in ("by_analysis", "awaiting_by_analysis", "by_month", "by_decision", "by_post", "by_age_group"):
             out[key] = dict(sorted(out[key].items()))
         out["by_class"] = {a: dict(sorted(c.items())) for a, c in sorted(out["by_class"].items())}

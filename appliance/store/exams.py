@@ -13,7 +13,7 @@ from .core import StoreCore
 from .exam_index import ExamIndex, ExamRow, age_group
 from .fields import day_bound, later_than, public, text
 from .images import ImageFacts, ImageLibrary
-from .kinds import RecordKind
+from .kinds import PatientRecords
 from .patients import Patients
 from .result_schema import MAX_RESULT_BYTES, checked_result
 # The vocabulary of an exam's state, re-exported: the exchange, the kiosk and the tests read it
@@ -60,7 +60,7 @@ def _check_same_image(result: dict, sha256: str) -> None:
                         N_("Nothing was saved. Process the image again."))
 
 
-class Exams(RecordKind):
+class Exams(PatientRecords):
     kind = "exams"
     capacity = 64          # ~130 KB a chunk: a save rewrites little, a cold read parses little
 
@@ -68,16 +68,6 @@ class Exams(RecordKind):
         super().__init__(core, index, open_chunks=64)
         self._patients = patients
         self._images = images
-
-    def get(self, uuid: str) -> dict | None:
-        with self._core.reading():
-            row = self.index.by_uuid.get(uuid) if isinstance(uuid, str) else None
-            return public(self.stored(row)) if row else None
-
-    def for_patient(self, patient_uuid: str) -> list[dict]:
-        with self._core.reading():
-            rows = sorted(self.index.by_patient.get(patient_uuid, ()), key=lambda r: r.key, reverse=True)
-            return [public(self.stored(r)) for r in rows]
 
     def query(self, *, analysis: str | None = None, patient_uuid: str | None = None, pid: str | None = None,
               name_prefix: str | None = None, date_from=None, date_to=None, label: str | None = None,

@@ -8,6 +8,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from ..errors import UserError
+from ..i18n import N_
 
 # Control characters have no place in a name or an address (they break CSV, print and search).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -110,6 +111,24 @@ def iso_date(value: Any, label: str, *, today: date | None = None) -> str | None
     if parsed.year < 1900:
         raise UserError(f"The {label} {parsed.isoformat()} is too long ago.", f"Check the {label}.")
     return parsed.isoformat()
+
+
+def past_day(value: Any, label: str, *, today: date | None, problem: type) -> str:
+    """An ISO date, not after ``today`` (when given), not before 1900; else ``problem`` (a
+    translatable error class of the record kind asking) saying so in the nurse's words."""
+    if isinstance(value, date):
+        value = value.isoformat()
+    try:
+        day = date.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        day = None
+    if day is None:
+        raise problem(N_("The %(what)s %(value)r is not a date."), N_("Choose the day again."), what=label,
+                           value=value)
+    if (today is not None and day > today) or day.year < 1900:
+        raise problem(N_("The %(what)s %(day)s is not possible (in the future or too long ago)."),
+                           N_("Choose the day again."), what=label, day=day.isoformat())
+    return day.isoformat()
 
 
 def day_bound(value: Any, label: str, *, end: bool) -> str | None:

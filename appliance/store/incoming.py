@@ -11,9 +11,13 @@ from .. import catalogue
 from ..errors import UserError
 from ..fsutil import is_sha256
 from .fields import clone, is_time, is_uuid, text
+from .followups import checked_followup
 from .patients import check_pid
+from .referrals import checked_referral
 from .result_schema import result_problem
 from .users import check_username
+from .visits import CONTENT as VISIT_CONTENT
+from .visits import checked_visit
 from .vocabulary import ROLES
 
 
@@ -48,6 +52,8 @@ def check_incoming(kind: str, record) -> dict:
             _check_exam(out, record)
         elif kind == "audit":
             text(out.get("action"), "audit action", max_len=64, required=True)
+        elif kind in PATHWAY_KINDS:
+            _check_pathway_record(kind, out, record)
     except UserError as exc:
         if exc.message.startswith(f"A {kind} record"):
             raise
@@ -104,3 +110,25 @@ def _decisions_problem(out: dict, analysis_id: str) -> str | None:
         if problem:
             return problem
     return None
+
+
+# The screening pathway's records: the same checks as a save (codes in their value sets, parts
+# that agree with each other), without the dates a save compares with this box's clock. Whether
+# the woman, her exams and visits are known is checked by the import (they may come in the bundle).
+PATHWAY_KINDS = ("visits", "referrals", "followups")
+_REFERRAL_CONTENT = ("programme", "visit_uuid", "exam_uuid", "date", "facility", "reason", "urgency", "note",
+                     "outcome", "outcome_history")
+_FOLLOWUP_CONTENT = ("programme", "visit_uuid", "referral_uuid", "purpose", "due_date", "proposed_date", "rule",
+                     "state", "lost_reason", "events")
+
+
+def _check_pathway_record(kind: str, out: dict, record: dict) -> None:
+    if not is_uuid(out.get("patient_uuid")):
+        raise _refuse(kind, record, "it names no patient")
+    text(out.get("patient_pid"), "card number", max_len=40)
+    if kind == "visits":
+        out.update(checked_visit({k: out.get(k) for k in VISIT_CONTENT}))
+    elif kind == "referrals":
+        out.update(checked_referral({k: out.get(k) for k in _REFERRAL_CONTENT}))
+    else:
+        out.update(checked_followup({k: out.get(k) for k in _FOLLOWUP_CONTENT}, visit_day=None))

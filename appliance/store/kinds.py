@@ -127,3 +127,19 @@ class RecordKind:
         """Write a new version of the record at ``row`` (under the core's writer lock)."""
         record["_seq"] = self._core.next_seq()
         self.collection.replace(row.chunk, row.doc_id, record)
+
+
+class PatientRecords(RecordKind):
+    """A kind whose records each belong to one woman (exams, visits, referrals, follow-ups): its
+    index has ``by_uuid`` and ``by_patient`` (rows with a ``key`` that sorts them in time)."""
+
+    def get(self, uuid: str) -> dict | None:
+        with self._core.reading():
+            row = self.index.by_uuid.get(uuid) if isinstance(uuid, str) else None
+            return public(self.stored(row)) if row else None
+
+    def for_patient(self, patient_uuid: str) -> list[dict]:
+        """Her records, the latest first."""
+        with self._core.reading():
+            rows = sorted(self.index.by_patient.get(patient_uuid, ()), key=lambda r: r.key, reverse=True)
+            return [public(self.stored(r)) for r in rows]

@@ -10,8 +10,15 @@ Versions:
 1. The prototype's layout: one stock TinyDB file ``<data>/db.json`` with tables ``users``,
    ``patients``, ``exams`` and ``audit``. Records had no uuid, post id or ``updated_at``; exams
    named their patient by card number (``pid``).
-2. This layout: records partitioned by month under ``<data>/store/`` (see ``store.py``), every
-   record with a uuid, post id, ``created_at`` and ``updated_at``.
+2. Records partitioned by month under ``<data>/store/`` (see ``store.py``), every record with a
+   uuid, post id, ``created_at`` and ``updated_at``.
+3. Merges ordered by the posts' change numbers (the store-growth work). On this branch the step
+   2 -> 3 only marks the format; the lead's merge replaces it with that work's migration.
+4. This layout: the screening pathway's kinds (``store/visits``, ``store/referrals``,
+   ``store/followups``; ``appliance.store.care``). Records of formats 2 and 3 are read as they
+   are: existing exams stay valid without a visit, and the new kinds start empty, so the
+   migration rewrites no record. It marks the folder as format 4, so that older software, which
+   would leave visits out of its exports and merges, refuses to open it.
 """
 from __future__ import annotations
 
@@ -38,7 +45,9 @@ from .users import Users
 
 log = logging.getLogger("appliance.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
+# Formats this software reads as they are on disk (a read-only data folder need not be upgraded).
+READABLE_AS_IS = (2, 3, 4)
 LEGACY_FILE = "db.json"
 
 Migration = Callable[[Path, Callable[[str], None], str], None]
@@ -63,6 +72,11 @@ def stored_version(data_dir: Path, warn: Callable[[str], None] = lambda message:
     if (data_dir / LEGACY_FILE).exists():
         return 1
     return None
+
+
+def readable_as_is(data_dir: Path, warn: Callable[[str], None] = lambda message: None) -> bool:
+    """Can this software read the data folder without upgrading it (new folders included)?"""
+    return stored_version(data_dir, warn) in (None, *READABLE_AS_IS)
 
 
 def upgrade(data_dir: Path, warn: Callable[[str], None], post_id: str = "") -> None:
@@ -177,3 +191,29 @@ def _single_file_to_partitions(data_dir: Path, warn: Callable[[str], None], post
         raise durable.os_error(exc, data_dir, "upgrade the records") from None
     warn(f"The old record file {legacy} was converted ({len(users)} users, {len(patients)} patients, "
          f"{len(exams)} exams, {len(audit)} audit entries); it is kept as {LEGACY_FILE}.format1.")
+
+
+def _mark_format(data_dir: Path, warn: Callable[[str], None], version: int) -> None:
+    """Set ``schema_version`` in ``meta.json`` (one atomic write; the old file is kept as ``.prev``)."""
+    meta = data_dir / "store" / "meta.json"
+    doc = load_json(meta, warn) or {"meta": {}}         # a damaged file comes back from .prev
+    table = doc.setdefault("meta", {})
+    entry = next((e for e in table.values() if e.get("key") == "schema_version"), None)
+    if entry is None:
+        table[str(max((int(k) for k in table), default=0) + 1)] = {"key": "schema_version", "value": version}
+    else:
+        entry["value"] = version
+    DurableJSONStorage(meta, warn=warn).write(doc)      # a disk error is a StoreError saying so
+
+
+@migration(2)
+def _change_numbers_format(data_dir: Path, warn: Callable[[str], None], post_id: str) -> None:
+    """Stands in for the store-growth work's format 3 until it is merged (it rewrites no record)."""
+    _mark_format(data_dir, warn, 3)
+
+
+@migration(3)
+def _screening_pathway(data_dir: Path, warn: Callable[[str], None], post_id: str) -> None:
+    """Format 4 adds the visits, referrals and follow-ups: new folders, made when first written.
+    Every exam, patient and account stays as it is."""
+    _mark_format(data_dir, warn, 4)

@@ -236,8 +236,16 @@ class Patients(RecordKind):
 
     def watch(self, on_change: Callable[[str], None]) -> None:
         """Call ``on_change(patient_uuid)`` whenever a patient is indexed anew (a change to a birth
-        date or an age changes the age groups of that patient's exams)."""
-        self.index.on_change = on_change
+        date or an age changes the age groups of that patient's exams and visits); each watcher
+        added is called in turn."""
+        before = self.index.on_change
+        if before is None:
+            self.index.on_change = on_change
+        else:
+            def both(patient_uuid: str) -> None:
+                before(patient_uuid)
+                on_change(patient_uuid)
+            self.index.on_change = both
 
     def get(self, uuid: str) -> dict | None:
         with self._core.reading():

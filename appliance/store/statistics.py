@@ -13,7 +13,8 @@ class Statistics:
         self._exams = exams
         self._patients = patients
 
-    def stats(self, *, date_from=None, date_to=None, include_demo: bool = False, post_id: str | None = None) -> dict:
+    def stats(self, *, date_from=None, date_to=None, include_demo: bool = False, post_id: str | None = None,
+              by_day: bool = False) -> dict:
         """Counts for the dashboard, ``appliance stats`` and the DHIS2/CSV outputs.
 
         Prevalence comes from clinicians' decisions only. Exams made with demo (untrained) models
@@ -28,11 +29,12 @@ class Statistics:
         decided exams}}: the prevalence figures); ``by_month``; ``by_decision`` (awaiting_decision /
         agrees / disagrees); ``by_post``; ``by_age_group`` (age at the exam); ``cells`` (every
         exam, demo ones included, by post, month, analysis, class, decision, age group and demo
-        flag, for exports).
+        flag, for exports; ``by_day``: by day too, each cell with its ``day``).
         """
         low, high = day_bound(date_from, "start date", end=False), day_bound(date_to, "end date", end=True)
         with self._core.reading():
-            out = self._exams.index.stats(low, high, include_demo=bool(include_demo), post_id=post_id)
+            out = self._exams.index.stats(low, high, include_demo=bool(include_demo), post_id=post_id,
+                                          by_day=by_day)
             recent = self._patients.index.recent
             if post_id is None:
                 out["patients"] = len(recent.between(low, high)) if (low or high) else len(recent)

@@ -33,18 +33,23 @@ from ..config import Config
 from ..errors import StoreError
 from . import backup as backups
 from . import locking, migrations
+from ..pathway import rules as pathway_rules
 from .audit import AuditLog
+from .care import Care
 from .core import StoreCore
 from .durable import os_error
 from .exam_index import ExamIndex
 from .exams import Exams
+from .followups import Followups
 from .history import History
 from .images import ImageLibrary
 from .partitions import Chunk
 from .patients import Patients
+from .referrals import Referrals
 from .statistics import Statistics
 from .transfer import KINDS, MERGE_RESULTS, Transfer
 from .users import Users
+from .visits import Visits
 
 __all__ = ["Store", "KINDS", "MERGE_RESULTS"]
 
@@ -121,6 +126,10 @@ class Store:
     audit = property(lambda self: self._follow_fork() or self._parts["audit"])
     images = property(lambda self: self._follow_fork() or self._parts["images"])
     history = property(lambda self: self._follow_fork() or self._parts["history"])
+    visits = property(lambda self: self._follow_fork() or self._parts["visits"])
+    referrals = property(lambda self: self._follow_fork() or self._parts["referrals"])
+    followups = property(lambda self: self._follow_fork() or self._parts["followups"])
+    care = property(lambda self: self._follow_fork() or self._parts["care"])
     core = property(lambda self: self._follow_fork() or self._core)
     _history = history          # the name tests used before ``history`` was public
 
@@ -140,7 +149,7 @@ class Store:
         writable = core.writable
         if writable:
             migrations.upgrade(self.data_dir, core.warn, self.cfg.post.id)
-        elif migrations.stored_version(self.data_dir, core.warn) not in (None, migrations.SCHEMA_VERSION):
+        elif not migrations.readable_as_is(self.data_dir, core.warn):
             raise StoreError("The records are in an older format and the data folder is read-only.",
                              "Open them once on a writable disk to upgrade them.")
         meta = core.open_meta()
@@ -160,13 +169,21 @@ class Store:
         exams = self._part("exams", Exams(core, exam_index, patients, images))
         audit = self._part("audit", AuditLog(core))
         history = self._part("history", History(core))
+        # The screening pathway's kinds: visits, referrals, follow-ups (appliance.store.care).
+        visits = self._part("visits", Visits(core))
+        patients.watch(visits.index.patient_changed)
+        referrals = self._part("referrals", Referrals(core))
+        followups = self._part("followups", Followups(core))
         core.connect(audit=audit, history=history)
-        kinds = {"users": users, "patients": patients, "exams": exams, "audit": audit, "history": history}
+        kinds = {"users": users, "patients": patients, "exams": exams, "audit": audit, "history": history,
+                 "visits": visits, "referrals": referrals, "followups": followups}
         self._statistics = Statistics(core, exams, patients)
         self._transfer = Transfer(core, kinds, exams, images)
+        self._part("care", Care(core, patients, exams, visits, referrals, followups,
+                                lambda: pathway_rules.load(self.cfg)))
         parsed = core.scan()
-        patients.index.finish_loading()
-        exams.index.finish_loading()
+        for kind in (patients, exams, visits, referrals, followups):
+            kind.index.finish_loading()
         core.start_counting()
         if writable:
             images.remove_leftovers()
@@ -222,12 +239,13 @@ class Store:
 
     # --- statistics ------------------------------------------------------------------------
 
-    def stats(self, *, date_from=None, date_to=None, include_demo: bool = False, post_id: str | None = None) -> dict:
+    def stats(self, *, date_from=None, date_to=None, include_demo: bool = False, post_id: str | None = None,
+              by_day: bool = False) -> dict:
         """Counts for the dashboard, ``appliance stats`` and the DHIS2/CSV outputs
         (``Statistics.stats`` says what each one means)."""
         self._follow_fork()
         return self._statistics.stats(date_from=date_from, date_to=date_to, include_demo=include_demo,
-                                      post_id=post_id)
+                                      post_id=post_id, by_day=by_day)
 
     # --- backup ---------------------------------------------------------------------------
 
@@ -263,6 +281,11 @@ class Store:
         """Records of ``kind`` written after ``since_seq`` (``Transfer.changes``)."""
         self._follow_fork()
         return self._transfer.changes(kind, since_seq)
+
+    def has(self, kind: str, uuid: str) -> bool:
+        """Whether a record of ``kind`` with this uuid is here (an index lookup: no record is read)."""
+        self._follow_fork()
+        return self._transfer.has(kind, uuid)
 
     def merge(self, kind: str, record: dict) -> str:
         """Take in a record from another store, idempotently, by uuid (``Transfer.merge``)."""

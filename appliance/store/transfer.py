@@ -14,7 +14,7 @@ from .images import ImageLibrary
 from .incoming import check_incoming
 from .kinds import RecordKind
 
-KINDS = ("users", "patients", "exams", "audit")
+KINDS = ("users", "patients", "exams", "audit", "visits", "referrals", "followups")
 MERGE_RESULTS = ("inserted", "updated", "unchanged", "older")
 
 
@@ -48,6 +48,13 @@ class Transfer:
                 if raw is None:
                     continue
                 yield records.exported(raw)
+
+    def has(self, kind: str, uuid: str) -> bool:
+        records = self._kind(kind)
+        if kind == "audit":
+            raise UserError("Audit entries are not looked up by uuid.", "Use store.audit.query.")
+        with self._core.reading():
+            return isinstance(uuid, str) and uuid in records.index.by_uuid
 
     def merge(self, kind: str, record: dict) -> str:
         """Take in a record from another store, idempotently, by uuid. Returns "inserted", "updated"
