@@ -22,7 +22,8 @@ TZ_VISIBLE, LESION_UNDER_75, NOT_INTO_CANAL, NO_CANCER_SUSPICION = (
 ITEMS = (TZ_VISIBLE, LESION_UNDER_75, NOT_INTO_CANAL, NO_CANCER_SUSPICION)
 ITEM_NAMES = {
     TZ_VISIBLE: N_("Transformation zone fully visible (type 1 or 2)"),
-    LESION_UNDER_75: N_("Lesion covers less than 75% of the cervix"),
+    # TRANSLATORS: the WHO criterion "less than 75 % of the cervix" (75 % may be written).
+    LESION_UNDER_75: N_("Lesion covers less than three quarters of the cervix"),
     NOT_INTO_CANAL: N_("Lesion does not extend into the canal"),
     NO_CANCER_SUSPICION: N_("No suspicion of invasive cancer"),
 }
