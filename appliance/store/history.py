@@ -19,6 +19,8 @@ def _fingerprint(kind: str, record: dict) -> str:
 class HistoryIndex:
     """The fingerprints of the versions kept, so importing a bundle twice keeps each once."""
 
+    fields = ("fingerprint", "_seq")
+
     def __init__(self) -> None:
         self.keys: dict[int, set[str]] = {}
 
@@ -27,6 +29,9 @@ class HistoryIndex:
 
     def load_chunk(self, chunk_no, summary):
         self.keys[chunk_no] = set(summary)
+
+    def load_records(self, chunk_no, records):
+        self.load_chunk(chunk_no, self.summarize(records))
 
     def chunk_summary(self, chunk_no):
         return sorted(self.keys.get(chunk_no, ()))

@@ -88,6 +88,9 @@ class _NoIndex:
     def load_chunk(self, chunk_no, summary):
         pass
 
+    def load_records(self, chunk_no, records):
+        pass
+
     def chunk_summary(self, chunk_no):
         return None
 

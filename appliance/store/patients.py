@@ -139,6 +139,8 @@ class PatientRow:
 
 
 class PatientIndex(RowIndex):
+    fields = ("uuid", "_seq", "pid", "full_name", "phone", "birth_date", "age_years", "created_at", "post_id")
+
     def __init__(self, on_change: Callable[[str], None] | None = None) -> None:
         super().__init__()
         self.by_pid: dict[str, list[PatientRow]] = {}

@@ -40,6 +40,7 @@ from .images import ImageLibrary
 from . import locking
 from .locking import InstanceLock, StoreLock
 from .meta import Meta
+from .opening import OpeningProgress, scan_all
 from .partitions import Chunk
 from .patients import Patients
 from .users import Users
@@ -80,13 +81,20 @@ class Store:
     # --- opening and closing -------------------------------------------------------------
 
     @classmethod
-    def open(cls, cfg: Config) -> "Store":
-        """Open (creating if needed) the store in ``cfg.data_dir``; upgrades an older layout."""
+    def open(cls, cfg: Config, *, progress: OpeningProgress | None = None) -> "Store":
+        """Open (creating if needed) the store in ``cfg.data_dir``; upgrades an older layout.
+        ``progress`` follows the opening (appliance.store.opening; by default: log lines only)."""
         store = cls(cfg)
-        store._open()
+        opening = progress if progress is not None else OpeningProgress()
+        try:
+            store._open(opening)
+        except UserError as exc:
+            opening.failed(exc.message)
+            raise
+        opening.finished()
         return store
 
-    def _open(self) -> None:
+    def _open(self, progress: OpeningProgress | None = None) -> None:
         from .backup import finish_interrupted_restore
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +106,7 @@ class Store:
         self._lock = StoreLock(self.data_dir / "store.seq")
         try:
             with self._lock.thread_lock, (self._lock.shared() if self._lock.read_only else self._lock.exclusive()):
-                self._load()
+                self._load(progress or OpeningProgress())
         except BaseException:
             self._lock.close()
             self._instance.release()
@@ -146,7 +154,7 @@ class Store:
         old.__dict__.update(fresh.__dict__)
         return old
 
-    def _load(self) -> None:
+    def _load(self, progress: OpeningProgress) -> None:
         writable = not self._lock.read_only
         if writable:
             migrations.upgrade(self.data_dir, self._warn, self.cfg.post.id)
@@ -161,7 +169,7 @@ class Store:
             self.post_id = "post-" + secrets.token_hex(5)
             self.meta.set("post_id", self.post_id)
         self._part("users", Users(self))
-        self._part("exams", Exams(self, age_at=lambda p, day: self.patients.index.age_at(p, day),
+        self._part("exams", Exams(self, age_at=lambda p, day: self._parts["patients"].index.age_at(p, day),
                                   patient_uuid=self._shared_patient_uuid))
         self._part("patients", Patients(self, on_change=self.exams.index.patient_changed))
         self._part("audit", AuditLog(self))
@@ -169,9 +177,9 @@ class Store:
         self._part("images", ImageLibrary(self))
         self._kinds = {"users": self.users, "patients": self.patients, "exams": self.exams,
                        "audit": self.audit, "history": self._history}
-        parsed: dict[str, list[Chunk]] = {}
-        for name, kind in self._kinds.items():       # patients before exams: exam rows need ages
-            parsed[name] = kind.collection.scan(use_cache=True)
+        # Patients before exams: exam rows need ages.
+        parsed: dict[str, list[Chunk]] = scan_all(self._kinds, progress)
+        progress("indexes", 0, 0)
         self.patients.index.finish_loading()
         self.exams.index.finish_loading()
         self._seq = max([self._lock.read_seq()] + [k.collection.max_seq for k in self._kinds.values()])
@@ -182,27 +190,28 @@ class Store:
             for folder in (self.dir, *(k.collection.cache_dir for k in self._kinds.values())):
                 durable.remove_stale_tmp_files(folder)
             self._lock.write_seq(self._seq)
+            progress("library", 0, 0)
             self._refile_after_crash(parsed["exams"])
             self.images.check_layout()
+            progress("summaries", 0, 0)
             self._write_caches()
         self._seen = self._seq
 
     def _shared_patient_uuid(self, patient_uuid: str) -> str:
-        row = self.patients.index.by_uuid.get(patient_uuid)
+        row = self._parts["patients"].index.by_uuid.get(patient_uuid)   # per exam row: not the property
         return row.uuid if row is not None else sys.intern(patient_uuid)
 
     def _refile_after_crash(self, parsed: list[Chunk]) -> None:
         """Chunks written since the last summary cache may belong to a save cut short before its
-        image reached its class folder: re-file their images."""
+        image reached its class folder (or one whose filing failed: images.file_under): re-file
+        their images."""
         if not parsed:
             return
-        rows = list(self.exams.index.by_uuid.values())
         if len(parsed) * 2 >= len(self.exams.collection.chunks):
-            self.images.refile(rows)
+            self.images.refile(list(self.exams.index.by_uuid.values()))
             return
-        numbers = {c.no for c in parsed}
-        shas = {r.sha256 for r in rows if r.chunk in numbers and r.sha256}
-        self.images.refile(rows, shas)
+        index = self.exams.index
+        self.images.refile_images({r.sha256 for c in parsed for r in index.rows_in(c.no) if r.sha256})
 
     @property
     def _cache_key(self) -> str:
@@ -442,7 +451,7 @@ class Store:
         if kind == "exams":
             image = record.get("image") or {}
             if image.get("sha256"):
-                self.images.refile(self.exams.index.by_analysis[record["analysis"]].rows(), {image["sha256"]})
+                self.images.refile_images({image["sha256"]})
 
     # --- bulk loading (migrations, benchmarks) -----------------------------------------------
 

@@ -116,6 +116,8 @@ class UserRow:
 
 
 class UserIndex(RowIndex):
+    fields = ("uuid", "_seq", "username", "role", "disabled", "remote")
+
     def __init__(self) -> None:
         super().__init__()
         self.local: dict[str, UserRow] = {}      # username -> row, accounts of this box only
