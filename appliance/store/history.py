@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
-from . import durable
+from . import durable, ordering
 from .fields import public
 from .kinds import RecordKind
 
@@ -64,4 +64,4 @@ class History(RecordKind):
         with self._store._reading():
             found = [public(r["record"]) for _, _, r in self.collection.iter_records()
                      if r.get("record_uuid") == record_uuid]
-        return sorted(found, key=lambda r: r.get("updated_at", ""))
+        return sorted(found, key=ordering.order_key)

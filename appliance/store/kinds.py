@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import StoreError
+from . import ordering
 from .fields import public
 from .partitions import Collection, SummaryIndex
 
@@ -138,9 +139,9 @@ class RecordKind:
         return public(record)
 
     def _insert(self, record: dict) -> None:
-        record["_seq"] = self._store._next_seq()
+        ordering.stamp(record, self._store._next_seq(), self._store.post_id)
         self.collection.insert(record)
 
     def _replace(self, row, record: dict) -> None:
-        record["_seq"] = self._store._next_seq()
+        ordering.stamp(record, self._store._next_seq(), self._store.post_id)
         self.collection.replace(row.chunk, row.doc_id, record)

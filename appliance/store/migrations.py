@@ -10,8 +10,14 @@ Versions:
 1. The prototype's layout: one stock TinyDB file ``<data>/db.json`` with tables ``users``,
    ``patients``, ``exams`` and ``audit``. Records had no uuid, post id or ``updated_at``; exams
    named their patient by card number (``pid``).
-2. This layout: records partitioned by month under ``<data>/store/`` (see ``store.py``), every
-   record with a uuid, post id, ``created_at`` and ``updated_at``.
+2. Records partitioned by month under ``<data>/store/`` (see ``store.py``), every record with a
+   uuid, post id, ``created_at`` and ``updated_at``; merges ordered by ``updated_at``.
+3. This layout: every write of a record at its home post stamps it with the post's change number
+   (``post_seq``), and merges order versions by it (appliance.store.ordering). Records written
+   before have none and count as change 0, with ``updated_at`` deciding between two of them as
+   before, so the migration rewrites no record: it marks the folder as format 3, so that older
+   software, which would change records without counting their changes, refuses to open it.
+   Format 3 software reads a format 2 folder as it is (a read-only one too).
 """
 from __future__ import annotations
 
@@ -34,7 +40,9 @@ from .partitions import Collection
 
 log = logging.getLogger("appliance.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# Formats this software reads as they are on disk (a read-only data folder need not be upgraded).
+READABLE_AS_IS = (2, 3)
 LEGACY_FILE = "db.json"
 
 Migration = Callable[[Path, Callable[[str], None], str], None]
@@ -59,6 +67,11 @@ def stored_version(data_dir: Path, warn: Callable[[str], None] = lambda message:
     if (data_dir / LEGACY_FILE).exists():
         return 1
     return None
+
+
+def readable_as_is(data_dir: Path, warn: Callable[[str], None] = lambda message: None) -> bool:
+    """Can this software read the data folder without upgrading it (new folders included)?"""
+    return stored_version(data_dir, warn) in (None, *READABLE_AS_IS)
 
 
 def upgrade(data_dir: Path, warn: Callable[[str], None], post_id: str = "") -> None:
@@ -179,3 +192,18 @@ def _single_file_to_partitions(data_dir: Path, warn: Callable[[str], None], post
         raise durable.os_error(exc, data_dir, "upgrade the records") from None
     warn(f"The old record file {legacy} was converted ({len(users)} users, {len(patients)} patients, "
          f"{len(exams)} exams, {len(audit)} audit entries); it is kept as {LEGACY_FILE}.format1.")
+
+
+@migration(2)
+def _change_numbers(data_dir: Path, warn: Callable[[str], None], post_id: str) -> None:
+    """Format 3 reads every format 2 record as it is (no change number: change 0): only the
+    folder's format changes, in ``meta.json`` (one atomic write, kept as ``.prev``)."""
+    meta = data_dir / "store" / "meta.json"
+    doc = load_json(meta, warn) or {"meta": {}}         # a damaged file comes back from .prev
+    table = doc.setdefault("meta", {})
+    entry = next((e for e in table.values() if e.get("key") == "schema_version"), None)
+    if entry is None:
+        table[str(max((int(k) for k in table), default=0) + 1)] = {"key": "schema_version", "value": 3}
+    else:
+        entry["value"] = 3
+    DurableJSONStorage(meta, warn=warn).write(doc)      # a disk error is a StoreError saying so

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 
 from ..config import Config
 from ..errors import StoreError, UserError
-from . import durable, migrations
+from . import durable, migrations, ordering
 from .incoming import check_incoming
 from .audit import AuditLog
 from .durable import os_error
@@ -158,7 +158,7 @@ class Store:
         writable = not self._lock.read_only
         if writable:
             migrations.upgrade(self.data_dir, self._warn, self.cfg.post.id)
-        elif migrations.stored_version(self.data_dir, self._warn) not in (None, migrations.SCHEMA_VERSION):
+        elif not migrations.readable_as_is(self.data_dir, self._warn):
             raise StoreError("The records are in an older format and the data folder is read-only.",
                              "Open them once on a writable disk to upgrade them.")
         self._part("meta", Meta(self.dir / "meta.json", self._warn))
@@ -419,7 +419,9 @@ class Store:
     def merge(self, kind: str, record: dict) -> str:
         """Take in a record from another store, idempotently, by uuid. Returns "inserted", "updated"
         (ours was older; it is kept in history), "unchanged", or "older" (ours is newer; the incoming
-        version is kept in history). Images of exams must be put (``images.put``) before their exams."""
+        version is kept in history). Older and newer by the home post's change numbers
+        (appliance.store.ordering), not by clocks. Images of exams must be put (``images.put``)
+        before their exams."""
         records = self._kind(kind)
         incoming = check_incoming(kind, record)
         with self._writing():
@@ -439,7 +441,7 @@ class Store:
             current.pop("_seq", None)
             if current == incoming:
                 return "unchanged"
-            if incoming["updated_at"] > current["updated_at"]:
+            if ordering.is_later(incoming, current):        # by change numbers, not clocks
                 self._history.keep(kind, current, "superseded by an import")
                 records._replace(row, incoming)
                 self._after_merge(kind, incoming)
@@ -462,7 +464,7 @@ class Store:
         records_of = self._kinds[kind]
         with self._writing(defer=False):       # thousands of chunks: written as they fill
             for record in records:
-                record["_seq"] = self._next_seq()
+                ordering.stamp(record, self._next_seq(), self.post_id)
             n = records_of.collection.insert_many(records)
             # Summaries describe files as they are on disk: inside a transaction, once it commits.
             durable.when_committed(self._write_caches)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from .. import clock
 from ..errors import NotFound, StoreError, UserError
 from ..i18n import N_, TranslatableError
 from .fields import format_time, later_than, public, text, utc_now
@@ -246,7 +247,7 @@ class Users(RecordKind):
                     record["failed_logins"] = failed
                     refusal = wrong
                     if failed >= cfg.lockout_failures:
-                        record["locked_until"] = format_time(datetime.now(timezone.utc)
+                        record["locked_until"] = format_time(clock.now()
                                                              + timedelta(minutes=cfg.lockout_minutes))
                         record["failed_logins"] = 0
                         refusal = _locked(record["locked_until"])
