@@ -4,7 +4,8 @@ Layout of the data folder::
 
     store/meta.json                 schema version, generated post id, meta_set() values
     store/<kind>/<YYYY-MM>/NNN.json records (TinyDB files; .prev = previous generation)
-    store/index/<kind>/<YYYY-MM>.json  summary cache: start-up parses only chunks changed since
+    store/index/<kind>/<YYYY-MM>.<NNN>.marshal  summary cache, one file per 16 chunks: start-up parses
+                                    only chunks changed since (appliance.store.partitions)
     store.seq                       writer lock (flock) and change counter
     store.lock                      held shared by every open store; restore needs it alone
     images/, library/, thumbs/      see appliance.store.images
