@@ -108,18 +108,18 @@ def percent(state: dict) -> int:
     return _READ_SHARE + (100 - _READ_SHARE) * (later - 1) // (len(STAGES) - 1)
 
 
-def scan_all(kinds: dict, progress: Callable[[str, int, int], None]) -> dict[str, list]:
+def scan_all(collections: dict, progress: Callable[[str, int, int], None]) -> dict[str, list]:
     """Bring every kind's index up to date from its summaries and files (``Collection.scan`` with
     the cache), in the order given; returns the chunks each kind had to parse. Progress counts
     chunk files across all kinds, so one bar covers the whole opening."""
-    layouts = {name: kind.collection.disk_layout() for name, kind in kinds.items()}
+    layouts = {name: collection.disk_layout() for name, collection in collections.items()}
     total = sum(len(found) for layout in layouts.values() for _, found in layout)
     parsed: dict[str, list] = {}
     before = 0
     progress("records", 0, total)
-    for name, kind in kinds.items():
+    for name, collection in collections.items():
         def tick(done: int, _total: int, before: int = before) -> None:
             progress("records", before + done, total)
-        parsed[name] = kind.collection.scan(use_cache=True, layout=layouts[name], progress=tick)
+        parsed[name] = collection.scan(use_cache=True, layout=layouts[name], progress=tick)
         before += sum(len(found) for _, found in layouts[name])
     return parsed

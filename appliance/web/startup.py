@@ -16,7 +16,7 @@ from typing import Callable
 
 from .. import __version__, clock, i18n
 from ..store.opening import STAGE_TEXT, OpeningProgress
-from .auth import SECURITY_HEADERS
+from .headers import secured
 
 REFRESH_SECONDS = 2
 
@@ -81,7 +81,5 @@ class StartupGate:
 
 
 def _respond(start_response, status: str, content_type: str, body: bytes, extra=()):
-    headers = [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", "no-store"),
-               *SECURITY_HEADERS.items(), *extra]
-    start_response(status, headers)
+    start_response(status, secured("", [("Content-Type", content_type), ("Content-Length", str(len(body))), *extra]))
     return [body]
