@@ -551,6 +551,7 @@ class HealthMonitor:
         self._cache: dict[str, tuple[Any, float, list[Check]]] = {}
         self._refreshing: set[str] = set()
         self.runs: dict[str, int] = {}            # how often each expensive check really ran
+        self._clock: tuple[float, Check] | None = None
         self._heavy: dict[str, tuple[Callable[[], Any], Callable[[], list[Check]]]] = {
             "runtime": (lambda: None, lambda: check_runtime(cfg, engine)),
             "cpu": (lambda: None, lambda: check_cpu(cfg)),
@@ -603,12 +604,24 @@ class HealthMonitor:
             self._cache[name] = (key, time.monotonic(), result)
             self._refreshing.discard(name)
 
+    def clock(self, max_age_s: float = 60.0) -> Check:
+        """The clock check, at most ``max_age_s`` old: every kiosk page asks it (its banner)."""
+        now = time.monotonic()
+        with self._lock:
+            entry = self._clock
+        if entry is None or now - entry[0] > max_age_s:
+            checks = _guarded(lambda: check_clock(self.cfg, store=self.store))
+            entry = (now, next((c for c in checks if c.name == "clock"), checks[0]))
+            with self._lock:
+                self._clock = entry
+        return entry[1]
+
     def report(self) -> Report:
         checks: list[Check] = []
         checks += _guarded(lambda: check_config(self.cfg))
         checks += self._cached("runtime") + self._cached("cpu") + self._cached("models") + self._cached("camera")
         checks += _guarded(lambda: check_disk(self.cfg))
-        checks += _guarded(lambda: check_clock(self.cfg, store=self.store))
+        checks += [self.clock(max_age_s=0)]
         checks += _guarded(lambda: check_fonts(self.cfg))
         checks += _guarded(lambda: check_data_folder(self.cfg, self.store))
         return Report(checks, _iso(_now()), _post_id(self.cfg, self.store))

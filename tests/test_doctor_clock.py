@@ -1,6 +1,7 @@
 """The self-check's clock against the records (issue 13, item 2): a box whose clock is behind the
 newest record it made, or implausibly far ahead of it, is told so, in ``appliance doctor`` and in
-the report the kiosk's Admin page and ``/healthz`` show (``HealthMonitor``)."""
+the report the kiosk's Admin page and ``/healthz`` show (``HealthMonitor``), and in a banner on every
+kiosk page."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -11,6 +12,7 @@ from appliance import clock, doctor
 from appliance.store import Store
 
 from test_store_support import register
+from webutil import NURSE, live_server, staffed_server, web_cfg  # noqa: F401
 
 NOW = datetime.now(timezone.utc)
 LAST_WEEK = NOW - timedelta(days=7)
@@ -92,3 +94,17 @@ def test_appliance_doctor_compares_the_clock_with_the_records(box):
     report = doctor.run_checks(cfg, include_server=False).to_json()
     (check,) = [c for c in report["checks"] if c["name"] == "clock"]
     assert check["status"] == "WARN" and "behind the newest record made on this box" in " ".join(check["details"])
+
+
+def test_every_kiosk_page_says_when_the_clock_looks_wrong(staffed_server):
+    """A nurse never opens the Admin page: the banner is on every page while the clock is off."""
+    live = staffed_server
+    nurse = live.logged_in(NURSE)
+    assert 'id="clock-banner"' not in nurse.get("/").text
+    typo = datetime(2099, 1, 1, 8, tzinfo=timezone.utc)
+    with clock.frozen(typo):
+        live.ctx.health_monitor.clock(max_age_s=0)        # the banner's check is at most a minute old
+        page = nurse.get("/diagnose").text
+    assert 'id="clock-banner"' in page and "2099-01-01 08:00" in page and "set the date and time" in page
+    live.ctx.health_monitor.clock(max_age_s=0)
+    assert 'id="clock-banner"' not in nurse.get("/").text
