@@ -19,7 +19,7 @@ last shut down; a mistyped ``date -s`` can put it years ahead. So:
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Callable, Iterator
 
 EARLIEST_PLAUSIBLE = datetime(2025, 1, 1, tzinfo=timezone.utc)
@@ -37,6 +37,11 @@ _source: Callable[[], datetime] = _system
 def now() -> datetime:
     """The current time, timezone-aware UTC."""
     return _source()
+
+
+def today() -> date:
+    """Today's date where the box is (its local time zone): ages, date checks, date hints."""
+    return now().astimezone().date()
 
 
 def set_clock(source: Callable[[], datetime] | datetime | None) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import itertools
 import re
 import sys
-from datetime import date
 from typing import Callable
 
+from .. import clock
 from ..errors import NotFound, UserError
 from ..i18n import N_, TranslatableError
 from ..i18n.names import name_key, name_tokens, normalize_phone, phone_key
@@ -330,5 +330,5 @@ class Patients(RecordKind):
             raise DuplicatePatient(public(self.stored(existing[0])))
 
     def age_today(self, patient: dict) -> int | None:
-        return age_on(date.today().isoformat(), patient.get("birth_date"), patient.get("age_years"),
+        return age_on(clock.today().isoformat(), patient.get("birth_date"), patient.get("age_years"),
                       patient.get("created_at", ""))

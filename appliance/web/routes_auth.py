@@ -10,13 +10,13 @@ page never tells which accounts exist.
 """
 from __future__ import annotations
 
-import datetime as dt
 import math
 import threading
 
 import bottle
 from bottle import request
 
+from .. import clock
 from ..errors import UserError
 from ..i18n import N_
 from ..i18n.dates import CALENDARS
@@ -140,7 +140,7 @@ def language(ctx: AppContext):
 
 def settings_page(ctx: AppContext):
     auth.require()
-    return ctx.render("settings.html", calendars=list(CALENDARS.items()), today=dt.date.today())
+    return ctx.render("settings.html", calendars=list(CALENDARS.items()), today=clock.today())
 
 
 def set_calendar(ctx: AppContext):
