@@ -168,17 +168,19 @@ def child_import(data_dir: str, known_posts: dict, bundles: list[str]) -> dict:
     from appliance.store import Store
     cfg = load_config(data_dir=data_dir, environ={})
     cfg.exchange.known_posts = known_posts
-    times, rss = [], []
+    times, cpu, rss = [], [], []
     with Store.open(cfg) as store:
         for path in bundles:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             (report,) = importer.import_bundles(store, cfg, [Path(path)])
             if isinstance(report, BundleRefused):
                 raise report
             times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
             rss.append(peak_rss_mb())
         exams = store.stats()["exams"]
-    return {"times": times, "peak_rss_mb": peak_rss_mb(), "rss_after_each": rss, "exams": exams}
+    return {"times": times, "cpu_times": cpu, "peak_rss_mb": peak_rss_mb(), "rss_after_each": rss, "exams": exams,
+            "load_after": os.getloadavg()[0]}
 
 
 def child_statistics(data_dir: str, org_units: dict, runs: int) -> dict:
@@ -263,6 +265,7 @@ def bench_import(work: Path, posts: int, exams: int) -> tuple[dict, Path, dict]:
         shutil.rmtree(cfg.data_dir)              # the post's box is not needed any more
     total_mb = sum(Path(b).stat().st_size for b in bundles) / 1e6
     print(f"built {posts} bundles ({total_mb:.0f} MB) in {time.perf_counter() - start:.0f} s")
+    load_before = os.getloadavg()[0]
     result = in_child(child_import, str(sup_cfg.data_dir), known, bundles)
     times = result["times"]
     print(f"import per bundle  : {describe(times)}  ({exams / statistics.median(times):.0f} exams/s)")
@@ -273,8 +276,15 @@ def bench_import(work: Path, posts: int, exams: int) -> tuple[dict, Path, dict]:
           f"({statistics.median(last) / statistics.median(first):.2f}x; goal <= 1.3x)")
     by_tenth = tenths(times)
     print("median per bundle, each tenth: " + "  ".join(f"{t:.2f}" for t in by_tenth) + " s")
-    print(f"whole import       : {sum(times):.1f} s; peak RSS {result['peak_rss_mb']:.0f} MB")
-    return ({"posts": posts, "exams_per_bundle": exams, "bundle_mb": total_mb, "tenths": by_tenth, **result},
+    # CPU seconds of the importing process (all its threads): what a shared machine's load disturbs least.
+    cpu = result["cpu_times"]
+    cpu_tenths = tenths(cpu)
+    print("  CPU per bundle, each tenth : " + "  ".join(f"{t:.2f}" for t in cpu_tenths) + " s  "
+          f"(last/first {cpu_tenths[-1] / cpu_tenths[0]:.2f}x)")
+    print(f"whole import       : {sum(times):.1f} s ({sum(cpu):.1f} s CPU); peak RSS {result['peak_rss_mb']:.0f} MB; "
+          f"load average {load_before:.1f} before, {result['load_after']:.1f} after")
+    return ({"posts": posts, "exams_per_bundle": exams, "bundle_mb": total_mb, "tenths": by_tenth,
+             "cpu_tenths": cpu_tenths, "load_before": load_before, **result},
             Path(sup_cfg.data_dir), org_units)
 
 
@@ -284,14 +294,14 @@ def child_open(data_dir: str, drop_cache: bool) -> dict:
     cfg = load_config(data_dir=data_dir, environ={})
     if drop_cache:
         shutil.rmtree(Path(data_dir) / "store" / "index", ignore_errors=True)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     store = Store.open(cfg)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     try:
         exams = store.stats(include_demo=True)["exams"]
     finally:
         store.close()
-    return {"seconds": seconds, "exams": exams, "peak_rss_mb": peak_rss_mb()}
+    return {"seconds": seconds, "cpu": cpu, "exams": exams, "peak_rss_mb": peak_rss_mb()}
 
 
 def bench_open(data_dir: Path, runs: int) -> dict:
@@ -299,10 +309,10 @@ def bench_open(data_dir: Path, runs: int) -> dict:
     out = {}
     for label, drop in (("with its summary cache", False), ("without its summary cache", True)):
         results = [in_child(child_open, str(data_dir), drop) for _ in range(runs)]
-        seconds = [r["seconds"] for r in results]
-        print(f"open {label:<26}: {describe(seconds)}  peak RSS {max(r['peak_rss_mb'] for r in results):.0f} MB  "
-              f"({results[0]['exams']} exams)")
-        out["without_cache" if drop else "with_cache"] = {"seconds": seconds,
+        seconds, cpu = [r["seconds"] for r in results], [r["cpu"] for r in results]
+        print(f"open {label:<26}: {describe(seconds)}  CPU median {statistics.median(cpu):.2f} s  "
+              f"peak RSS {max(r['peak_rss_mb'] for r in results):.0f} MB  ({results[0]['exams']} exams)")
+        out["without_cache" if drop else "with_cache"] = {"seconds": seconds, "cpu": cpu,
                                                           "peak_rss_mb": max(r["peak_rss_mb"] for r in results)}
     return out
 
@@ -347,7 +357,8 @@ def main() -> int:
     runs = args.runs or (1 if args.quick else 3)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-exchange-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"work folder {work} ({shutil.disk_usage(work).free / 1e9:.0f} GB free); {os.cpu_count()} CPUs")
+    print(f"work folder {work} ({shutil.disk_usage(work).free / 1e9:.0f} GB free); {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}")
     try:
         results = {}
         if "export" in parts:
