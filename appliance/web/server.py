@@ -28,9 +28,11 @@ import waitress.channel
 import waitress.server
 import waitress.task
 
-from .. import systemd_notify
+from .. import camera, systemd_notify
 from ..config import Config
 from ..errors import UserError
+from ..inference.engine import Engine
+from ..store import Store
 from ..store.opening import OpeningProgress
 from . import phone_listener
 from .app import create_app
@@ -52,8 +54,6 @@ ON_STOP.append(systemd_notify.on_server_stop)
 def build_context(cfg: Config, progress: OpeningProgress | None = None) -> AppContext:
     """Open the store (``progress`` follows it), the engine (models load lazily) and the cameras
     for one server process."""
-    from ..inference.engine import Engine
-    from ..store import Store
     store = Store.open(cfg, progress=progress)
     try:
         engine = Engine.from_config(cfg)
@@ -65,8 +65,7 @@ def build_context(cfg: Config, progress: OpeningProgress | None = None) -> AppCo
 
 def _open_cameras(cfg: Config, engine):
     """The one long-lived camera owner, or None when the camera part is not installed."""
-    import appliance.camera as camera_pkg
-    manager_cls = getattr(camera_pkg, "CameraManager", None)
+    manager_cls = getattr(camera, "CameraManager", None)
     if manager_cls is None or cfg.camera.backend == "none":
         return None
     return manager_cls(cfg, busy=engine.busy)
