@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from . import __version__, catalogue, signing
+from . import __version__, catalogue, clock, signing
 from .config import PACKAGE_DIR, Config
 from .errors import UserError
 from .inference.pack import FILE_ROLES
@@ -36,9 +36,11 @@ _RANK = {OK: 0, WARN: 1, FAIL: 2}
 DISK_FAIL_BYTES = 200 * 1024 * 1024
 DISK_WARN_BYTES = 1024 * 1024 * 1024
 # No real clock on this appliance can be earlier than this (a Pi without RTC boots in 1970 or
-# at its last shutdown time).
-EARLIEST_PLAUSIBLE = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+# at its last shutdown time): appliance.clock says what is plausible.
+EARLIEST_PLAUSIBLE = clock.EARLIEST_PLAUSIBLE
 CLOCK_SLACK_S = 300
+# The clock is compared with the box's latest writes: its audit entries since this many changes.
+RECENT_CHANGES = 200
 
 
 @dataclass
@@ -83,7 +85,7 @@ class Report:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return clock.now()
 
 
 def _iso(t: dt.datetime) -> str:
@@ -319,13 +321,15 @@ def _newest_mtime(paths: Iterable[Path]) -> tuple[float, Path | None]:
     return newest, which
 
 
-def check_clock(cfg: Config, now: dt.datetime | None = None) -> list[Check]:
-    """A Pi without a battery clock can boot in the past: records would get wrong dates."""
+def check_clock(cfg: Config, now: dt.datetime | None = None, store=None) -> list[Check]:
+    """A Pi without a battery clock can boot in the past, and a mistyped date can put it years
+    ahead: new records would get wrong dates (merges do not depend on them: they follow the
+    posts' change numbers, appliance.store.ordering)."""
     now = now or _now()
     data_files = list(cfg.data_dir.iterdir()) if cfg.data_dir.is_dir() else []
     newest_data, which = _newest_mtime(data_files)
     newest_software, _ = _newest_mtime(PACKAGE_DIR.glob("*.py"))
-    details = []
+    details, ahead = [], []
     if now < EARLIEST_PLAUSIBLE:
         details.append(f"the clock says {_iso(now)}, before this software was written")
     if newest_software and now.timestamp() + CLOCK_SLACK_S < newest_software:
@@ -334,11 +338,45 @@ def check_clock(cfg: Config, now: dt.datetime | None = None) -> list[Check]:
     if newest_data and now.timestamp() + CLOCK_SLACK_S < newest_data:
         details.append(f"the clock is behind the last change in the data folder "
                        f"({_iso(dt.datetime.fromtimestamp(newest_data, dt.timezone.utc))}, {which.name})")
+    if store is not None:
+        _clock_against_records(store, now, details, ahead)
+    fix = "Set the date and time: sudo date -s 'YYYY-MM-DD HH:MM' (or fit a battery clock)."
     if details:
         return [Check("clock", WARN, f"the clock says {_iso(now)}, which is too early: new records would get "
-                      "wrong dates", details + ["Set the date and time: sudo date -s 'YYYY-MM-DD HH:MM' "
-                                                "(or fit a battery clock)."])]
+                      "wrong dates", details + ahead + [fix])]
+    if ahead:
+        return [Check("clock", WARN, f"the clock says {_iso(now)}, which is implausibly far ahead: new records "
+                      "would get wrong dates", ahead + ["If the box was really switched off that long, this goes "
+                                                        "away as records are saved; otherwise: " + fix])]
     return [Check("clock", OK, f"{_iso(now)}")]
+
+
+def _clock_against_records(store, now: dt.datetime, behind: list[str], ahead: list[str]) -> None:
+    """The clock against the box's own latest writes (its audit entries, in change order: every
+    change the box makes, logins and imports included). Behind the newest of them: wrong now, or
+    wrong when that was written. More than ``clock.MAX_AHEAD`` ahead of the newest written before
+    the clock last jumped that far (or of the newest of all): implausibly far ahead."""
+    try:
+        since = max(0, store.change_seq() - RECENT_CHANGES)
+        written = [clock.parse(str(e.get("created_at", ""))) for e in store.changes("audit", since)
+                   if e.get("post_id") == store.post_id]
+    except (UserError, OSError):
+        return                  # the data check says what is wrong with the store
+    written = [t for t in written if t is not None]
+    if not written:
+        return
+    newest = written[-1]
+    if (newest - now).total_seconds() > CLOCK_SLACK_S:
+        behind.append(f"the clock is behind the newest record made on this box ({_iso(newest)}): either the "
+                      "clock is wrong now or it was when that record was made")
+    before_jump, jump = newest, None
+    for earlier, later in zip(written, written[1:]):
+        if later - earlier > clock.MAX_AHEAD:
+            before_jump, jump = earlier, (earlier, later)
+    if now - before_jump > clock.MAX_AHEAD:
+        ahead.append(f"the clock is more than a year ahead of the newest record made on this box "
+                     f"({_iso(before_jump)})" + (f"; between two records it jumped from {_iso(jump[0])} to "
+                                                 f"{_iso(jump[1])}" if jump else ""))
 
 
 def check_fonts(cfg: Config) -> list[Check]:
@@ -454,16 +492,34 @@ def check_server(cfg: Config) -> list[Check]:
 def run_checks(cfg: Config, *, store=None, engine=None, cameras=None, include_server: bool = True) -> Report:
     """Every check once, in the order a technician reads them (for ``appliance doctor``)."""
     checks: list[Check] = []
+    opened = _open_quietly(cfg) if store is None else None   # one opening for the clock and data checks
+    records = store if store is not None else opened
     steps: list[Callable[[], list[Check]]] = [
         lambda: check_config(cfg), lambda: check_runtime(cfg, engine), lambda: check_cpu(cfg),
         lambda: check_models(cfg, engine), lambda: check_camera(cfg, cameras), lambda: check_disk(cfg),
-        lambda: check_clock(cfg), lambda: check_fonts(cfg), lambda: check_data_folder(cfg, store),
+        lambda: check_clock(cfg, store=records), lambda: check_fonts(cfg), lambda: check_data_folder(cfg, records),
     ]
     if include_server:
         steps.append(lambda: check_server(cfg))
-    for step in steps:
-        checks.extend(_guarded(step))
-    return Report(checks, _iso(_now()), _post_id(cfg, store))
+    try:
+        for step in steps:
+            checks.extend(_guarded(step))
+    finally:
+        if opened is not None:
+            opened.close()
+    return Report(checks, _iso(_now()), _post_id(cfg, records))
+
+
+def _open_quietly(cfg: Config):
+    """The record store, or None when it cannot be opened (the data check then opens it itself
+    and says why)."""
+    if not cfg.data_dir.is_dir():
+        return None
+    try:
+        from .store import Store
+        return Store.open(cfg)
+    except Exception:   # noqa: BLE001 - reported by check_data_folder
+        return None
 
 
 def _guarded(step: Callable[[], list[Check]]) -> list[Check]:
@@ -495,6 +551,7 @@ class HealthMonitor:
         self._cache: dict[str, tuple[Any, float, list[Check]]] = {}
         self._refreshing: set[str] = set()
         self.runs: dict[str, int] = {}            # how often each expensive check really ran
+        self._clock: tuple[float, Check] | None = None
         self._heavy: dict[str, tuple[Callable[[], Any], Callable[[], list[Check]]]] = {
             "runtime": (lambda: None, lambda: check_runtime(cfg, engine)),
             "cpu": (lambda: None, lambda: check_cpu(cfg)),
@@ -547,12 +604,24 @@ class HealthMonitor:
             self._cache[name] = (key, time.monotonic(), result)
             self._refreshing.discard(name)
 
+    def clock(self, max_age_s: float = 60.0) -> Check:
+        """The clock check, at most ``max_age_s`` old: every kiosk page asks it (its banner)."""
+        now = time.monotonic()
+        with self._lock:
+            entry = self._clock
+        if entry is None or now - entry[0] > max_age_s:
+            checks = _guarded(lambda: check_clock(self.cfg, store=self.store))
+            entry = (now, next((c for c in checks if c.name == "clock"), checks[0]))
+            with self._lock:
+                self._clock = entry
+        return entry[1]
+
     def report(self) -> Report:
         checks: list[Check] = []
         checks += _guarded(lambda: check_config(self.cfg))
         checks += self._cached("runtime") + self._cached("cpu") + self._cached("models") + self._cached("camera")
         checks += _guarded(lambda: check_disk(self.cfg))
-        checks += _guarded(lambda: check_clock(self.cfg))
+        checks += [self.clock(max_age_s=0)]
         checks += _guarded(lambda: check_fonts(self.cfg))
         checks += _guarded(lambda: check_data_folder(self.cfg, self.store))
         return Report(checks, _iso(_now()), _post_id(self.cfg, self.store))

@@ -11,6 +11,7 @@ from appliance.cli import main as cli
 from appliance.config import load_config
 from appliance.errors import UserError
 from appliance.store import Store
+from appliance.store.migrations import SCHEMA_VERSION
 from test_store_support import jpeg_bytes, register, result_json, save_exam, snapshot
 
 
@@ -38,7 +39,7 @@ def test_backup_and_restore_round_trip(cfg, tmp_path):
         backup = store.backup(tmp_path / "usb")
     assert backup.parent == tmp_path / "usb" and backup.name.startswith("bccdms-backup-")
     manifest = json.loads((backup / "manifest.json").read_text())
-    assert manifest["schema_version"] == 2 and manifest["keys"] == "not included"
+    assert manifest["schema_version"] == SCHEMA_VERSION and manifest["keys"] == "not included"
     assert not any(name.startswith("keys") for name in manifest["files"])    # keys only ever sealed (test_backup_keys)
     assert any(name.startswith("images/") for name in manifest["files"])
     assert not any(name.startswith(("library/", "store/index/")) or name.endswith(".prev")

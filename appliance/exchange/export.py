@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-from .. import __version__
+from .. import __version__, clock
 from ..errors import UserError
 from ..fsutil import is_sha256
 from ..store.exams import decision_of, research_label
@@ -237,7 +237,7 @@ class _TarStream:
 
     def _header(self, name: str, size: int) -> None:
         info = tarfile.TarInfo(name)
-        info.size, info.mode, info.mtime = size, 0o644, int(time.time())
+        info.size, info.mode, info.mtime = size, 0o644, max(0, int(clock.now().timestamp()))
         try:
             header = info.tobuf(tarfile.USTAR_FORMAT)     # one block: every name this layout makes fits
         except ValueError:

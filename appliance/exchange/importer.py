@@ -8,12 +8,14 @@ Order for each bundle (a refusal at any step leaves the store exactly as it was)
 4. decrypt and stage every member into a private folder (safe names only, limits, bombs);
 5. manifest: exactly the members found, matching sha256 and sizes, same post and range as
    the signed header; identified images must hash to their names;
-6. records: well-formed, all of the signing post, no uuid twice, and none older than the
-   version already stored (a replayed old bundle would roll records back);
+6. records: well-formed, all of the signing post, no uuid twice; a bundle that holds nothing but
+   versions older than those already stored (a replayed old bundle) is refused. Older and newer
+   are the post's change numbers (appliance.store.ordering), never its clock: a record dated in
+   the future or before this software existed is merged like any other and named in the report;
 7. merge: images into the library, then patients, exams, visits, referrals and follow-ups,
-   each with ``store.merge`` (by uuid, newer ``updated_at`` wins, the superseded version stays
-   in history). A visit, referral or follow-up must name a woman, exams and visits this box has
-   or the bundle brings (step 6 refuses it otherwise).
+   each with ``store.merge`` (by uuid, the later change wins, the other version stays in the
+   record's history). A visit, referral or follow-up must name a woman, exams and visits this box
+   has or the bundle brings (step 6 refuses it otherwise).
 
 Re-importing a bundle merges nothing new and writes nothing. Step 7 commits in groups (images
 in batches, records a few hundred per store transaction), so a bundle is all-or-nothing up to
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -35,13 +38,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from .. import clock
 from ..errors import NotFound, UserError
+from ..store import ordering
 from ..store.images import identify
 from ..store.incoming import check_incoming
 from . import container, keys, layout, workdir
 from .container import BundleRefused
 from .workdir import now_iso
 from .staging import MAX_RECORD_LINE, Limits, Staged, stage_payload
+
+log = logging.getLogger("appliance.exchange")
 
 POSTS_META = "exchange.posts"
 # Bundles whose merge began and has not finished (a crash, a power cut, a full disk part-way):
@@ -216,7 +223,7 @@ def import_envelope(store, cfg, env: container.Envelope, *, accept_unknown: bool
             staged = _open_verified(cfg, env, accept_unknown, report, staging, progress,
                                     imported_posts(store).get(env.post_id))
         progress("check", 0, 0)
-        totals = _check_records(store, env, staged)
+        totals = _check_records(store, env, staged, report)
         _check_images(store, cfg, env, staged)
         report.already_imported = store.meta_get(_bundle_key(report.bundle_id)) is not None
         if not report.already_imported:
@@ -318,11 +325,16 @@ def _unknown_reference(store, kind: str, record: dict, in_bundle: dict[str, set]
     return None
 
 
-def _check_records(store, env: container.Envelope, staged: Staged) -> dict[str, int]:
-    """Every record must be well-formed, from the signing post, and not older than what is stored.
-    Returns the number of records of each kind."""
+def _check_records(store, env: container.Envelope, staged: Staged, report: ImportReport) -> dict[str, int]:
+    """Every record must be well-formed and from the signing post, and the bundle must bring
+    something this box does not have yet. Returns the number of records of each kind; adds report
+    lines for records older than the versions here and for records with implausible dates."""
     totals = {}
     in_bundle: dict[str, set] = {}
+    fresh = older = 0
+    first_older: tuple[str, dict, dict] | None = None
+    odd_dates: list[str] = []
+    now = clock.now()
     for kind, path in staged.records.items():
         seen: set[str] = in_bundle.setdefault(kind, set())
         for number, record in enumerate(_lines(env.path, path), 1):
@@ -335,23 +347,61 @@ def _check_records(store, env: container.Envelope, staged: Staged) -> dict[str, 
             if problem:
                 raise _bad_record(env.path, number, f"of {kind} {problem}")
             seen.add(record["uuid"])
+            odd = _odd_date(kind, record, now)
+            if odd:
+                odd_dates.append(odd)
             existing = _stored(store, kind, record["uuid"])
             if existing is None:
+                fresh += 1
                 continue
             if existing.get("post_id") != env.post_id:
                 raise BundleRefused(f"The bundle {env.path.name} was refused: it would overwrite a record of "
                                     f"another post ({existing.get('post_id')}).",
                                     "Do not import it; report it to the technician.")
-            if str(existing.get("updated_at", "")) > record["updated_at"]:
-                raise BundleRefused(
-                    f"The bundle {env.path.name} was refused: it is older than records already imported "
-                    f"from post {env.post_id} (for example {kind[:-1]} {record['uuid']} was changed on "
-                    f"{existing.get('updated_at')}, the bundle has the version of {record['updated_at']}); "
-                    "importing it would roll records back.",
-                    "Nothing was changed. If records seem missing, ask the post for a full export "
-                    "('appliance export --full').")
+            if ordering.is_later(existing, record):
+                older += 1
+                first_older = first_older or (kind, record, existing)
+            elif ordering.is_later(record, existing):
+                fresh += 1
         totals[kind] = len(seen)
+    if first_older is not None:
+        kind, record, existing = first_older
+        example = (f"{kind[:-1]} {record['uuid']}: this box has {_version(existing)}, the bundle "
+                   f"{_version(record)}")
+        if not fresh:
+            raise BundleRefused(
+                f"The bundle {env.path.name} was refused: it is older than records already imported from post "
+                f"{env.post_id} (for example {example}) and holds nothing newer; importing it would only roll "
+                "records back.",
+                "Nothing was changed and nothing is missing: this box already has later versions of every record "
+                "in it (it is an old bundle of that post, imported again or after a later one). It can be deleted "
+                "from the stick.")
+        report.warnings.append(
+            f"{older} record(s) in this bundle are older than the versions already here (for example {example}): "
+            "the later versions were kept, and the bundle's are in those records' history.")
+    if odd_dates:
+        line = (f"{len(odd_dates)} record(s) from post {env.post_id} carry dates that cannot be right, so that "
+                f"post's clock was probably wrong (for example {'; '.join(odd_dates[:3])}). They were merged by "
+                "the post's change numbers like any other; their dates are kept as they are. Ask the post's "
+                "technician to check the box's date ('appliance doctor').")
+        log.warning("%s", line)
+        report.warnings.append(line)
     return totals
+
+
+def _version(record: dict) -> str:
+    change = ordering.change_of(record)
+    dated = str(record.get("updated_at", ""))
+    return f"its change {change} (dated {dated})" if change else f"its version dated {dated}"
+
+
+def _odd_date(kind: str, record: dict, now) -> str | None:
+    """``"exam <uuid> changed on <date> (in the future)"`` for a record dated implausibly, else None."""
+    for key, verb in (("updated_at", "changed"), ("created_at", "created")):
+        why = clock.implausible(record[key], now)
+        if why:
+            return f"{kind[:-1]} {record['uuid']} {verb} on {record[key]} ({why})"
+    return None
 
 
 def _record_problem(kind: str, record: dict, post_id: str) -> str | None:

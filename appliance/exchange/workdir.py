@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from .. import clock
 from ..errors import UserError
 
 
@@ -15,7 +15,7 @@ def exchange_dir(cfg) -> Path:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return clock.now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
+from .. import clock
 from . import N_, TranslatableError, get_translations, language
 from .ethiopian_calendar import BadEthiopianDate, EthiopianDate
 from .ethiopian_calendar import days_in_month as _ethiopian_days_in_month
@@ -259,7 +260,7 @@ def check_past_date(value: _dt.date, *, today: _dt.date | None = None, max_years
 
     ``text`` is what the user typed; the message quotes it (else the ISO date).
     """
-    today = today or _dt.date.today()
+    today = today or clock.today()
     shown = text.strip() if text else value.isoformat()
     if value > today:
         raise BadDate(N_("The date %(date)s is in the future."),

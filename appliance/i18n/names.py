@@ -94,7 +94,9 @@ _ETHIOPIC_FOLD = _ethiopic_fold_table()
 
 
 def _fold_latin(text: str) -> str:
-    stripped = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    # ASCII has nothing to strip (most names: the store folds every name at start-up).
+    stripped = text if text.isascii() else "".join(
+        c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
     # NFKD would split nothing in Ethiopic (it has no decompositions), so recomposing is safe.
     return _DOUBLED_LATIN.sub(r"\1", unicodedata.normalize("NFC", stripped))
 
@@ -178,6 +180,8 @@ class PhoneNumber:
 
 def _ascii_digits(text: str) -> str:
     """The digits of ``text`` as ASCII, whatever script they were typed in (٠١٢, ０１２)."""
+    if text.isascii():
+        return "".join(ch for ch in text if ch.isdigit())
     out = []
     for ch in text:
         value = unicodedata.decimal(ch, None)

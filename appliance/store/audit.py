@@ -33,6 +33,8 @@ def _as_logged(value: Any, max_len: int) -> str | None:
 class AuditIndex:
     """Per chunk: entries counted by (actor, action). Follows the SummaryIndex protocol."""
 
+    fields = ("actor", "action", "_seq")
+
     def __init__(self) -> None:
         self.pairs: dict[int, Counter] = {}
         self.uuids: dict[int, set[str]] = {}      # per chunk, filled only when a merge asks
@@ -43,6 +45,9 @@ class AuditIndex:
     def load_chunk(self, chunk_no, summary):
         self.pairs[chunk_no] = Counter(summary)
         self.uuids.pop(chunk_no, None)
+
+    def load_records(self, chunk_no, records):
+        self.load_chunk(chunk_no, self.summarize(records))
 
     def chunk_summary(self, chunk_no):
         return dict(self.pairs.get(chunk_no, {}))

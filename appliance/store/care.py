@@ -22,7 +22,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Callable
 
-from .. import catalogue
+from .. import catalogue, clock
 from ..errors import NotFound
 from ..i18n import N_, translatable
 from ..pathway import eligibility as checklist
@@ -47,7 +47,7 @@ TZ_CLASSES = ("type_1", "type_2", "type_3")
 
 
 def _today(today: date | None) -> date:
-    return today or date.today()
+    return today or clock.today()
 
 
 def _not_found(message: str, hint: str) -> NotFound:

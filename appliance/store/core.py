@@ -31,6 +31,7 @@ from . import durable
 from .fields import new_uuid, utc_now
 from .locking import InstanceLock, StoreLock
 from .meta import Meta
+from .opening import scan_all
 from .partitions import Chunk, Collection, SummaryIndex
 
 log = logging.getLogger("appliance.store")
@@ -104,11 +105,11 @@ class StoreCore:
         """Where ``audit()`` and ``keep_version()`` write (kinds themselves, so made after the core)."""
         self._audit, self._history = audit, history
 
-    def scan(self) -> dict[str, list[Chunk]]:
+    def scan(self, progress: Callable[[str, int, int], None] | None = None) -> dict[str, list[Chunk]]:
         """At opening: every collection's index from its files (summary cache first), in the order
-        the kinds were made (patients before exams: exam rows share the patients' uuid strings).
-        Returns the chunks each kind had to parse."""
-        return {kind: collection.scan(use_cache=True) for kind, collection in self._collections.items()}
+        the kinds were made (patients before exams: exam rows share the patients' uuid strings),
+        reported to ``progress`` (appliance.store.opening). Returns the chunks each kind had to parse."""
+        return scan_all(self._collections, progress or (lambda stage, done, total: None))
 
     def start_counting(self) -> None:
         """At opening, after ``scan``: the counter goes on from the larger of the lock file's value and
@@ -152,6 +153,11 @@ class StoreCore:
                                 warn=self.warn, open_chunks=open_chunks, cache_key=self.cache_key)
         self._collections[kind] = collection
         return collection
+
+    def keep_out_of_cache(self, kind: str, chunk_no: int) -> None:
+        """The next opening parses this chunk of ``kind`` from its file, as it does chunks written
+        since the summary cache (and re-files the images of their exams)."""
+        self._collections[kind].keep_out_of_cache(chunk_no)
 
     @property
     def cache_key(self) -> str:

@@ -21,12 +21,12 @@ import os
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from tinydb.storages import Storage
 
+from .. import clock
 from ..errors import StoreError
 from ..i18n import N_, translatable
 from ..fsutil import fsync_dir  # noqa: F401 (the store's modules import it from here)
@@ -98,7 +98,7 @@ def os_error(exc: OSError, path: os.PathLike | str, doing: str = "save the recor
 
 
 def utc_stamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return clock.now().strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def _fsync_file(path: Path) -> None:

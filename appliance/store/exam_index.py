@@ -31,12 +31,18 @@ class ExamRow:
 
 
 class ExamIndex(RowIndex):
+    fields = ("uuid", "_seq", "created_at", "patient_uuid", "analysis", "label", "final_label", "decision", "post_id",
+              "image", "demo")
+
     def __init__(self, age_at: Callable[[str, str], int | None], patient_uuid: Callable[[str], str]) -> None:
         super().__init__()
         self._patient_uuid = patient_uuid
         self.ordered = SortedRows()
         self.by_analysis: dict[str, SortedRows] = {}
         self.by_patient: dict[str, list[ExamRow]] = {}
+        # The exams of each image (nearly always one): filing an image in the library looks at
+        # the exams of that image only, never at every exam of the store.
+        self.by_sha: dict[str, ExamRow | list[ExamRow]] = {}
         self._age_at = age_at
         self._cells: dict[tuple, tuple] = {}
 
@@ -79,7 +85,7 @@ class ExamIndex(RowIndex):
         return self._row(chunk_no, *item)
 
     def placement(self, row):
-        return row.key, row.analysis, row.patient_uuid
+        return row.key, row.analysis, row.patient_uuid, row.sha256
 
     def _add(self, row):
         self.ordered.add(row)
@@ -88,12 +94,38 @@ class ExamIndex(RowIndex):
             rows = self.by_analysis[row.analysis] = SortedRows()
         rows.add(row)
         self.by_patient.setdefault(row.patient_uuid, []).append(row)
+        if row.sha256:
+            have = self.by_sha.get(row.sha256)
+            if have is None:
+                self.by_sha[row.sha256] = row
+            elif isinstance(have, list):
+                have.append(row)
+            else:
+                self.by_sha[row.sha256] = [have, row]
 
     def _drop(self, row):
         self.ordered.remove(row)
         self.by_analysis[row.analysis].remove(row)
         same = self.by_patient.get(row.patient_uuid, [])
         same[:] = [r for r in same if r is not row]
+        have = self.by_sha.get(row.sha256)
+        if have is row:
+            del self.by_sha[row.sha256]
+        elif isinstance(have, list):
+            have[:] = [r for r in have if r is not row]
+            if len(have) == 1:
+                self.by_sha[row.sha256] = have[0]
+
+    def of_images(self, shas) -> list[ExamRow]:
+        """The rows of every exam of these images."""
+        out: list[ExamRow] = []
+        for sha in shas:
+            have = self.by_sha.get(sha)
+            if isinstance(have, list):
+                out.extend(have)
+            elif have is not None:
+                out.append(have)
+        return out
 
     def patient_changed(self, patient_uuid: str) -> None:
         for row in self.by_patient.get(patient_uuid, ()):

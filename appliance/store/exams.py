@@ -190,7 +190,7 @@ class Exams(PatientRecords):
             self._core.audit(by, "exam.decide", "exam", uuid, detail)
             image = record.get("image") or {}
             if image.get("sha256"):
-                self._images.refile(self.index.by_analysis[row.analysis].rows(), {image["sha256"]})
+                self._images.refile_images({image["sha256"]})
             return public(record)
 
 

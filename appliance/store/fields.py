@@ -7,6 +7,7 @@ import uuid as _uuid
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from .. import clock
 from ..errors import UserError
 from ..i18n import N_
 
@@ -22,8 +23,8 @@ def new_uuid() -> str:
 
 
 def utc_now() -> str:
-    """UTC ISO-8601 with milliseconds and a Z, as every record stores times."""
-    return format_time(datetime.now(timezone.utc))
+    """UTC ISO-8601 with milliseconds and a Z, as every record stores times (the appliance's clock)."""
+    return format_time(clock.now())
 
 
 def format_time(moment: datetime) -> str:
@@ -35,17 +36,22 @@ def parse_time(text: str) -> datetime:
 
 
 def later_than(previous: str | None) -> str:
-    """Now, or one millisecond after ``previous`` when the clock is behind it.
+    """Now, or one millisecond after ``previous`` when the clock is a little behind it.
 
-    Boxes without a real-time clock can boot with a wrong time; an update must still be
-    newer than what it replaces, or a merge elsewhere would keep the old version.
+    Two edits within a millisecond, or a clock stepped back a few minutes, still leave a record's
+    dates in order. A clock a day or more behind the record's date (the box was reset to 1970, or
+    the record was dated 2099 by a mistyped clock) gives its own time: dates are information, what
+    the box's clock said. Merges never depend on them: they order versions by their post's change
+    numbers (appliance.store.ordering).
     """
     now = utc_now()
     if previous and now <= previous:
         try:
-            return format_time(parse_time(previous) + timedelta(milliseconds=1))
+            before = parse_time(previous)
+            if before - parse_time(now) <= clock.FUTURE_SLACK:
+                return format_time(before + timedelta(milliseconds=1))
         except ValueError:
-            return now
+            pass
     return now
 
 
@@ -105,7 +111,7 @@ def iso_date(value: Any, label: str, *, today: date | None = None) -> str | None
                             "Write it as year-month-day, for example 1985-03-21.") from None
     else:
         raise UserError(f"The {label} must be a date.", "Write it as year-month-day, for example 1985-03-21.")
-    today = today or datetime.now(timezone.utc).date()
+    today = today or clock.now().date()
     if parsed > today:
         raise UserError(f"The {label} {parsed.isoformat()} is in the future.", f"Check the {label}.")
     if parsed.year < 1900:

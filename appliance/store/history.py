@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 
-from . import durable
+from . import durable, ordering
 from .core import StoreCore
 from .fields import public
 from .kinds import RecordKind
@@ -16,6 +16,8 @@ def _fingerprint(kind: str, record: dict) -> str:
 class HistoryIndex:
     """The fingerprints of the versions kept, so importing a bundle twice keeps each once."""
 
+    fields = ("fingerprint", "_seq")
+
     def __init__(self) -> None:
         self.keys: dict[int, set[str]] = {}
 
@@ -24,6 +26,9 @@ class HistoryIndex:
 
     def load_chunk(self, chunk_no, summary):
         self.keys[chunk_no] = set(summary)
+
+    def load_records(self, chunk_no, records):
+        self.load_chunk(chunk_no, self.summarize(records))
 
     def chunk_summary(self, chunk_no):
         return sorted(self.keys.get(chunk_no, ()))
@@ -56,4 +61,4 @@ class History(RecordKind):
         with self._core.reading():
             found = [public(r["record"]) for _, _, r in self.collection.iter_records()
                      if r.get("record_uuid") == record_uuid]
-        return sorted(found, key=lambda r: r.get("updated_at", ""))
+        return sorted(found, key=ordering.order_key)

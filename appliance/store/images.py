@@ -63,6 +63,7 @@ suitable, referred) are not filed.
 """
 
 
+@functools.lru_cache(maxsize=4096)     # a handful of distinct answers; asked once per exam
 def library_place(analysis: str, final_label, decision: str, demo: bool) -> tuple[str, str] | None:
     """(folder, class) an exam's image is filed under: (CONFIRMED, the clinician's class) when
     :func:`~appliance.store.vocabulary.research_label` allows it, (UNCONFIRMED, its label) for an
@@ -249,6 +250,10 @@ class ImageLibrary:
     def _class_file(self, analysis: str, folder: str, label: str, sha256: str, ext: str) -> Path:
         return self.library / analysis / folder / label / f"{sha256}.{ext}"
 
+    # Plain strings for what runs per image and per class folder (an import files thousands).
+    def _class_name(self, analysis: str, folder: str, label: str, sha256: str, ext: str) -> str:
+        return f"{self.library}/{analysis}/{folder}/{label}/{sha256}.{ext}"
+
     def filed_path(self, exam: dict) -> Path | None:
         """Where an exam's image appears in the library (None: filed nowhere)."""
         image = exam.get("image") or {}
@@ -266,12 +271,12 @@ class ImageLibrary:
 
     def file_under(self, analysis: str, folder: str, label: str, sha256: str, ext: str) -> None:
         """Make the image appear in a class folder (a hard link; a copy where links fail)."""
-        source = self._file(sha256, ext)
-        target = self._class_file(analysis, folder, label, sha256, ext)
-        if target.exists() or not source.exists():
+        source = f"{self.root}/{sha256[:2]}/{sha256}.{ext}"
+        target = self._class_name(analysis, folder, label, sha256, ext)
+        if os.path.exists(target) or not os.path.exists(source):
             return
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
             try:
                 os.link(source, target)
             except FileExistsError:
@@ -279,58 +284,76 @@ class ImageLibrary:
             except OSError as exc:
                 if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
                     raise
-                atomic_write(target, source.read_bytes(), sync=False, tmp_dir=self.library / INCOMING)
-        except OSError as exc:   # derived data: the record is saved; reconcile() repairs this later
+                atomic_write(Path(target), Path(source).read_bytes(), sync=False, tmp_dir=self.library / INCOMING)
+        except OSError as exc:   # derived data: the record is saved; the next start files it
+            self._file_at_next_start(sha256)
             self._core.warn(f"The image {sha256[:12]} could not be filed under {analysis}/{folder}/{label} "
-                              f"({exc.strerror}); it will be filed at the next start.")
+                            f"({exc.strerror}); it will be filed at the next start.")
+
+    def _file_at_next_start(self, sha256: str) -> None:
+        """Start-up re-files the images of chunks it parses: keep this image's exams' chunks out of
+        the summary cache, so the next start parses them (the save has already stored them whole)."""
+        for row in self._exams.of_images((sha256,)):
+            self._core.keep_out_of_cache("exams", row.chunk)
 
     def unfile(self, analysis: str, folder: str, label: str, sha256: str, ext: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self._class_file(analysis, folder, label, sha256, ext).unlink()
+            os.unlink(self._class_name(analysis, folder, label, sha256, ext))
 
     def refile(self, exam_rows: Iterable, shas: set[str] | None = None) -> int:
         """Make the class folders agree with the exams: each image in every place its exams give it.
 
-        ``exam_rows`` are all exam index rows; ``shas`` limits the work to those images (None: all).
+        ``exam_rows`` are the index rows of every exam of the images concerned (all rows, or
+        ``exams.index.of_images(shas)``); ``shas`` limits the work to those images (None: all).
         Returns how many links were added or removed.
         """
-        wanted: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        # Links as (analysis, sha256, folder, class): the comparison is two set differences.
+        wanted: set[tuple[str, str, str, str]] = set()
+        scope: set[tuple[str, str]] = set()        # (analysis, sha256) of the exams looked at
         exts: dict[str, str] = {}
         for row in exam_rows:
-            if row.sha256 and (shas is None or row.sha256 in shas):
-                places = wanted.setdefault((row.analysis, row.sha256), set())
+            sha = row.sha256
+            if sha and (shas is None or sha in shas):
+                scope.add((row.analysis, sha))
+                exts[sha] = row.ext
                 place = library_place(row.analysis, row.final_label, row.decision, row.demo)
                 if place is not None:
-                    places.add(place)
-                exts[row.sha256] = row.ext
-        changed = 0
+                    wanted.add((row.analysis, sha, *place))
         labels = catalogue.all_label_ids()
         every = {a: [(folder, label) for folder in (CONFIRMED, UNCONFIRMED) for label in labels[a]] for a in labels}
+        present: set[tuple[str, str, str, str]] = set()
         if shas is None:
-            present: dict[tuple[str, str], set[tuple[str, str]]] = {}
             for analysis, places in every.items():
                 for folder, label in places:
                     with contextlib.suppress(FileNotFoundError):
-                        for entry in os.scandir(self.library / analysis / folder / label):
-                            present.setdefault((analysis, entry.name.split(".")[0]), set()).add((folder, label))
-        for (analysis, sha), want in wanted.items():
-            have = (present.get((analysis, sha), set()) if shas is None else
-                    {place for place in every.get(analysis, ())
-                     if self._class_file(analysis, *place, sha, exts[sha]).exists()})
-            for place in want - have:
-                self.file_under(analysis, *place, sha, exts[sha])
-                changed += 1
-            for place in have - want:
-                self.unfile(analysis, *place, sha, exts[sha])
+                        for entry in os.scandir(f"{self.library}/{analysis}/{folder}/{label}"):
+                            present.add((analysis, entry.name.split(".")[0], folder, label))
+        else:
+            exists = os.path.exists
+            present = {(analysis, sha, *place) for analysis, sha in scope for place in every.get(analysis, ())
+                       if exists(self._class_name(analysis, *place, sha, exts[sha]))}
+        changed = 0
+        for analysis, sha, folder, label in wanted - present:
+            self.file_under(analysis, folder, label, sha, exts[sha])
+            changed += 1
+        for analysis, sha, folder, label in present - wanted:
+            if (analysis, sha) in scope:        # links of images without an exam here are left alone
+                self.unfile(analysis, folder, label, sha, exts[sha])
                 changed += 1
         return changed
+
+    def refile_images(self, shas: set[str]) -> int:
+        """``refile`` for these images only, from their own exams (call under the store's lock)."""
+        return self.refile(self._exams.of_images(shas), shas)
 
     def reconcile(self, shas: set[str] | None = None) -> int:
         """Rebuild the class folders from the exam records: all of them (after a restore), or
         only those of these images (after an import: its work then follows the bundle's size,
         not the store's)."""
         with self._core.reading():
-            return self.refile(list(self._exams.by_uuid.values()), shas)
+            if shas is None:
+                return self.refile(list(self._exams.by_uuid.values()))
+            return self.refile_images(shas)
 
     def check_layout(self) -> None:
         """At start (under the writer lock): re-file a library of the older layout, where model and

@@ -10,6 +10,7 @@ import re
 from .. import catalogue
 from ..errors import UserError
 from ..fsutil import is_sha256
+from . import ordering
 from .fields import clone, is_time, is_uuid, text
 from .followups import checked_followup
 from .patients import check_pid
@@ -40,6 +41,9 @@ def check_incoming(kind: str, record) -> dict:
     for key in ("created_at", "updated_at"):
         if not is_time(out.get(key)):
             raise _refuse(kind, record, f"its {key} is not a UTC time")
+    change = ordering.problem(out)
+    if change:
+        raise _refuse(kind, record, change)
     try:
         if kind == "users":
             out["username"] = check_username(out.get("username"))

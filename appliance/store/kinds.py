@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..errors import StoreError
+from . import ordering
 from .core import StoreCore
 from .fields import public
 from .partitions import SummaryIndex
@@ -22,11 +23,14 @@ def month_of(record: dict) -> str:
 class RowIndex:
     """Base of the in-memory indexes: one compact row per record, kept per chunk.
 
-    A subclass defines ``row_from(chunk_no, doc_id, record)`` (a record to its row),
+    A subclass defines ``fields`` (every record field ``row_from`` reads), ``row_from(chunk_no,
+    doc_id, record)`` (a record to its row),
     ``to_summary(row)`` / ``from_summary(chunk_no, item)`` (a row to and from the JSON of the
     summary cache), ``_add(row)`` / ``_drop(row)`` for its own lookup structures, and
     ``placement(row)``: what decides a row's place in them (rows are ``__slots__`` classes).
     """
+
+    fields: tuple[str, ...] | None = None
 
     def __init__(self) -> None:
         self.by_uuid: dict[str, Any] = {}
@@ -37,7 +41,12 @@ class RowIndex:
         return [self.to_summary(self.row_from(-1, doc_id, record)) for doc_id, record in records]
 
     def load_chunk(self, chunk_no: int, summary: list) -> None:
-        rows = [self.from_summary(chunk_no, item) for item in summary]
+        self._load_rows(chunk_no, [self.from_summary(chunk_no, item) for item in summary])
+
+    def load_records(self, chunk_no: int, records: list[tuple[int, dict]]) -> None:
+        self._load_rows(chunk_no, [self.row_from(chunk_no, doc_id, record) for doc_id, record in records])
+
+    def _load_rows(self, chunk_no: int, rows: list) -> None:
         before = self._chunk_rows.get(chunk_no)
         if before:      # a new version of a chunk no longer holding a record (restored from .prev)
             present = {row.uuid for row in rows}
@@ -45,8 +54,22 @@ class RowIndex:
                 self._drop(old)
                 del before[old.doc_id]
                 del self.by_uuid[old.uuid]
+            for row in rows:
+                self._put(row)
+            return
+        # A chunk seen for the first time (start-up: every chunk): nearly every row is new.
+        by_uuid, add, mine = self.by_uuid, self._add, self._chunk_rows.setdefault(chunk_no, {})
         for row in rows:
-            self._put(row)
+            if row.uuid in by_uuid:
+                self._put(row)
+            else:
+                by_uuid[row.uuid] = row
+                mine[row.doc_id] = row
+                add(row)
+
+    def rows_in(self, chunk_no: int) -> list:
+        """The rows of one chunk's records."""
+        return list(self._chunk_rows.get(chunk_no, {}).values())
 
     def chunk_summary(self, chunk_no: int) -> list:
         return [self.to_summary(row) for row in self._chunk_rows.get(chunk_no, {}).values()]
@@ -119,13 +142,14 @@ class RecordKind:
         return public(record)
 
     def insert(self, record: dict) -> None:
-        """Write a finished new record (under the core's writer lock)."""
-        record["_seq"] = self._core.next_seq()
+        """Write a finished new record (under the core's writer lock), stamped with its change
+        number (appliance.store.ordering)."""
+        ordering.stamp(record, self._core.next_seq(), self._core.post_id)
         self.collection.insert(record)
 
     def replace(self, row, record: dict) -> None:
         """Write a new version of the record at ``row`` (under the core's writer lock)."""
-        record["_seq"] = self._core.next_seq()
+        ordering.stamp(record, self._core.next_seq(), self._core.post_id)
         self.collection.replace(row.chunk, row.doc_id, record)
 
 

@@ -11,9 +11,12 @@ Versions:
    ``patients``, ``exams`` and ``audit``. Records had no uuid, post id or ``updated_at``; exams
    named their patient by card number (``pid``).
 2. Records partitioned by month under ``<data>/store/`` (see ``store.py``), every record with a
-   uuid, post id, ``created_at`` and ``updated_at``.
-3. Merges ordered by the posts' change numbers (the store-growth work). On this branch the step
-   2 -> 3 only marks the format; the lead's merge replaces it with that work's migration.
+   uuid, post id, ``created_at`` and ``updated_at``; merges ordered by ``updated_at``.
+3. Every write of a record at its home post stamps it with the post's change number
+   (``post_seq``), and merges order versions by it (appliance.store.ordering). Records written
+   before have none and count as change 0, with ``updated_at`` deciding between two of them as
+   before, so the migration rewrites no record: it marks the folder as format 3, so that older
+   software, which would change records without counting their changes, refuses to open it.
 4. This layout: the screening pathway's kinds (``store/visits``, ``store/referrals``,
    ``store/followups``; ``appliance.store.care``). Records of formats 2 and 3 are read as they
    are: existing exams stay valid without a visit, and the new kinds start empty, so the
@@ -104,6 +107,9 @@ class _NoIndex:
         return None
 
     def load_chunk(self, chunk_no, summary):
+        pass
+
+    def load_records(self, chunk_no, records):
         pass
 
     def chunk_summary(self, chunk_no):
@@ -207,8 +213,9 @@ def _mark_format(data_dir: Path, warn: Callable[[str], None], version: int) -> N
 
 
 @migration(2)
-def _change_numbers_format(data_dir: Path, warn: Callable[[str], None], post_id: str) -> None:
-    """Stands in for the store-growth work's format 3 until it is merged (it rewrites no record)."""
+def _change_numbers(data_dir: Path, warn: Callable[[str], None], post_id: str) -> None:
+    """Format 3 reads every format 2 record as it is (no change number: change 0): only the
+    folder's format changes."""
     _mark_format(data_dir, warn, 3)
 
 

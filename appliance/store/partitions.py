@@ -8,9 +8,18 @@ chunk is an ordinary TinyDB database (one table named after the kind) on
 :class:`~appliance.store.durable.DurableJSONStorage`. A record never moves once written.
 
 A kind's *index* (exams, patients, …) keeps in memory what queries need. It sees each chunk
-as a compact JSON *summary* it computes itself, so summaries can be kept in a cache file and
-start-up only parses the chunks that changed since (see :class:`SummaryIndex`). Parsed chunks
-are kept in a small LRU: records are read from disk on demand, never all held in memory.
+as a compact JSON *summary* it computes itself, so summaries can be kept in a cache and start-up
+only parses the chunks that changed since (see :class:`SummaryIndex`). The cache is one small
+marshal file per *segment* (``SEGMENT`` consecutive chunks of a partition,
+``<store>/index/<kind>/<partition>.<segment>.marshal``): a write rewrites the summaries of its own
+segment only, so keeping the cache costs the same in a store of 2,000 or 200,000 records.
+
+A chunk that has to be parsed (no summary for it, or its file changed) is read for its index with
+``msgspec``: only the fields the index names (``SummaryIndex.fields``) are decoded, and an exam's
+model result, most of its bytes, is skipped. A file that is not plainly what this store writes
+(missing, damaged, odd) goes the careful way instead: TinyDB on the durable storage, which restores
+a damaged file from its previous generation. Parsed chunks are kept in a small LRU: records are
+read from disk on demand, never all held in memory.
 """
 from __future__ import annotations
 
@@ -20,8 +29,9 @@ import os
 import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol, TypedDict
 
+import msgspec
 from tinydb import TinyDB
 
 from . import durable
@@ -31,14 +41,25 @@ from .durable import DurableJSONStorage, atomic_write, remove_stale_tmp_files
 # it restores the file from .prev (with a warning) instead of losing its records silently.
 _CHUNK_FILE = re.compile(r"^(\d{3,})\.json(\.prev)?$")
 _PARTITION = re.compile(r"^[0-9A-Za-z_-]{1,32}$")
+# Chunks per summary-cache file. 16 exam chunks are ~1,000 exams: a cache write stays small.
+SEGMENT = 16
+# A cache file of the layout before segments (one per partition): read by nothing, removed.
+_OLD_CACHE_FILE = re.compile(r"^[0-9A-Za-z_-]{1,32}\.marshal$")
+Layout = list[tuple[str, list[tuple[int, Path, os.stat_result]]]]
 
 
 class SummaryIndex(Protocol):
+    fields: tuple[str, ...]
+    """Every record field ``summarize``/``load_records`` read (the only ones decoded at a parse)."""
+
     def summarize(self, records: list[tuple[int, dict]]) -> Any:
         """A JSON-able summary of one chunk's records (what the index needs of them)."""
 
     def load_chunk(self, chunk_no: int, summary: Any) -> None:
         """Take in a chunk's summary, replacing what an earlier version of that chunk said."""
+
+    def load_records(self, chunk_no: int, records: list[tuple[int, dict]]) -> None:
+        """Take in a chunk's records (``load_chunk(chunk_no, summarize(records))``, in one pass)."""
 
     def chunk_summary(self, chunk_no: int) -> Any:
         """The current summary of a chunk (for the summary cache)."""
@@ -48,10 +69,11 @@ class SummaryIndex(Protocol):
 
 
 class Chunk:
-    __slots__ = ("no", "partition", "number", "path", "ident", "count", "max_seq")
+    __slots__ = ("no", "partition", "number", "path", "ident", "count", "max_seq", "segment")
 
     def __init__(self, no: int, partition: str, number: int, path: Path):
         self.no, self.partition, self.number, self.path = no, partition, number, path
+        self.segment = f"{partition}.{number // SEGMENT:03d}"     # its summary-cache file
         self.ident: tuple[int, int, int] | None = None
         self.count = 0
         self.max_seq = 0
@@ -72,10 +94,12 @@ class Collection:
                  cache_key: str = ""):
         self.kind = kind
         self.root = store_dir / kind
-        # The summary cache: one small file per partition, rewritten only when that month changed.
+        # The summary cache: one small file per segment, rewritten only when that segment changed.
         self.cache_dir = store_dir / "index" / kind
         self.cache_key = cache_key
-        self._stale: set[str] = set()
+        self._stale: set[str] = set()              # segments whose saved summaries are out of date
+        self._uncached: set[int] = set()           # chunks start-up must parse (keep_out_of_cache)
+        self._old_layout_checked = False
         self._repaired: set[int] = set()
         self.capacity = capacity
         self.index = index
@@ -85,7 +109,12 @@ class Collection:
         self.chunks: list[Chunk] = []
         self._by_name: dict[str, Chunk] = {}
         self._last: dict[str, Chunk] = {}          # partition -> its highest-numbered chunk
+        self._segments: dict[str, list[Chunk]] = {}
         self._open: OrderedDict[int, TinyDB] = OrderedDict()
+        fields = getattr(index, "fields", None)
+        # Only what the index reads; every value as it is (Any), so no record is refused here.
+        self._decoder = None if fields is None else msgspec.json.Decoder(
+            dict[str, dict[str, TypedDict(f"{kind}_indexed", {name: Any for name in fields}, total=False)]])
 
     # --- discovering chunks on disk -------------------------------------------------------
 
@@ -117,52 +146,89 @@ class Collection:
             chunk = Chunk(len(self.chunks), partition, number, path)
             self.chunks.append(chunk)
             self._by_name[name] = chunk
+            self._segments.setdefault(chunk.segment, []).append(chunk)
             last = self._last.get(partition)
             if last is None or last.number < number:
                 self._last[partition] = chunk
         return chunk
 
-    def scan(self, use_cache: bool = False) -> list[Chunk]:
+    def disk_layout(self) -> Layout:
+        """The chunk files on disk, by partition (what ``scan`` works through; its length tells
+        the opening's progress how much there is to do)."""
+        return [(partition, self._disk_chunks(partition)) for partition in self._disk_partitions()]
+
+    def scan(self, use_cache: bool = False, layout: Layout | None = None,
+             progress: Callable[[int, int], None] | None = None) -> list[Chunk]:
         """Bring the index up to date with the files on disk; returns the chunks it had to parse.
 
         With ``use_cache`` (at start-up) a chunk whose file is unchanged since its summary was
-        cached is taken from the cache without parsing; the cache is read a month at a time.
+        cached is taken from the cache without parsing; the cache is read a segment at a time.
+        ``progress(done, total)`` is told after each chunk file of ``layout`` (default: listed now).
         """
         parsed: list[Chunk] = []
-        for partition in self._disk_partitions():
-            cached = None
-            for number, path, st in self._disk_chunks(partition):
+        layout = self.disk_layout() if layout is None else layout
+        total = sum(len(found) for _, found in layout)
+        done = 0
+        cached: dict[str, dict[str, dict]] = {}
+        for partition, found in layout:
+            for number, path, st in found:
+                done += 1
                 ident = file_ident(st)
                 chunk = self._chunk(partition, number)
                 if chunk.ident == ident:
                     continue
-                if cached is None:
-                    cached = self._read_cache(partition) if use_cache else {}
-                entry = cached.get(chunk.name)
+                entry = None
+                if use_cache:
+                    saved = cached.get(chunk.segment)
+                    if saved is None:
+                        saved = cached[chunk.segment] = self._read_cache(chunk.segment)
+                    entry = saved.get(chunk.name)
                 if entry and tuple(entry["ident"]) == ident:
                     chunk.count, chunk.max_seq = entry["count"], entry["max_seq"]
                     self.index.load_chunk(chunk.no, entry["summary"])
                 else:
-                    self.forget(chunk)
-                    records = self.records(chunk)
-                    chunk.count = len(records)
-                    chunk.max_seq = max((r.get("_seq", 0) for _, r in records), default=0)
-                    self.index.load_chunk(chunk.no, self.index.summarize(records))
+                    self._parse(chunk)
                     parsed.append(chunk)
-                    self._stale.add(partition)
                     # A recovery from .prev replaced the file: take the identity of what we read.
                     with contextlib.suppress(FileNotFoundError):
                         ident = file_ident(chunk.path.stat())
                 chunk.ident = ident
+                if progress is not None:
+                    progress(done, total)
         return parsed
+
+    def _parse(self, chunk: Chunk) -> None:
+        """Index a chunk from its file (another process wrote it, or its summary is not cached)."""
+        self.forget(chunk)
+        records = self._indexed_fields(chunk)
+        if records is None:
+            records = self.records(chunk)      # the careful way: a damaged file is restored from .prev
+        chunk.count = len(records)
+        chunk.max_seq = max((r.get("_seq", 0) for _, r in records), default=0)
+        self.index.load_records(chunk.no, records)
+        self._stale.add(chunk.segment)
+
+    def _indexed_fields(self, chunk: Chunk) -> list[tuple[int, dict]] | None:
+        """The chunk's records with only the fields the index reads, decoded straight from the file;
+        None when the file is not plainly a chunk this store wrote (missing, damaged, odd)."""
+        if self._decoder is None:
+            return None
+        try:
+            doc = self._decoder.decode(chunk.path.read_bytes())
+        except (OSError, ValueError):          # msgspec's DecodeError and ValidationError are ValueErrors
+            return None
+        table = doc.get(self.kind, {})
+        if not all(doc_id.isdigit() for doc_id in table):
+            return None
+        return [(int(doc_id), record) for doc_id, record in table.items()]
 
     # The summary cache is marshal, not JSON: five times faster to load, and it only ever holds
     # plain lists, numbers and strings this code wrote. Its key names the Python version
     # (marshal's format depends on it), the cache layout and the post.
-    def _read_cache(self, partition: str) -> dict[str, dict]:
-        """A partition's saved summaries; anything unreadable or written for another key is ignored."""
+    def _read_cache(self, segment: str) -> dict[str, dict]:
+        """A segment's saved summaries; anything unreadable or written for another key is ignored."""
         try:
-            doc = marshal.loads((self.cache_dir / f"{partition}.marshal").read_bytes())
+            doc = marshal.loads((self.cache_dir / f"{segment}.marshal").read_bytes())
             if isinstance(doc, dict) and doc.get("key") == self.cache_key and isinstance(doc.get("chunks"), dict):
                 return doc["chunks"]
         except (OSError, ValueError, EOFError, TypeError):
@@ -170,29 +236,39 @@ class Collection:
         return {}
 
     def write_cache(self) -> None:
-        """Save the summaries of the partitions that changed (losing them only costs start-up time)."""
-        for partition in sorted(self._stale):
-            members = [c for c in self.chunks if c.partition == partition]
+        """Save the summaries of the segments that changed (losing them only costs start-up time).
+
+        A segment's file is made whole from memory, which follows every chunk file it has read or
+        written (the same identity test start-up trusts), so a write costs one segment's summaries
+        however large the store has grown."""
+        self._remove_old_layout()
+        for segment in sorted(self._stale):
+            members = self._segments.get(segment, [])
             if any(self._pending(c) for c in members):
                 continue        # a write waits for its batch: memory is ahead of the file, for now
-            # Chunks unchanged since the cache was last written keep their saved summaries (the
-            # same identity test start-up trusts): an import touching every month re-summarises
-            # the chunks it wrote, not whole partitions, so its cost follows the bundle's size.
-            saved = self._read_cache(partition)
-            chunks = {}
-            for c in members:
-                if c.ident is None:
-                    continue
-                old = saved.get(c.name)
-                if old is not None and tuple(old.get("ident") or ()) == c.ident and old.get("count") == c.count \
-                        and old.get("max_seq") == c.max_seq:
-                    chunks[c.name] = old
-                else:
-                    chunks[c.name] = {"ident": c.ident, "count": c.count, "max_seq": c.max_seq,
-                                      "summary": self.index.chunk_summary(c.no)}
+            chunks = {c.name: {"ident": c.ident, "count": c.count, "max_seq": c.max_seq,
+                               "summary": self.index.chunk_summary(c.no)}
+                      for c in members if c.ident is not None and c.no not in self._uncached}
             doc = {"key": self.cache_key, "chunks": chunks}
-            atomic_write(self.cache_dir / f"{partition}.marshal", marshal.dumps(doc), sync=False)
-            self._stale.discard(partition)
+            atomic_write(self.cache_dir / f"{segment}.marshal", marshal.dumps(doc), sync=False)
+            self._stale.discard(segment)
+
+    def keep_out_of_cache(self, chunk_no: int) -> None:
+        """Leave a chunk's summary out of the cache from now on, so the next start parses it (and
+        does what it does for chunks written since the cache: re-file their exams' images)."""
+        chunk = self.chunks[chunk_no]
+        self._uncached.add(chunk_no)
+        self._stale.add(chunk.segment)
+
+    def _remove_old_layout(self) -> None:
+        if self._old_layout_checked:
+            return
+        self._old_layout_checked = True
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.cache_dir):
+                if _OLD_CACHE_FILE.match(entry.name):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
 
     def _pending(self, chunk: Chunk) -> bool:
         db = self._open.get(chunk.no)
@@ -254,9 +330,9 @@ class Collection:
             self._repaired.discard(chunk.no)
             records = [(int(doc_id), record) for doc_id, record in table.get(self.kind, {}).items()]
             chunk.count = len(records)
-            self.index.load_chunk(chunk.no, self.index.summarize(records))
+            self.index.load_records(chunk.no, records)
             chunk.ident = file_ident(chunk.path.stat())
-            self._stale.add(chunk.partition)
+            self._stale.add(chunk.segment)
         return table.get(self.kind, {})
 
     def records(self, chunk: Chunk) -> list[tuple[int, dict]]:
@@ -281,7 +357,7 @@ class Collection:
         return self._chunk(partition, 0 if last is None else last.number + 1)
 
     def _after_write(self, chunk: Chunk, seq: int) -> None:
-        self._stale.add(chunk.partition)
+        self._stale.add(chunk.segment)
         chunk.max_seq = max(chunk.max_seq, seq)
         durable.when_committed(lambda: self._take_ident(chunk))
         durable.if_aborted(lambda: self.reload(chunk))
@@ -295,8 +371,8 @@ class Collection:
         records = self.records(chunk)
         chunk.count = len(records)
         chunk.max_seq = max((r.get("_seq", 0) for _, r in records), default=0)
-        self.index.load_chunk(chunk.no, self.index.summarize(records))
-        self._stale.add(chunk.partition)         # a summary saved meanwhile may hold the lost write
+        self.index.load_records(chunk.no, records)
+        self._stale.add(chunk.segment)           # a summary saved meanwhile may hold the lost write
         with contextlib.suppress(FileNotFoundError):
             self._take_ident(chunk)
 

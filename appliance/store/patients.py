@@ -11,9 +11,9 @@ from __future__ import annotations
 import itertools
 import re
 import sys
-from datetime import date
 from typing import Callable
 
+from .. import clock
 from ..errors import NotFound, UserError
 from ..i18n import N_, TranslatableError
 from ..i18n.names import name_key, name_tokens, normalize_phone, phone_key
@@ -138,6 +138,8 @@ class PatientRow:
 
 
 class PatientIndex(RowIndex):
+    fields = ("uuid", "_seq", "pid", "full_name", "phone", "birth_date", "age_years", "created_at", "post_id")
+
     def __init__(self, on_change: Callable[[str], None] | None = None) -> None:
         super().__init__()
         self.by_pid: dict[str, list[PatientRow]] = {}
@@ -336,5 +338,5 @@ class Patients(RecordKind):
             raise DuplicatePatient(public(self.stored(existing[0])))
 
     def age_today(self, patient: dict) -> int | None:
-        return age_on(date.today().isoformat(), patient.get("birth_date"), patient.get("age_years"),
+        return age_on(clock.today().isoformat(), patient.get("birth_date"), patient.get("age_years"),
                       patient.get("created_at", ""))

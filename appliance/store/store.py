@@ -4,7 +4,8 @@ Layout of the data folder::
 
     store/meta.json                 schema version, generated post id, meta_set() values
     store/<kind>/<YYYY-MM>/NNN.json records (TinyDB files; .prev = previous generation)
-    store/index/<kind>/<YYYY-MM>.json  summary cache: start-up parses only chunks changed since
+    store/index/<kind>/<YYYY-MM>.<NNN>.marshal  summary cache, one file per 16 chunks: start-up parses
+                                    only chunks changed since (appliance.store.partitions)
     store.seq                       writer lock (flock) and change counter
     store.lock                      held shared by every open store; restore needs it alone
     images/, library/, thumbs/      see appliance.store.images
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..config import Config
-from ..errors import StoreError
+from ..errors import StoreError, UserError
 from . import backup as backups
 from . import locking, migrations
 from ..pathway import rules as pathway_rules
@@ -43,6 +44,7 @@ from .exams import Exams
 from .followups import Followups
 from .history import History
 from .images import ImageLibrary
+from .opening import OpeningProgress
 from .partitions import Chunk
 from .patients import Patients
 from .referrals import Referrals
@@ -82,20 +84,27 @@ class Store:
     # --- opening and closing -------------------------------------------------------------
 
     @classmethod
-    def open(cls, cfg: Config) -> "Store":
-        """Open (creating if needed) the store in ``cfg.data_dir``; upgrades an older layout."""
+    def open(cls, cfg: Config, *, progress: OpeningProgress | None = None) -> "Store":
+        """Open (creating if needed) the store in ``cfg.data_dir``; upgrades an older layout.
+        ``progress`` follows the opening (appliance.store.opening; by default: log lines only)."""
         store = cls(cfg)
-        store._open()
+        opening = progress if progress is not None else OpeningProgress()
+        try:
+            store._open(opening)
+        except UserError as exc:
+            opening.failed(exc.message)
+            raise
+        opening.finished()
         return store
 
-    def _open(self) -> None:
+    def _open(self, progress: OpeningProgress | None = None) -> None:
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise os_error(exc, self.data_dir, "create the data folder") from None
         backups.finish_interrupted_restore(self.data_dir)
         with self._core.opening():
-            self._load()
+            self._load(progress or OpeningProgress())
 
     def _follow_fork(self) -> None:
         """In a forked child, open the store again before its first use there (see the module doc).
@@ -144,7 +153,7 @@ class Store:
         old.__dict__ = fresh.__dict__
         return old
 
-    def _load(self) -> None:
+    def _load(self, progress: OpeningProgress) -> None:
         core = self._core
         writable = core.writable
         if writable:
@@ -181,29 +190,31 @@ class Store:
         self._transfer = Transfer(core, kinds, exams, images)
         self._part("care", Care(core, patients, exams, visits, referrals, followups,
                                 lambda: pathway_rules.load(self.cfg)))
-        parsed = core.scan()
+        parsed = core.scan(progress)
+        progress("indexes", 0, 0)
         for kind in (patients, exams, visits, referrals, followups):
             kind.index.finish_loading()
         core.start_counting()
         if writable:
             images.remove_leftovers()
+            progress("library", 0, 0)
             self._refile_after_crash(parsed["exams"])
             images.check_layout()
+            progress("summaries", 0, 0)
             core.write_caches()
 
     def _refile_after_crash(self, parsed: list[Chunk]) -> None:
         """Chunks written since the last summary cache may belong to a save cut short before its
-        image reached its class folder: re-file their images."""
+        image reached its class folder (or one whose filing failed: images.file_under): re-file
+        their images."""
         if not parsed:
             return
         exams, images = self._parts["exams"], self._parts["images"]
-        rows = list(exams.index.by_uuid.values())
         if len(parsed) * 2 >= len(exams.collection.chunks):
-            images.refile(rows)
+            images.refile(list(exams.index.by_uuid.values()))
             return
-        numbers = {c.no for c in parsed}
-        shas = {r.sha256 for r in rows if r.chunk in numbers and r.sha256}
-        images.refile(rows, shas)
+        index = exams.index
+        images.refile_images({r.sha256 for c in parsed for r in index.rows_in(c.no) if r.sha256})
 
     def close(self) -> None:
         if self._generation != locking.fork_generation() and self._reopener is None:

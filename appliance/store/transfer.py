@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from ..errors import UserError
-from . import durable
+from . import durable, ordering
 from .core import StoreCore
 from .exams import Exams
 from .images import ImageLibrary
@@ -59,7 +59,9 @@ class Transfer:
     def merge(self, kind: str, record: dict) -> str:
         """Take in a record from another store, idempotently, by uuid. Returns "inserted", "updated"
         (ours was older; it is kept in history), "unchanged", or "older" (ours is newer; the incoming
-        version is kept in history). Images of exams must be put (``images.put``) before their exams."""
+        version is kept in history). Older and newer by the home post's change numbers
+        (appliance.store.ordering), not by clocks. Images of exams must be put (``images.put``)
+        before their exams."""
         records = self._kind(kind)
         incoming = check_incoming(kind, record)
         with self._core.writing():
@@ -79,7 +81,7 @@ class Transfer:
             current.pop("_seq", None)
             if current == incoming:
                 return "unchanged"
-            if incoming["updated_at"] > current["updated_at"]:
+            if ordering.is_later(incoming, current):        # by change numbers, not clocks
                 self._core.keep_version(kind, current, "superseded by an import")
                 records.replace(row, incoming)
                 self._after_merge(kind, incoming)
@@ -91,7 +93,7 @@ class Transfer:
         if kind == "exams":
             image = record.get("image") or {}
             if image.get("sha256"):
-                self._images.refile(self._exams.index.by_analysis[record["analysis"]].rows(), {image["sha256"]})
+                self._images.refile_images({image["sha256"]})
 
     def bulk_insert(self, kind: str, records: list[dict]) -> int:
         """Write many finished records at once, one file write per chunk, without audit entries.
@@ -100,7 +102,7 @@ class Transfer:
         records_of = self._kinds[kind]
         with self._core.writing(defer=False):       # thousands of chunks: written as they fill
             for record in records:
-                record["_seq"] = self._core.next_seq()
+                ordering.stamp(record, self._core.next_seq(), self._core.post_id)
             n = records_of.collection.insert_many(records)
             # Summaries describe files as they are on disk: inside a transaction, once it commits.
             durable.when_committed(self._core.write_caches)

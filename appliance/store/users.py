@@ -14,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from .. import clock
 from ..errors import NotFound, StoreError, UserError
 from ..i18n import N_, TranslatableError
 from .core import StoreCore
@@ -134,6 +135,8 @@ class UserRow:
 
 
 class UserIndex(RowIndex):
+    fields = ("uuid", "_seq", "username", "role", "disabled", "remote")
+
     def __init__(self) -> None:
         super().__init__()
         self.local: dict[str, UserRow] = {}      # username -> row, accounts of this box only
@@ -296,7 +299,7 @@ class Users(RecordKind):
                     record["failed_logins"] = failed
                     refusal = wrong
                     if failed >= cfg.lockout_failures:
-                        record["locked_until"] = format_time(datetime.now(timezone.utc)
+                        record["locked_until"] = format_time(clock.now()
                                                              + timedelta(minutes=cfg.lockout_minutes))
                         record["failed_logins"] = 0
                         refusal = _locked(record["locked_until"])

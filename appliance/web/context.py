@@ -26,7 +26,7 @@ from typing import Any
 import bottle
 import jinja2
 
-from .. import catalogue, signing
+from .. import catalogue, clock, doctor, signing
 from .. import i18n as default_i18n
 from ..camera import PhoneLinks
 from ..config import CHECKOUT_DIR, Config
@@ -177,6 +177,7 @@ class AppContext:
             "idle_seconds": int(self.sessions.idle_seconds),
             "post_name": self.cfg.post.name,
             "demo": self.demo_active(),
+            "clock_wrong": self.clock_looks_wrong() if session and session.user else None,
             "request_path": bottle.request.path,
             "ctx": self,
             "can": lambda permission: roles.allowed(session.user if session else None, permission),
@@ -195,6 +196,15 @@ class AppContext:
             return bool(self.engine.demo_in_use())
         except Exception:   # a broken pack must not take every page down; Admin shows why
             return False
+
+    def clock_looks_wrong(self) -> str | None:
+        """The date the box's clock says when the self-check finds it implausible — behind the
+        newest record made here, or far ahead of it (``doctor.check_clock``) — else None. Every
+        page then says so: records saved now would get that date."""
+        monitor = self.health_monitor
+        if monitor is None or monitor.clock().status != doctor.WARN:
+            return None
+        return clock.now().strftime("%Y-%m-%d %H:%M")
 
     def available_analyses(self) -> list[catalogue.Analysis]:
         ids = set(self.engine.analyses()) if self.engine is not None else set()

@@ -14,13 +14,13 @@ her main job (a nurse: Diagnose); a PIN is set on ``/settings`` after typing the
 """
 from __future__ import annotations
 
-import datetime as dt
 import math
 import threading
 
 import bottle
 from bottle import request
 
+from .. import clock
 from ..errors import UserError
 from ..i18n import N_
 from ..i18n.dates import CALENDARS
@@ -292,7 +292,7 @@ def _login_page(ctx: AppContext, *, error=None, hint=None, notice=None, username
 
 def _settings_page(ctx: AppContext, user: dict, error=None, hint=None):
     fresh = ctx.store.users.get(user["username"]) or {}
-    return ctx.render("settings.html", calendars=list(CALENDARS.items()), today=dt.date.today(),
+    return ctx.render("settings.html", calendars=list(CALENDARS.items()), today=clock.today(),
                       may_pin=user.get("role") in PIN_ROLES, has_pin=bool(fresh.get("has_pin")),
                       pin_length=PIN_LENGTH, error=error, hint=hint)
 

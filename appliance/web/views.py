@@ -9,7 +9,7 @@ import datetime as dt
 
 from babel.dates import format_skeleton
 
-from .. import catalogue
+from .. import catalogue, clock
 from ..i18n import N_, glossary
 from ..i18n.age import age_at, format_age
 from ..i18n.dates import GREGORIAN, entry_text, format_date, format_datetime
@@ -198,7 +198,7 @@ def entry_value(value) -> str:
 
 def date_example() -> str:
     """Today as typed into a date field in the reader's calendar (the example in the field's hint)."""
-    return entry_value(dt.date.today())
+    return entry_value(clock.today())
 
 
 def month_text(month: str) -> str:
@@ -216,7 +216,7 @@ def age_text(patient: dict, on=None) -> str:
     (an approximate age grows with the years since it was recorded)."""
     lang, _calendar = _lang_and_calendar()
     try:
-        age = age_at(on or dt.date.today(), birth_date=patient.get("birth_date"),
+        age = age_at(on or clock.today(), birth_date=patient.get("birth_date"),
                      age_years=patient.get("age_years"), recorded_at=patient.get("created_at"))
     except (ValueError, TypeError):
         return str(patient.get("birth_date") or patient.get("age_years") or "")
