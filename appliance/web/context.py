@@ -157,8 +157,7 @@ class AppContext:
         self.home_buttons: list[HomeButton] = []
         self.sessions = SessionStore(idle_seconds=cfg.server.idle_logout_minutes * 60)
         self.drafts = DraftStore(max_bytes=cfg.server.max_upload_mb * 1024 * 1024,
-                                 decode=self._decode_upload,
-                                 check_quality=engine.check_quality if engine is not None else None)
+                                 folder=cfg.data_dir / "drafts", prepare=self._prepare_upload)
         self.results = ResultCache()
         self.phone_port: int | None = None    # the phones' own listener, when it runs (phone_listener.py)
         self.previews = ResultCache(size=16)     # preview JPEGs of the latest exams
@@ -178,12 +177,14 @@ class AppContext:
         self.templates.globals.update(catalogue=catalogue, csrf_token=_RequestCsrfToken(), views=views)
         self.templates.filters["pct"] = _percent
 
-    def _decode_upload(self, data: bytes, analysis_id: str):
-        """Safe decode of an uploaded image (the engine's reduced-scale JPEG path when it has one)."""
+    def _prepare_upload(self, data, analysis_id: str):
+        """An arriving image prepared once for its analysis: safe decode within the engine's
+        memory budget, quality gate, model crops, preview (its file stays with the draft)."""
         if self.engine is not None:
-            return self.engine.decode(data, catalogue.analysis(analysis_id))
-        from ..inference import imageio
-        return imageio.decode(data, self.cfg.inference.max_image_pixels)
+            return self.engine.prepare(data, analysis_id, keep_bytes=False)
+        from ..inference import imageio, prepared
+        return prepared.prepare(imageio.decode(data, self.cfg.inference.max_image_pixels), [], None,
+                                keep_bytes=False)
 
     def _request_translations(self):
         return self.i18n.get_translations(request_language(self))

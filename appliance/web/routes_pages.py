@@ -133,7 +133,7 @@ def install(app: bottle.Bottle, ctx: AppContext) -> None:
             bottle.redirect(f"/exams/{exam_uuid}")
         try:
             patient = _patient_or_404(ctx, claimed.patient_uuid)
-            result = ctx.engine.diagnose(claimed.decoded, claimed.analysis, name=claimed.source)
+            result = ctx.engine.diagnose(claimed.prepared, claimed.analysis, name=claimed.source)
             exam = store.exams.save(_exam_record(claimed, patient, result), claimed.image_bytes, by=owner)
         except BaseException:
             ctx.drafts.give_back(claimed)       # nothing was saved: the nurse can try again

@@ -19,6 +19,7 @@ from typing import Callable, Iterable
 from .. import systemd_notify
 from ..config import Config
 from ..errors import UserError
+from ..inference import memory
 from . import phone_listener
 from .context import AppContext
 
@@ -90,6 +91,7 @@ def serve(cfg: Config, *, host: str | None = None, port: int | None = None,
           on_ready: Iterable[Hook] = (), on_stop: Iterable[Hook] = ()) -> None:
     host = host or cfg.server.host
     port = cfg.server.port if port is None else port
+    memory.tune_allocator()         # big image buffers go back to the system when freed
     ctx = build_context(cfg)
     stop_hooks = [*ON_STOP, *on_stop]
     try:
