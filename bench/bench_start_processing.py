@@ -1,0 +1,80 @@
+""""Start processing" -> saved record, server side (issue 12, "one pass per image").
+
+The real handler path: a real ``appliance serve`` (waitress, the record store on a temporary
+data folder, all seven models of the ResNet152 demo pack loaded), a nurse's client that opens
+an exam, uploads a 2592×1936 JPEG (a 5 MP microscope capture made from a real BreakHis image)
+and posts "Start processing"; the figure is that POST until the server's redirect to the
+saved exam (diagnosis + save; loopback HTTP adds well under a millisecond), median and p90 of
+``--runs``. Untimed per run: the upload and the image step page (what the nurse looks at).
+
+    .venv/bin/python bench/bench_start_processing.py                        # this checkout
+    .venv/bin/python bench/bench_start_processing.py --baseline /tmp/main   # and another, same run
+
+With ``--baseline`` both servers run at once and are measured in turns (one run on each, then
+the next), so the machine's load falls on both alike; the ratio after / before is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from served import REPO, Served, median, p90, register_patient, say
+from webutil import VERSION_RE
+
+ANALYSIS = "breast_histopathology"
+
+
+def one_run(client, patient: str, jpeg: bytes) -> float:
+    draft = client.new_draft(patient, ANALYSIS)
+    assert client.upload(draft, jpeg).status == 303
+    version = int(VERSION_RE.search(client.get(f"/drafts/{draft}").text).group(1))
+    started = time.perf_counter()
+    res = client.post(f"/drafts/{draft}/process", {"version": version})
+    elapsed = (time.perf_counter() - started) * 1000
+    assert res.status == 303 and "/exams/" in res.location, (res.status, res.text[:300])
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", type=Path, help="another checkout (with its .venv) measured in turns")
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per checkout (default 20)")
+    parser.add_argument("--pack", type=Path, default=REPO / "weights" / "demo",
+                        help="the model pack (default weights/demo: ResNet152, seven models)")
+    args = parser.parse_args()
+    from model_cache import camera_jpeg
+    jpeg = camera_jpeg().read_bytes()
+    checkouts = ([("before: " + str(args.baseline), args.baseline.resolve())] if args.baseline else []) + \
+        [("after: " + str(REPO), REPO)]
+    with tempfile.TemporaryDirectory(prefix="bench-process-") as tmp:
+        servers = {label: Served(checkout, Path(tmp) / str(i), users=1, pack=args.pack.resolve())
+                   for i, (label, checkout) in enumerate(checkouts)}
+        try:
+            for label, served in servers.items():
+                say(f"{label}: loading the models")
+                served.wait_idle()
+            clients = {label: served.client(served.users[0]) for label, served in servers.items()}
+            patients = {label: register_patient(client, "BENCH-P") for label, client in clients.items()}
+            times: dict[str, list[float]] = {label: [] for label in servers}
+            for i in range(args.runs + 2):              # two warm-up rounds
+                for label in servers:
+                    elapsed = one_run(clients[label], patients[label], jpeg)
+                    if i >= 2:
+                        times[label].append(elapsed)
+        finally:
+            for served in servers.values():
+                served.stop()
+    print(f"bench_start_processing: {ANALYSIS}, 2592x1936 JPEG ({len(jpeg) / 1e6:.1f} MB), ResNet152 demo pack, "
+          f"POST /drafts/<id>/process -> 303 to the saved exam, {args.runs} runs each, in turns")
+    for label, values in times.items():
+        print(f"  {label:60} median {median(values):7.1f} ms  p90 {p90(values):7.1f} ms")
+    if len(times) == 2:
+        (_, before), (_, after) = times.items()
+        print(f"  ratio after / before (median): {median(after) / median(before):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
