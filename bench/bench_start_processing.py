@@ -16,11 +16,10 @@ the next), so the machine's load falls on both alike; the ratio after / before i
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
-from served import REPO, Served, median, p90, register_patient, say
+from served import REPO, in_turns, print_in_turns
 from webutil import VERSION_RE
 
 ANALYSIS = "breast_histopathology"
@@ -48,31 +47,10 @@ def main() -> int:
     jpeg = camera_jpeg().read_bytes()
     checkouts = ([("before: " + str(args.baseline), args.baseline.resolve())] if args.baseline else []) + \
         [("after: " + str(REPO), REPO)]
-    with tempfile.TemporaryDirectory(prefix="bench-process-") as tmp:
-        servers = {label: Served(checkout, Path(tmp) / str(i), users=1, pack=args.pack.resolve())
-                   for i, (label, checkout) in enumerate(checkouts)}
-        try:
-            for label, served in servers.items():
-                say(f"{label}: loading the models")
-                served.wait_idle()
-            clients = {label: served.client(served.users[0]) for label, served in servers.items()}
-            patients = {label: register_patient(client, "BENCH-P") for label, client in clients.items()}
-            times: dict[str, list[float]] = {label: [] for label in servers}
-            for i in range(args.runs + 2):              # two warm-up rounds
-                for label in servers:
-                    elapsed = one_run(clients[label], patients[label], jpeg)
-                    if i >= 2:
-                        times[label].append(elapsed)
-        finally:
-            for served in servers.values():
-                served.stop()
+    times = in_turns(checkouts, args.pack.resolve(), args.runs, 2, lambda client, patient: one_run(client, patient, jpeg))
     print(f"bench_start_processing: {ANALYSIS}, 2592x1936 JPEG ({len(jpeg) / 1e6:.1f} MB), ResNet152 demo pack, "
           f"POST /drafts/<id>/process -> 303 to the saved exam, {args.runs} runs each, in turns")
-    for label, values in times.items():
-        print(f"  {label:60} median {median(values):7.1f} ms  p90 {p90(values):7.1f} ms")
-    if len(times) == 2:
-        (_, before), (_, after) = times.items()
-        print(f"  ratio after / before (median): {median(after) / median(before):.2f}")
+    print_in_turns(times)
     return 0
 
 

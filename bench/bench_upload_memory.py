@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from served import REPO, Served, median, p90, register_patient, say
+from served import REPO, Served, in_turns, print_in_turns, register_patient, say
 
 ANALYSIS = "breast_histopathology"
 BUSY = "busy"          # the refusal sentence: "The box is busy analysing other images; …"
@@ -105,29 +105,6 @@ def upload_to_preview(client, patient: str, normal: bytes) -> float:
     return elapsed
 
 
-def preview_times(checkouts: list[tuple[str, Path]], normal: bytes, pack: Path, runs: int) -> dict[str, list[float]]:
-    """Upload -> preview on every checkout's server, started together and measured in turns
-    (one run on each, then the next), so a load change on the machine hits all of them alike."""
-    with tempfile.TemporaryDirectory(prefix="bench-preview-") as tmp:
-        servers = {label: Served(checkout, Path(tmp) / str(i), users=1, pack=pack)
-                   for i, (label, checkout) in enumerate(checkouts)}
-        try:
-            for served in servers.values():
-                served.wait_idle()
-            clients = {label: served.client(served.users[0]) for label, served in servers.items()}
-            patients = {label: register_patient(c, "BENCH-T") for label, c in clients.items()}
-            times: dict[str, list[float]] = {label: [] for label in servers}
-            for i in range(runs + 1):                   # the first round warms up
-                for label in servers:
-                    elapsed = upload_to_preview(clients[label], patients[label], normal)
-                    if i:
-                        times[label].append(elapsed)
-            return times
-        finally:
-            for served in servers.values():
-                served.stop()
-
-
 def report(label: str, rounds: list[dict]) -> None:
     print(f"\n{label}")
     print(f"{'users':>5} {'baseline MB':>12} {'peak MB':>9} {'held MB':>9} {'retained MB':>12} "
@@ -161,7 +138,8 @@ def main() -> int:
     checkouts = [(label, checkout.resolve()) for label, checkout in checkouts]
     results = [(label, [round_of(checkout, n, png, normal, args.pack.resolve()) for n in counts])
                for label, checkout in checkouts]
-    times = preview_times(checkouts, normal, args.pack.resolve(), args.runs) if args.runs else {}
+    times = in_turns(checkouts, args.pack.resolve(), args.runs, 1,
+                     lambda client, patient: upload_to_preview(client, patient, normal)) if args.runs else {}
     print(f"bench_upload_memory: {args.side}x{args.side} {args.mode} PNG ({len(png) / 1e3:.0f} KB) uploaded by "
           f"1..N users at once; server RSS from /proc (peak: VmHWM after clear_refs)")
     for label, rounds in results:
@@ -169,11 +147,7 @@ def main() -> int:
     if times:
         print(f"\nnormal upload (2592x1936 JPEG, {len(normal) / 1e6:.1f} MB) -> preview received, "
               f"servers measured in turns, {args.runs} runs each")
-        for label, values in times.items():
-            print(f"  {label:60} median {median(values):6.0f} ms  p90 {p90(values):6.0f} ms")
-        if len(times) == 2:
-            (_, before), (_, after) = times.items()
-            print(f"  ratio after / before (median): {median(after) / median(before):.2f}")
+        print_in_turns(times)
     return 0
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -132,3 +134,39 @@ def median(values):
 def p90(values):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+
+
+def in_turns(checkouts: list[tuple[str, Path]], pack: Path, runs: int, warmup: int,
+             one_run) -> dict[str, list[float]]:
+    """``one_run(client, patient_uuid) -> ms`` on every checkout's server, the servers started
+    together and measured in turns (one run on each, then the next), so a change of the machine's
+    load falls on all of them alike; the first ``warmup`` rounds are not kept."""
+    work = Path(tempfile.mkdtemp(prefix="bench-in-turns-"))
+    servers = {label: Served(checkout, work / str(i), users=1, pack=pack)
+               for i, (label, checkout) in enumerate(checkouts)}
+    try:
+        for label, served in servers.items():
+            say(f"{label}: loading the models")
+            served.wait_idle()
+        clients = {label: served.client(served.users[0]) for label, served in servers.items()}
+        patients = {label: register_patient(client, "BENCH-T") for label, client in clients.items()}
+        times: dict[str, list[float]] = {label: [] for label in servers}
+        for i in range(runs + warmup):
+            for label in servers:
+                elapsed = one_run(clients[label], patients[label])
+                if i >= warmup:
+                    times[label].append(elapsed)
+        return times
+    finally:
+        for served in servers.values():
+            served.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def print_in_turns(times: dict[str, list[float]]) -> None:
+    """Median and p90 per checkout, and after / before when there are two."""
+    for label, values in times.items():
+        print(f"  {label:60} median {median(values):7.1f} ms  p90 {p90(values):7.1f} ms")
+    if len(times) == 2:
+        (_, before), (_, after) = times.items()
+        print(f"  ratio after / before (median): {median(after) / median(before):.2f}")
