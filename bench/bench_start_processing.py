@@ -19,7 +19,7 @@ import argparse
 import time
 from pathlib import Path
 
-from served import REPO, in_turns, print_in_turns
+from served import REPO, checkouts_to_measure, in_turns, print_in_turns
 from webutil import VERSION_RE
 
 ANALYSIS = "breast_histopathology"
@@ -45,9 +45,7 @@ def main() -> int:
     args = parser.parse_args()
     from model_cache import camera_jpeg
     jpeg = camera_jpeg().read_bytes()
-    checkouts = ([("before: " + str(args.baseline), args.baseline.resolve())] if args.baseline else []) + \
-        [("after: " + str(REPO), REPO)]
-    times = in_turns(checkouts, args.pack.resolve(), args.runs, 2, lambda client, patient: one_run(client, patient, jpeg))
+    times = in_turns(checkouts_to_measure(args.baseline), args.pack.resolve(), args.runs, 2, lambda client, patient: one_run(client, patient, jpeg))
     print(f"bench_start_processing: {ANALYSIS}, 2592x1936 JPEG ({len(jpeg) / 1e6:.1f} MB), ResNet152 demo pack, "
           f"POST /drafts/<id>/process -> 303 to the saved exam, {args.runs} runs each, in turns")
     print_in_turns(times)

@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from served import REPO, Served, in_turns, print_in_turns, register_patient, say
+from served import REPO, Served, checkouts_to_measure, in_turns, print_in_turns, register_patient, say
 
 ANALYSIS = "breast_histopathology"
 BUSY = "busy"          # the refusal sentence: "The box is busy analysing other images; …"
@@ -133,9 +133,7 @@ def main() -> int:
     png, normal = big_png(args.side, args.mode), camera_jpeg()
     say(f"large upload: {args.side}x{args.side} {args.mode} PNG, {len(png) / 1e3:.0f} KB; "
         f"normal: {len(normal) / 1e6:.1f} MB JPEG")
-    checkouts = ([("before: " + str(args.baseline), args.baseline)] if args.baseline else []) + \
-        ([] if args.baseline_only else [("after: " + str(REPO), REPO)])
-    checkouts = [(label, checkout.resolve()) for label, checkout in checkouts]
+    checkouts = checkouts_to_measure(args.baseline, baseline_only=args.baseline_only)
     results = [(label, [round_of(checkout, n, png, normal, args.pack.resolve()) for n in counts])
                for label, checkout in checkouts]
     times = in_turns(checkouts, args.pack.resolve(), args.runs, 1,

@@ -163,6 +163,14 @@ def in_turns(checkouts: list[tuple[str, Path]], pack: Path, runs: int, warmup: i
         shutil.rmtree(work, ignore_errors=True)
 
 
+def checkouts_to_measure(baseline: Path | None, *, baseline_only: bool = False) -> list[tuple[str, Path]]:
+    """(label, checkout) for ``--baseline`` (first, "before") and this checkout ("after")."""
+    found = [("before: " + str(baseline), baseline)] if baseline else []
+    if not baseline_only:
+        found.append(("after: " + str(REPO), REPO))
+    return [(label, Path(checkout).resolve()) for label, checkout in found]
+
+
 def print_in_turns(times: dict[str, list[float]]) -> None:
     """Median and p90 per checkout, and after / before when there are two."""
     for label, values in times.items():
