@@ -9,12 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import threading
 import time
 
 import pytest
-
-from appliance.errors import NotFound
 
 from webutil import NURSE, VERSION_RE, live_server, make_users, staffed_server, start_server, web_cfg  # noqa: F401
 
@@ -136,37 +133,3 @@ def test_each_image_is_decoded_and_quality_checked_once(staffed_server, images, 
     exam = live.ctx.store.exams.get(res.location.rsplit("/", 1)[-1])
     assert exam["result"]["quality"] == shown               # the warnings saved are those the nurse saw
 
-
-def test_a_long_poll_on_a_draft_being_processed_waits_and_goes_on_if_the_processing_fails(staffed_server, images):
-    """The image step's page long-polls its draft; "Start processing" takes the draft out. The
-    poll must not answer "closed" while the page is leaving for the result (that 404 raced the
-    navigation), and when the processing fails and the draft comes back, it goes on polling."""
-    live, (first, second) = staffed_server, images
-    nurse = live.logged_in(NURSE)
-    draft = open_draft(nurse, "DR-P")
-    assert nurse.upload(draft, first).status == 303
-    drafts = live.ctx.drafts
-    claimed = drafts.claim(draft, NURSE[0], 1)
-    answers: list = []
-
-    def poll() -> None:
-        try:
-            answers.append(drafts.wait_for_change(draft, NURSE[0], 1, timeout=30).version)
-        except NotFound:
-            answers.append("closed")
-    waiter = threading.Thread(target=poll)
-    waiter.start()
-    time.sleep(1.5)                               # longer than the waiters' own 1-s wake-up
-    assert waiter.is_alive() and not answers      # still waiting while the draft is processed
-    drafts.give_back(claimed)                     # the processing failed: the draft is open again
-    time.sleep(0.3)
-    assert waiter.is_alive() and not answers      # same image: the poll goes on
-    assert nurse.upload(draft, second).status == 303
-    waiter.join(10)
-    assert answers == [2]                         # the new image is what the poll answers
-
-    drafts.finish(drafts.claim(draft, NURSE[0], 2), "exam-uuid")
-    with pytest.raises(NotFound):                 # processed: closed once the poll's time is up
-        drafts.wait_for_change(draft, NURSE[0], 2, timeout=0.2)
-    with pytest.raises(NotFound):                 # and at once for anyone else
-        drafts.wait_for_change(draft, "someone-else", 2, timeout=30)

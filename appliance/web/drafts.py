@@ -286,21 +286,13 @@ class DraftStore:
         return current
 
     def wait_for_change(self, draft_id: str, owner: str, seen_version: int, timeout: float) -> Draft:
-        """Block up to ``timeout`` seconds until the draft's image is newer than ``seen_version``.
-
-        A draft claimed by ``owner`` (being processed, or processed) is waited on as if still
-        open: the page that polls is leaving for the result, and an answer "closed" would race
-        its navigation; if the processing fails the draft comes back unchanged and the poll
-        goes on."""
+        """Block up to ``timeout`` seconds until the draft's image is newer than ``seen_version``;
+        NotFound once the draft is closed (a claimed draft: the route asks `processed_exam`)."""
         deadline = self._clock() + timeout
         with self._changed:
             while True:
                 draft = self._drafts.get(draft_id)
-                if draft is None:
-                    processing = self._processing.get(draft_id)
-                    if processing is None or processing.owner != owner:
-                        break
-                elif draft.owner != owner or draft.version != seen_version:
+                if draft is None or draft.owner != owner or draft.version != seen_version:
                     break
                 left = deadline - self._clock()
                 if left <= 0:
@@ -327,6 +319,7 @@ class DraftStore:
                                    N_("The newest image is shown now; press “Start processing” when it is the right one."))
             del self._drafts[draft_id]
             self._processing[draft_id] = _Processing(owner, self._clock())
+            self._changed.notify_all()          # long polls of the image step follow it to its exam
             claimed = ClaimedDraft(draft.id, draft.owner, draft.patient_uuid, draft.analysis, draft.created,
                                    draft.version, draft.source or "file", draft.image_path, draft.prepared,
                                    draft.image_info, draft.preview_jpeg, draft.quality, draft)
