@@ -82,6 +82,13 @@ class InferenceConfig:
     # Faster decode of big JPEGs (libjpeg DCT scaling); its effect is measured in bench/.
     fast_jpeg_decode: bool = True
     max_image_pixels: int = 60_000_000
+    # Images larger than this are decoded at a reduced size of at most this many pixels (JPEG:
+    # while decoding; others: averaged right after); smaller ones exactly as they are.
+    working_max_pixels: int = 24_000_000
+    # Memory all decodes of the server may use at once (estimated per image before decoding):
+    # more wait their turn, up to decode_wait_seconds, then are refused with "the box is busy".
+    decode_memory_mb: int = 384
+    decode_wait_seconds: float = 30
     # Flag images unlike the model's training images (a pack's `ood` statistics; see
     # appliance/inference/ood.py). Off only to compare results with and without the gate.
     out_of_scope_gate: bool = True
@@ -318,5 +325,10 @@ def _validate(cfg: Config) -> None:
     if cam.colour_gains and len(cam.colour_gains) != 2:
         raise UserError("[camera] colour_gains needs two numbers: the red and the blue gain.",
                         "For example colour_gains = [1.9, 1.6], or leave it empty to lock the measured gains.")
+    inf = cfg.inference
+    if inf.working_max_pixels < 1_000_000 or inf.decode_memory_mb < 32 or inf.decode_wait_seconds < 0:
+        raise UserError("[inference] working_max_pixels, decode_memory_mb or decode_wait_seconds is out of range.",
+                        "Use at least 1000000 pixels, 32 MB and 0 seconds; the usual values are "
+                        "24000000, 384 and 30.")
     if cam.phone_link_minutes <= 0:
         raise UserError("[camera] phone_link_minutes must be more than 0.", "The usual value is 5.")

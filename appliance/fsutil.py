@@ -100,3 +100,23 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         view = view[os.write(fd, view):]
     os.fsync(fd)
+
+
+def write_durably(path: os.PathLike | str, data: bytes) -> None:
+    """Write ``path`` whole or not at all, and make it survive a power cut: the bytes go to a
+    temporary name beside it (``.<name>.tmp-…``), are fsynced, take the name by a rename, and
+    the folder is fsynced. A reader sees the old file or the new one, never a part."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)

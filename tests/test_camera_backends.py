@@ -373,3 +373,25 @@ def test_auto_falls_back_to_the_demo_folder(camera_cfg, image_folder):
     assert isinstance(choose_camera(camera_cfg.camera), FolderCamera)
     assert CameraManager(camera_cfg).devices() == [
         {"id": str(image_folder), "backend": "folder", "name": f"Image folder {image_folder.name}"}]
+
+
+def test_a_registered_backend_whose_module_is_missing_is_left_out_not_fatal(camera_cfg, image_folder, monkeypatch):
+    from appliance.camera import base
+    monkeypatch.setitem(base.REGISTRY, "ghost", "appliance.camera.ghost_backend:GhostCamera")
+    camera_cfg.camera.backend, camera_cfg.camera.folder = "auto", str(image_folder)
+    assert [cls.backend for cls in base.backend_classes()] == ["picamera2", "opencv", "folder"]
+    assert isinstance(choose_camera(camera_cfg.camera), FolderCamera)       # auto goes on to the next one
+    assert CameraManager(camera_cfg).devices()[0]["backend"] == "folder"
+    camera_cfg.camera.backend = "ghost"
+    with pytest.raises(CameraUnavailable) as missing:
+        choose_camera(camera_cfg.camera)
+    assert missing.value.message == "The camera support for ghost is not installed."
+    assert "backend" in missing.value.hint
+    cameras = CameraManager(camera_cfg)
+    try:
+        with pytest.raises(CameraUnavailable):
+            cameras.capture()
+        described = cameras.describe()
+        assert described["state"] == State.UNAVAILABLE and described["message"] == missing.value.message
+    finally:
+        cameras.stop()

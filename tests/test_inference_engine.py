@@ -200,9 +200,13 @@ def test_big_camera_jpeg_uses_the_fast_decode_and_keeps_its_facts(engine, datase
     fast = engine.diagnose(buf.getvalue(), "pap_smear")
     full_cfg = trusting(cfg, pack_key)
     full_cfg.inference.fast_jpeg_decode = False
-    full = Engine.from_config(full_cfg, models_dir=tiny_pack).diagnose(buf.getvalue(), "pap_smear")
+    full_engine = Engine.from_config(full_cfg, models_dir=tiny_pack)
+    full = full_engine.diagnose(buf.getvalue(), "pap_smear")
     assert fast.image_info == full.image_info and fast.image_info["width"] == 2592
-    assert max(fast.image.size) < 2592 and full.image.size == (2592, 1936)
+    # The models' crops came from a reduced decode in one case, from all 2592×1936 pixels in the other.
+    assert engine.prepare(buf.getvalue(), "pap_smear").reduced > 1
+    assert full_engine.prepare(buf.getvalue(), "pap_smear").reduced == 1
+    assert max(fast.image.size) < max(full.image.size)
     p_fast, p_full = fast.steps[0].probabilities, full.steps[0].probabilities
     assert max(abs(p_fast[c] - p_full[c]) for c in p_fast) < 0.05
 
@@ -246,3 +250,35 @@ def test_no_pack_at_all_says_how_to_get_one(cfg, tmp_path):
         engine.diagnose(b"x", "pap_smear")
     assert "bccdms-export demo" in err.value.hint
     assert not os.path.exists(cfg.packs_dir)            # looking changed nothing
+
+
+def test_a_prepared_image_gives_the_result_of_its_bytes_without_a_second_pass(engine, datasets, monkeypatch):
+    from appliance.inference import heatmap, imageio, prepared
+    big = Image.open(datasets / ORIGINAL_IMAGE).convert("RGB").resize((2592, 1936), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    big.save(buf, "PNG", compress_level=1)
+    data = buf.getvalue()
+    direct = engine.diagnose(data, "breast_histopathology")
+    ready = engine.prepare(data, "breast_histopathology")
+    assert ready.preview_jpeg and ready.info() == direct.image_info and ready.nbytes == len(data)
+    full = imageio.decode(data, 10**8).image
+    calls = []
+    monkeypatch.setattr(imageio.Probe, "decode", lambda self: calls.append("decode"))
+    monkeypatch.setattr(prepared.quality, "check", lambda *a, **k: calls.append("quality"))
+    again = engine.diagnose(ready, "breast_histopathology", name="file")
+    assert calls == []                                       # nothing decoded or gated again
+    assert [s.probabilities for s in again.steps] == [s.probabilities for s in direct.steps]
+    assert again.quality == direct.quality and again.image_name == "file"
+    # The heatmap is drawn on the kept screen-sized copy: the same picture as over the full image.
+    assert max(again.image.size) <= 1024 < max(full.size)
+    assert np.array_equal(np.asarray(heatmap.overlay(full, again.cam, again.cam_spec)),
+                          np.asarray(heatmap.overlay(again.image, again.cam, again.cam_spec)))
+
+
+def test_a_decoded_image_with_its_quality_report_is_not_gated_again(engine, datasets, monkeypatch):
+    from appliance.inference import prepared
+    decoded = engine.decode((datasets / ORIGINAL_IMAGE).read_bytes())
+    report = engine.check_quality(decoded, "breast_histopathology")
+    monkeypatch.setattr(prepared.quality, "check", lambda *a, **k: pytest.fail("gated twice"))
+    result = engine.diagnose(decoded, "breast_histopathology", quality=report)
+    assert result.quality is report and result.image_info == decoded.info()

@@ -177,3 +177,36 @@ def test_fast_jpeg_decode_keeps_the_short_side_it_was_asked_for():
 def test_a_pil_image_is_accepted_as_pixels():
     d = decode(gradient(50, 40).convert("L"), LIMIT)
     assert d.image.mode == "RGB" and d.sha256 is None and (d.width, d.height) == (50, 40)
+
+
+def test_images_up_to_the_working_size_decode_exactly_and_bigger_ones_are_reduced_to_it():
+    from appliance.inference.imageio import probe
+    small = encode(gradient(1200, 900), "PNG")
+    assert np.array_equal(np.asarray(decode(small, LIMIT, working_pixels=1_080_000).image),
+                          np.asarray(decode(small, LIMIT).image))          # 1.08 Mpx: untouched
+    big = encode(gradient(3000, 2000), "PNG")
+    reduced = decode(big, LIMIT, working_pixels=1_000_000)
+    assert reduced.image.width * reduced.image.height <= 1_000_000 and reduced.reduced == 3
+    assert (reduced.width, reduced.height, reduced.nbytes) == (3000, 2000, len(big))   # the file's facts
+    jpeg = decode(encode(gradient(3000, 2000), "JPEG", quality=90), LIMIT, working_pixels=1_000_000)
+    assert jpeg.image.size == (750, 500) and jpeg.reduced == 4            # scaled while decoding
+    # Palette and 16-bit images are averaged as what they show.
+    palette = decode(encode(gradient(3000, 2000).quantize(64), "PNG"), LIMIT, working_pixels=1_000_000)
+    assert palette.image.mode == "RGB" and palette.reduced == 3
+    # What decoding will cost is known from the header, before any pixel is decoded.
+    assert probe(big, LIMIT, working_pixels=1_000_000).memory_bytes() < probe(big, LIMIT).memory_bytes()
+    assert probe(big, LIMIT).memory_bytes() >= 3000 * 2000 * 4
+
+
+def test_the_preview_is_the_thumbnail_of_the_image_without_a_full_copy():
+    from appliance.inference.prepared import preview_jpeg, thumbnail_size
+    for size in ((2592, 1936), (1936, 2592), (1000, 1000), (700, 460), (4001, 3)):
+        expected = Image.new("RGB", size)
+        expected.thumbnail((1024, 1024))
+        assert thumbnail_size(size, 1024) == expected.size
+    image = gradient(2592, 1936)
+    old = image.copy()
+    old.thumbnail((1024, 1024))
+    buf = io.BytesIO()
+    old.save(buf, "JPEG", quality=85)
+    assert preview_jpeg(image) == buf.getvalue()

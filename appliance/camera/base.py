@@ -12,10 +12,13 @@ becomes a :class:`CameraUnavailable` with a sentence a nurse can act on.
 from __future__ import annotations
 
 import abc
+import importlib
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
+from ..i18n import N_, translatable
 
 if TYPE_CHECKING:  # numpy is a core dependency, but only annotations need it here
     import numpy as np
@@ -23,8 +26,43 @@ if TYPE_CHECKING:  # numpy is a core dependency, but only annotations need it he
     from ..config import CameraConfig
 
 
+log = logging.getLogger(__name__)
+
+# The backends: name (``[camera] backend``) -> "module:class", one line per backend file, in the
+# order ``backend = "auto"`` tries them. A module is imported only when it is needed.
+REGISTRY = {
+    "picamera2": "appliance.camera.picamera2:Picamera2Camera",
+    "opencv": "appliance.camera.opencv:OpenCVCamera",
+    "folder": "appliance.camera.folder:FolderCamera",
+}
+
+
 class CameraUnavailable(UserError):
     """No camera, an absent camera library, or a camera that stopped answering (unplugged)."""
+
+
+def backend_class(name: str) -> "type[Camera]":
+    """The Camera class registered as ``name``; CameraUnavailable when it cannot be loaded."""
+    module_name, _, class_name = REGISTRY[name].partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except ImportError as exc:
+        log.warning("camera backend %s cannot be loaded: %s", name, exc)
+        raise translatable(CameraUnavailable)(
+            N_("The camera support for %(backend)s is not installed."),
+            N_("Reinstall the appliance (./start.sh --install-only), or set [camera] backend to another camera."),
+            backend=name) from None
+
+
+def backend_classes() -> "list[type[Camera]]":
+    """Every backend that loads, in ``auto`` order (one that does not is left out)."""
+    found = []
+    for name in REGISTRY:
+        try:
+            found.append(backend_class(name))
+        except CameraUnavailable:
+            continue
+    return found
 
 
 @dataclass(frozen=True)
@@ -84,6 +122,11 @@ class Camera(abc.ABC):
     @abc.abstractmethod
     def devices(cls, settings: "CameraConfig") -> list[dict]:
         """The devices this backend can see now: ``{"id", "backend", "name"}`` each; never raises."""
+
+    @classmethod
+    def detect(cls, settings: "CameraConfig") -> "Camera | None":
+        """For ``backend = "auto"``: this backend on its first device, or None when it sees none."""
+        return cls(settings) if cls.devices(settings) else None
 
     # --- life cycle --------------------------------------------------------------------------
     @abc.abstractmethod

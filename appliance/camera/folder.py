@@ -62,6 +62,12 @@ class FolderCamera(Camera):
             return []
         return [{"id": str(folder), "backend": cls.backend, "name": f"Image folder {folder.name}"}]
 
+    @classmethod
+    def detect(cls, settings: "CameraConfig") -> "FolderCamera | None":
+        """The demo folder whenever one is set: an empty or missing folder then reads as an
+        unplugged camera (the kiosk says so) rather than as no camera."""
+        return cls(settings) if settings.folder else None
+
     def start(self) -> None:
         self._scan()
         self._started_at = time.monotonic()

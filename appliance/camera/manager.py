@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from ..catalogue import N_
-from .base import Camera, CameraUnavailable
+from .base import Camera, CameraUnavailable, backend_class, backend_classes
 from .frames import STILL_QUALITY, encode_jpeg
 
 log = logging.getLogger(__name__)
@@ -66,30 +66,18 @@ def _no_camera() -> CameraUnavailable:
 
 
 def choose_camera(settings) -> Camera | None:
-    """The backend ``[camera] backend`` asks for; for "auto" the first one that has a camera:
-    picamera2 if importable and a camera is attached, else the first V4L2 device that opens,
-    else the demo folder if one is set. None when there is no camera at all."""
-    from .folder import FolderCamera
-    from .opencv import OpenCVCamera
-    from .picamera2 import Picamera2Camera
-
+    """The backend ``[camera] backend`` asks for; for "auto" the first registered backend
+    (``base.REGISTRY``: picamera2, opencv, folder) that detects a camera. None when there is
+    no camera at all."""
     chosen = settings.backend
     if chosen == "none":
         return None
-    if chosen == "picamera2":
-        return Picamera2Camera(settings)
-    if chosen == "opencv":
-        return OpenCVCamera(settings)
-    if chosen == "folder":
-        return FolderCamera(settings)
-    pi_cameras = Picamera2Camera.devices(settings)
-    if pi_cameras:
-        return Picamera2Camera(settings, camera_num=int(pi_cameras[0]["id"]))
-    node = OpenCVCamera.first_that_opens(settings)
-    if node is not None:
-        return OpenCVCamera(settings, device=node)
-    if settings.folder:
-        return FolderCamera(settings)
+    if chosen != "auto":
+        return backend_class(chosen)(settings)
+    for backend in backend_classes():
+        camera = backend.detect(settings)
+        if camera is not None:
+            return camera
     return None
 
 
@@ -120,14 +108,7 @@ class CameraManager:
 
     # --- the contract ----------------------------------------------------------------------
     def devices(self) -> list[dict]:
-        from .folder import FolderCamera
-        from .opencv import OpenCVCamera
-        from .picamera2 import Picamera2Camera
-
-        found: list[dict] = []
-        for backend in (Picamera2Camera, OpenCVCamera, FolderCamera):
-            found.extend(backend.devices(self.settings))
-        return found
+        return [device for backend in backend_classes() for device in backend.devices(self.settings)]
 
     def describe(self) -> dict:
         with self._changed:
@@ -296,7 +277,11 @@ class CameraManager:
     def _ensure_open(self) -> Camera:
         """The camera, opened and streaming; caller holds the device lock."""
         if self._camera is None:
-            camera = self._choose(self.settings)
+            try:
+                camera = self._choose(self.settings)
+            except CameraUnavailable as exc:        # the configured backend's support is missing
+                self._set_state(State.UNAVAILABLE, exc)
+                raise
             if camera is None:
                 error = _no_camera()
                 self._set_state(State.NONE, error)

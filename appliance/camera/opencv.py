@@ -87,6 +87,11 @@ class OpenCVCamera(Camera):
         return [{"id": node, "backend": cls.backend, "name": _sysfs_name(node)} for node in video_nodes()]
 
     @classmethod
+    def detect(cls, settings: "CameraConfig") -> "OpenCVCamera | None":
+        node = cls.first_that_opens(settings)
+        return cls(settings, device=node) if node is not None else None
+
+    @classmethod
     def first_that_opens(cls, settings: "CameraConfig") -> str | None:
         """The first V4L2 capture node that opens and delivers a frame (``backend = "auto"``)."""
         for node in video_nodes():

@@ -91,6 +91,11 @@ class Picamera2Camera(Camera):
                  "name": info.get("Model", "camera") + (f" ({info['Location']})" if "Location" in info else "")}
                 for i, info in enumerate(cameras) if _is_pi_camera(info)]
 
+    @classmethod
+    def detect(cls, settings: "CameraConfig") -> "Picamera2Camera | None":
+        cameras = cls.devices(settings)
+        return cls(settings, camera_num=int(cameras[0]["id"])) if cameras else None
+
     # --- life cycle --------------------------------------------------------------------------
     def start(self) -> None:
         if self._picam is None:

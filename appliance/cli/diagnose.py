@@ -105,12 +105,15 @@ class ExamSaver:
             raise UserError(f"There is no patient {pid} yet.", "Give the patient's full name with --name to register them.")
 
     def save(self, result) -> dict:
+        from ..store.images import ImageFacts
+
         if self.patient is None:
             self.patient = self.store.patients.register(self.pid, self.name.strip(), by=ACTOR)
-        # The store describes and files the image itself from its bytes.
+        # The engine's decode found the image's facts: the store neither hashes nor parses it again.
         exam = {"patient_uuid": self.patient["uuid"], "analysis": result.analysis, "source": "cli",
                 "result": result.to_json(), "label": result.label, "demo": result.demo}
-        saved = self.store.exams.save(exam, result.image_bytes, by=ACTOR)
+        saved = self.store.exams.save(exam, result.image_bytes, by=ACTOR, patient=self.patient,
+                                      image_facts=ImageFacts.from_info(result.image_info))
         return {"exam": saved["uuid"], "patient": self.pid}
 
     def close(self) -> None:

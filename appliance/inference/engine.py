@@ -16,7 +16,6 @@ import statistics
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +25,14 @@ from PIL import Image
 from .. import catalogue
 from ..config import Config
 from ..errors import PackError, UserError
-from . import heatmap, imageio, ood, quality
-from .cascade import run_cascade
+from . import heatmap, imageio, memory, ood, quality
+from .budget import MemoryBudget
 from .pack import ModelEntry, Pack, load_pack
+from .prepared import PreparedImage
+from .prepared import prepare as prepare_image
 from .preprocess import preprocess
 from .result import DiagnosisResult
+from .run import ImageRun, is_demo
 from .runtimes import base as runtimes
 from .runtimes.base import LoadedModel, ModelOutput, Runtime, RuntimeUnavailable
 
@@ -39,8 +41,8 @@ from .runtimes.base import LoadedModel, ModelOutput, Runtime, RuntimeUnavailable
 # which keeps the probabilities within the bound bench/bench_imageio.py reports.
 FAST_DECODE_MARGIN = 2
 _LATENCY_WINDOW = 50
-# The result's "skipped" reason for a next step that only a demo model could run.
-DEMO_ONLY = "only a demo model is installed"
+# After a decode this big is freed, hand the C heap's free pages back to the system at once.
+TRIM_AFTER_BYTES = 32 * 1024 * 1024
 
 
 @dataclass
@@ -56,16 +58,14 @@ class ModelSlot:
     latencies: deque = field(default_factory=lambda: deque(maxlen=_LATENCY_WINDOW))
 
 
-def _is_demo(slot: ModelSlot) -> bool:
-    return bool(slot.entry.demo or slot.pack.demo)
-
-
 class Engine:
     def __init__(self, cfg: Config, *, models_dir: str | os.PathLike | None = None):
         self.cfg = cfg
         self.models_dir = Path(models_dir) if models_dir else None
         self.options = runtimes.options_from_config(cfg.inference)
         self.busy = threading.Event()
+        self.decode_budget = MemoryBudget(cfg.inference.decode_memory_mb * 1024 * 1024,
+                                          cfg.inference.decode_wait_seconds)
         self._run_lock = threading.Lock()         # one model run at a time
         self._load_lock = threading.RLock()       # loading, reloading, choosing the runtime
         self._runtime: Runtime | None = None
@@ -148,7 +148,7 @@ class Engine:
                     if "classifier" in slot.entry.files:
                         slot.classifier = heatmap.load_classifier(slot.pack.read_verified(slot.entry.files["classifier"]))
                     slot.loaded = runtime.load(slot.pack, slot.entry)
-                    runtimes.return_freed_memory()
+                    memory.return_freed_memory()
         return slot.loaded
 
     def _gate(self, slot: ModelSlot) -> ood.Gate | None:
@@ -181,9 +181,10 @@ class Engine:
 
     def run_model(self, model_id: str, tensor: np.ndarray) -> ModelOutput:
         """One model on one preprocessed image, serialised with every other run."""
-        return self._run_slot(self._slot(model_id), tensor)
+        return self.run_slot(self._slot(model_id), tensor)
 
-    def _run_slot(self, slot: ModelSlot, tensor: np.ndarray) -> ModelOutput:
+    def run_slot(self, slot: ModelSlot, tensor: np.ndarray) -> ModelOutput:
+        """``slot``'s model on ``tensor``, serialised with every other run (``busy`` set meanwhile)."""
         model = self._loaded(slot)
         with self._run_lock:
             self.busy.set()
@@ -199,7 +200,7 @@ class Engine:
     def demo_in_use(self) -> bool:
         """Whether a result on this box can come from a demo model: an analysis whose first model
         is a demo one (a demo model after a trusted first step is never run)."""
-        return any(_is_demo(self.slots[a.first_model]) for a in catalogue.ANALYSES.values()
+        return any(is_demo(self.slots[a.first_model]) for a in catalogue.ANALYSES.values()
                    if a.first_model in self.slots)
 
     def analyses(self) -> list[str]:
@@ -250,123 +251,89 @@ class Engine:
         }
 
     # -- images -------------------------------------------------------------------------------
+    def _min_decode_side(self, analysis: catalogue.Analysis | None, slots: dict[str, ModelSlot]) -> int | None:
+        """With ``[inference] fast_jpeg_decode``, the short side a big JPEG may be decoded at:
+        the model's resize still a >= 2x downscale."""
+        if analysis is None or not self.cfg.inference.fast_jpeg_decode:
+            return None
+        sides = [slots[m].entry.input.resize for m in analysis.model_ids if m in slots]
+        return max(sides) * FAST_DECODE_MARGIN if sides else None
+
     def decode(self, image, analysis: catalogue.Analysis | None = None,
                slots: dict[str, ModelSlot] | None = None) -> imageio.DecodedImage:
-        """Safe decode; with ``[inference] fast_jpeg_decode`` big JPEGs decode at a reduced scale
-        that still leaves the model's resize a >= 2x downscale."""
+        """Safe decode (big JPEGs at a reduced scale for ``analysis``, images above
+        ``[inference] working_max_pixels`` at that size), within the decoding memory budget."""
         if isinstance(image, imageio.DecodedImage):
             return image
-        min_side = None
-        if analysis is not None and self.cfg.inference.fast_jpeg_decode:
-            slots = self.slots if slots is None else slots
-            sides = [slots[m].entry.input.resize for m in analysis.model_ids if m in slots]
-            min_side = max(sides) * FAST_DECODE_MARGIN if sides else None
-        return imageio.decode(image, self.cfg.inference.max_image_pixels, min_short_side=min_side)
+        if isinstance(image, Image.Image):
+            return imageio.decode(image, self.cfg.inference.max_image_pixels)
+        probe = self._probe(image, analysis, self.slots if slots is None else slots)
+        with self.decode_budget.reserve(probe.memory_bytes()):
+            return probe.decode()
+
+    def _probe(self, image, analysis, slots) -> imageio.Probe:
+        inference = self.cfg.inference
+        return imageio.probe(image, inference.max_image_pixels, min_short_side=self._min_decode_side(analysis, slots),
+                             working_pixels=inference.working_max_pixels)
+
+    def prepare(self, image, analysis_id: str, *, preview: bool = True, keep_bytes: bool = True,
+                source: Path | None = None, quality_report: quality.QualityReport | None = None,
+                slots: dict[str, ModelSlot] | None = None) -> PreparedImage:
+        """Decode, gate and crop an image once for ``analysis_id`` (the kiosk does it on upload;
+        ``diagnose`` then runs the models on it). The full decode is freed before this returns;
+        while it lives, its memory is held in ``decode_budget`` (``Busy`` when none came free).
+        ``keep_bytes=False``: the caller keeps the file (``source``), the result does not."""
+        started = time.perf_counter()
+        analysis = catalogue.analysis(analysis_id)
+        slots = self.slots if slots is None else slots
+        specs = [slots[m].entry.input for m in analysis.model_ids if m in slots]
+        domain = catalogue.model(analysis.first_model).domain
+        if isinstance(image, (imageio.DecodedImage, Image.Image)):
+            decoded = self.decode(image)
+            return prepare_image(decoded, specs, domain, preview=preview, keep_bytes=keep_bytes, source=source,
+                                 report=quality_report, timings_ms={"total": 0.0})
+        probe = self._probe(image, analysis, slots)
+        need = probe.memory_bytes()
+        with self.decode_budget.reserve(need):
+            t = time.perf_counter()
+            decoded = probe.decode()
+            timings = {"decode": (time.perf_counter() - t) * 1000.0}
+            prepared = prepare_image(decoded, specs, domain, preview=preview, keep_bytes=keep_bytes, source=source,
+                                     report=quality_report, timings_ms=timings)
+            del decoded, probe
+        if need >= TRIM_AFTER_BYTES:
+            memory.return_freed_memory()
+        prepared.timings_ms["total"] = (time.perf_counter() - started) * 1000.0
+        return prepared
 
     def check_quality(self, image, analysis_id: str | None = None) -> quality.QualityReport:
-        """The quality gate alone (the kiosk runs it on capture, before "Start processing")."""
+        """The quality gate alone (``prepare`` runs it as part of preparing an image)."""
         domain = None
         if analysis_id is not None:
             domain = catalogue.model(catalogue.analysis(analysis_id).first_model).domain
         decoded = self.decode(image)
         return quality.check(decoded.image, domain, width=decoded.width, height=decoded.height)
 
-    def diagnose(self, image: Image.Image | bytes | str | os.PathLike | imageio.DecodedImage,
-                 analysis_id: str, *, name: str | None = None) -> DiagnosisResult:
-        """Decode, check quality, run the whole cascade and prepare the heatmap for one image."""
-        started = time.perf_counter()
+    def diagnose(self, image: Image.Image | bytes | str | os.PathLike | imageio.DecodedImage | PreparedImage,
+                 analysis_id: str, *, name: str | None = None,
+                 quality: quality.QualityReport | None = None) -> DiagnosisResult:
+        """Run the whole cascade and prepare the heatmap for one image.
+
+        ``image`` prepared already (a kiosk draft's `PreparedImage`) is used as it is: nothing is
+        decoded or checked again. A `DecodedImage` is not decoded again, and with ``quality`` (its
+        report) not gated again. Anything else is decoded, gated and cropped here, once.
+        """
         analysis = catalogue.analysis(analysis_id)
         # The models as they are now: a pack installed meanwhile replaces self.slots, and one
         # diagnosis must not mix two packs' models (or find a model gone half-way).
         slots = self.slots
-        first = self._slot(analysis.first_model, slots)
+        self._slot(analysis.first_model, slots)
         self.runtime()
-        timings: dict[str, float] = {}
-
-        def lap(key: str, since: float) -> float:
-            now = time.perf_counter()
-            timings[key] = timings.get(key, 0.0) + (now - since) * 1000.0
-            return now
-
-        t = time.perf_counter()
-        decoded = self.decode(image, analysis, slots)
-        t = lap("decode", t)
-        # The quality gate and the first model's preprocessing are single-threaded: the gate runs
-        # on the other core meanwhile, and is waited for before any model runs, so it never
-        # competes with inference. Its own time is reported as "quality" (it overlaps "preprocess").
-        gate = _beside(_timed, quality.check, decoded.image, catalogue.model(analysis.first_model).domain,
-                       width=decoded.width, height=decoded.height)
-        gate_done: list[quality.QualityReport] = []
-
-        def quality_report() -> quality.QualityReport:
-            if not gate_done:
-                report, timings["quality"] = gate.result()
-                gate_done.append(report)
-            return gate_done[0]
-
-        tensors: dict = {}
-        loaded: dict[str, LoadedModel] = {}
-        first_run: list = []       # (output, tensor) of the first step: the out-of-scope gate's input
-
-        def run_step(model_id: str):
-            slot = self._slot(model_id, slots)
-            t0 = time.perf_counter()
-            if slot.loaded is None:
-                self._loaded(slot)
-                t0 = lap("load", t0)
-            tensor = tensors.get(slot.entry.input)
-            if tensor is None:
-                # A reduced decode is already an approximation (measured by bench/bench_imageio.py):
-                # there the resize may cover just the crop (preprocess.crop_to_model).
-                tensor = tensors[slot.entry.input] = preprocess(decoded.image, slot.entry.input,
-                                                                exact=decoded.reduced == 1)
-                t0 = lap("preprocess", t0)
-            quality_report()
-            output = self._run_slot(slot, tensor)
-            lap(model_id, t0)
-            loaded[model_id] = slot.loaded
-            if not first_run:
-                first_run.append((output, tensor))
-            return slot.entry, slot.pack.pack_id, output
-
-        # A demo model never follows trusted steps: its step is skipped and said so, rather than
-        # run as if trained or hiding the trusted result behind the demo's "do not use" banner.
-        trusted_first = not _is_demo(first)
-        outcome = run_cascade(analysis, lambda m: m in slots and not (trusted_first and _is_demo(slots[m])),
-                              run_step)
-        for skipped in outcome.skipped:
-            if skipped["model"] in slots:
-                skipped["reason"] = DEMO_ONLY
-
-        t = time.perf_counter()
-        # The first model judges whether the image belongs to the analysis at all.
-        out_of_scope = self.out_of_scope(analysis.first_model, *first_run[0], slots)
-        t = lap("out_of_scope", t)
-        last = slots[outcome.path[-1][0]]
-        cam = None
-        if last.classifier is not None and outcome.final_output.features is not None:
-            weight = last.classifier[0]
-            cam = heatmap.class_activation_map(outcome.final_output.features, weight,
-                                               last.entry.classes.index(outcome.path[-1][1]))
-        lap("heatmap", t)
-        timings["total"] = (time.perf_counter() - started) * 1000.0
-
-        precisions = sorted({m.precision for m in loaded.values()})
-        return DiagnosisResult(
-            analysis=analysis.id,
-            image_name=name if name is not None else (str(image) if isinstance(image, (str, os.PathLike)) else None),
-            demo=any(s.demo for s in outcome.steps) or any(slots[m].pack.demo for m, _ in outcome.path),
-            pack={"id": first.pack.pack_id, "version": first.pack.version},
-            runtime=self.runtime().name,
-            precision="+".join(precisions),
-            steps=outcome.steps, path=outcome.path, label=outcome.label, uncertain=outcome.uncertain,
-            out_of_scope=out_of_scope,
-            quality=quality_report(),
-            image_info=decoded.info(),
-            timings_ms=timings,
-            skipped=outcome.skipped,
-            image_bytes=decoded.data, image=decoded.image, cam=cam, cam_spec=last.entry.input,
-        )
+        if not isinstance(image, PreparedImage):
+            if name is None and isinstance(image, (str, os.PathLike)):
+                name = str(image)
+            image = self.prepare(image, analysis_id, preview=False, quality_report=quality, slots=slots)
+        return ImageRun(self, analysis, slots, image).run(name)
 
     # -- the heatmap of a stored result -------------------------------------------------------
     def _models_of(self, result: dict) -> ModelSlot | None:
@@ -406,27 +373,6 @@ class Engine:
         cam = heatmap.class_activation_map(output.features, slot.classifier[0],
                                            slot.entry.classes.index(result["steps"][-1]["top"]))
         return heatmap.to_png(heatmap.overlay(decoded.image, cam, slot.entry.input, max_side))
-
-
-_side_worker: ThreadPoolExecutor | None = None
-_side_worker_lock = threading.Lock()
-
-
-def _beside(fn, *args, **kwargs) -> Future:
-    """Run ``fn`` on the one worker thread that every engine of the process shares for
-    single-threaded work done beside its own (2-core boxes: one more thread is all that helps)."""
-    global _side_worker
-    with _side_worker_lock:
-        if _side_worker is None:
-            _side_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-beside")
-    return _side_worker.submit(fn, *args, **kwargs)
-
-
-def _timed(fn, *args, **kwargs) -> tuple:
-    """``fn``'s result and how long it took, in ms."""
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, (time.perf_counter() - start) * 1000.0
 
 
 __all__ = ["Engine", "ModelSlot", "FAST_DECODE_MARGIN"]

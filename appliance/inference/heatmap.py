@@ -20,6 +20,8 @@ from .preprocess import center_crop_box, resized_size
 
 OVERLAY_ALPHA = 0.45
 OUTSIDE_DIM = 0.55
+# The longest side of the heatmap picture (the kiosk's screen and the PDF need no more).
+DISPLAY_SIDE = 1024
 
 
 def class_activation_map(features: np.ndarray, weight: np.ndarray, class_index: int) -> np.ndarray:
@@ -51,14 +53,21 @@ def crop_box_in_image(width: int, height: int, spec: InputSpec) -> tuple[float, 
     return (max(0.0, left * sx), max(0.0, top * sy), min(width, right * sx), min(height, bottom * sy))
 
 
-def overlay(image: Image.Image, cam: np.ndarray, spec: InputSpec, max_side: int = 1024) -> Image.Image:
-    """The image (reduced by a whole factor to at most ``max_side`` px) with the map blended
-    over the network's crop and the rest dimmed. Pillow does the pixel work (lookup tables,
-    blend, paste): a few ms for a screen-sized image."""
+def display_image(image: Image.Image, max_side: int = DISPLAY_SIDE) -> Image.Image:
+    """The RGB image reduced by a whole factor to at most ``max_side`` px: what `overlay` draws
+    on. Kept instead of the image itself, it draws the very same overlay for that ``max_side``."""
     img = image if image.mode == "RGB" else image.convert("RGB")
     factor = math.ceil(max(img.size) / max_side)
     if factor > 1:    # a picture for the screen: whole-pixel box averaging, 10x faster than a resize
         img = img.reduce(factor)
+    return img
+
+
+def overlay(image: Image.Image, cam: np.ndarray, spec: InputSpec, max_side: int = DISPLAY_SIDE) -> Image.Image:
+    """The image (`display_image`) with the map blended over the network's crop and the rest
+    dimmed. Pillow does the pixel work (lookup tables, blend, paste): a few ms for a
+    screen-sized image."""
+    img = display_image(image, max_side)
     left, top, right, bottom = (round(v) for v in crop_box_in_image(img.width, img.height, spec))
     out = img.point(_DIM_TABLE)
     if right > left and bottom > top:

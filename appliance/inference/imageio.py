@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,10 +55,16 @@ class DecodedImage:
     format: str | None
     sha256: str | None      # of the file's bytes; None when we were handed pixels
     data: bytes | None      # the file's bytes (the store keeps them as they came)
-    reduced: int = 1        # JPEG DCT scaling factor used by the fast decode (1: full size)
+    reduced: int = 1        # the original's side / the decoded image's side (1: full size)
+    nbytes: int | None = None   # the file's size in bytes
 
     def info(self) -> dict:
         return {"sha256": self.sha256, "width": self.width, "height": self.height, "format": self.format}
+
+    @property
+    def ext(self) -> str | None:
+        """The record store's file extension for this file ("jpg", "png", …); None for pixels."""
+        return FORMATS[self.format][0] if self.format in FORMATS else None
 
 
 def load_image(source: bytes | str | os.PathLike | Image.Image, max_pixels: int, *,
@@ -71,10 +78,23 @@ def load_image(source: bytes | str | os.PathLike | Image.Image, max_pixels: int,
 
 
 def decode(source: bytes | str | os.PathLike | Image.Image, max_pixels: int, *,
-           min_short_side: int | None = None) -> DecodedImage:
+           min_short_side: int | None = None, working_pixels: int | None = None) -> DecodedImage:
     """`load_image` plus the file's facts (size, format, sha256, bytes)."""
     if isinstance(source, Image.Image):
         return _from_pixels(source, max_pixels)
+    return probe(source, max_pixels, min_short_side=min_short_side, working_pixels=working_pixels).decode()
+
+
+def probe(source: bytes | str | os.PathLike, max_pixels: int, *, min_short_side: int | None = None,
+          working_pixels: int | None = None) -> "Probe":
+    """Read the file and its header only (no pixel is decoded): its facts, the safety checks
+    on its size, and what decoding it will cost (`Probe.memory_bytes`), so a caller can wait
+    for memory before `Probe.decode`.
+
+    ``working_pixels``: decode an image larger than this at a reduced size of at most that many
+    pixels (JPEG: libjpeg scaling while decoding; others: whole-pixel averaging right after),
+    an approximation like ``min_short_side``'s; images up to that size decode exactly as before.
+    """
     data = _read_bytes(source)
     if not data:
         raise BadImage(N_("The image file is empty."), N_("Capture the image again, or choose another file."))
@@ -96,24 +116,64 @@ def decode(source: bytes | str | os.PathLike | Image.Image, max_pixels: int, *,
         raise _damaged()
     if width * height > max_pixels:
         raise _too_large((width, height), max_pixels)
-    fmt = img.format
-    orientation = _exif_orientation(img)
-    reduced = _reduce_while_decoding(img, min_short_side)
-    try:
-        img.load()
-    except Image.DecompressionBombError:
-        raise _too_large((width, height), max_pixels) from None
-    except OSError as exc:
-        if "truncated" in str(exc).lower() or "premature" in str(exc).lower():
-            raise BadImage(N_("The image file is incomplete (it was cut short while copying or uploading)."),
-                           N_("Copy or capture the image again.")) from None
-        raise _damaged() from None
-    except (SyntaxError, ValueError, MemoryError):
-        raise _damaged() from None
-    rgb = upright(to_rgb(img), orientation)
-    if orientation in (5, 6, 7, 8):          # rotated by 90°: the original's sides swap
-        width, height = height, width
-    return DecodedImage(rgb, width, height, fmt, hashlib.sha256(data).hexdigest(), data, reduced)
+    return Probe(img, data, max_pixels, min_short_side, working_pixels)
+
+
+class Probe:
+    """An opened, size-checked image file whose pixels are not decoded yet."""
+
+    def __init__(self, img: Image.Image, data: bytes, max_pixels: int, min_short_side: int | None,
+                 working_pixels: int | None):
+        self._img, self.data, self._max_pixels = img, data, max_pixels
+        self.width, self.height = img.size
+        self.format, self.mode = img.format, img.mode
+        self._min_short_side, self._working_pixels = min_short_side, working_pixels
+        self.scale = _decode_scale(img, min_short_side, working_pixels)
+
+    def memory_bytes(self) -> int:
+        """A generous estimate of the memory that decoding the file and preparing it for the
+        models takes at its peak: the pixels as decoded (and converted, where averaging needs
+        it), then, at the working size, their RGB copy, the transparency flattening and the
+        quality gate's grey copy."""
+        decoded = self.width * self.height / (self.scale * self.scale)
+        factor = _working_factor(decoded, self._working_pixels)
+        total = decoded * _bytes_per_pixel(self.mode)
+        if factor > 1 and self.mode in _CONVERTED_BEFORE_AVERAGING:
+            total += decoded * 4
+        extra = 0 if self.mode == "RGB" else 4
+        if self.mode in _ALPHA_MODES or "transparency" in self._img.info:
+            extra += 12
+        return int(total + decoded / (factor * factor) * (extra + 4 + 2))
+
+    def decode(self) -> DecodedImage:
+        img, width, height = self._img, self.width, self.height
+        orientation = _exif_orientation(img)
+        if self.scale > 1:
+            img.draft("RGB" if img.mode == "RGB" else None,
+                      (max(1, width // self.scale), max(1, height // self.scale)))
+        try:
+            img.load()
+        except Image.DecompressionBombError:
+            raise _too_large((width, height), self._max_pixels) from None
+        except OSError as exc:
+            if "truncated" in str(exc).lower() or "premature" in str(exc).lower():
+                raise BadImage(N_("The image file is incomplete (it was cut short while copying or uploading)."),
+                               N_("Copy or capture the image again.")) from None
+            raise _damaged() from None
+        except (SyntaxError, ValueError, MemoryError):
+            raise _damaged() from None
+        # A big non-JPEG image is averaged down to the working size before any copy is made.
+        factor = _working_factor(img.width * img.height, self._working_pixels)
+        if factor > 1:
+            img = _reduce(img, factor)
+        reduced = max(1, round(width / img.width))
+        rgb = upright(to_rgb(img), orientation)
+        del img
+        self._img = None
+        if orientation in (5, 6, 7, 8):          # rotated by 90°: the original's sides swap
+            width, height = height, width
+        return DecodedImage(rgb, width, height, self.format, hashlib.sha256(self.data).hexdigest(), self.data,
+                            reduced, len(self.data))
 
 
 def extension(fmt: str | None) -> str:
@@ -175,19 +235,52 @@ def _exif_orientation(img: Image.Image) -> int:
         return 1
 
 
-def _reduce_while_decoding(img: Image.Image, min_short_side: int | None) -> int:
-    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the short side allows it.
+def _decode_scale(img: Image.Image, min_short_side: int | None, working_pixels: int | None) -> int:
+    """The libjpeg DCT scale (1, 2, 4 or 8) to decode a JPEG at: the largest that keeps the
+    short side >= ``min_short_side``, and at least the smallest that brings the image within
+    ``working_pixels``. 1 for other formats.
 
     Decoding fewer pixels is the largest saving for a 5 MP photo feeding a 224-pixel model;
     the effect on probabilities is measured by bench/bench_imageio.py.
     """
-    if not min_short_side or img.format not in ("JPEG", "MPO"):
+    if img.format not in ("JPEG", "MPO"):
         return 1
-    before = img.size
-    # A square request keeps both sides >= min_short_side whatever the orientation.
-    if img.draft("RGB" if img.mode == "RGB" else None, (min_short_side, min_short_side)) is None:
+    width, height = img.size
+    scale = 1
+    if min_short_side:
+        while scale < 8 and min(width, height) // (scale * 2) >= min_short_side:
+            scale *= 2
+    if working_pixels:
+        while scale < 8 and width * height > working_pixels * scale * scale:
+            scale *= 2
+    return scale
+
+
+def _working_factor(pixels: float, working_pixels: int | None) -> int:
+    """The whole factor that brings an image of ``pixels`` within ``working_pixels`` (1: none)."""
+    if not working_pixels or pixels <= working_pixels:
         return 1
-    return max(1, round(before[0] / img.size[0]))
+    return math.ceil(math.sqrt(pixels / working_pixels))
+
+
+def _reduce(img: Image.Image, factor: int) -> Image.Image:
+    """Whole-pixel averaging by ``factor`` in the image's own mode (palette images first become
+    what they show: averaging palette indices would mix unrelated colours)."""
+    if img.mode in ("P", "PA", "1"):
+        img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
+    elif img.mode in _CONVERTED_BEFORE_AVERAGING:
+        img = img.convert("I")
+    return img.reduce(factor)
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    """What Pillow stores a decoded pixel in (RGB is padded to 4 bytes)."""
+    return {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}.get(mode, 4)
+
+
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+# Modes that Image.reduce cannot average as they are.
+_CONVERTED_BEFORE_AVERAGING = ("P", "PA", "1", "I;16", "I;16B", "I;16L", "I;16N")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -200,7 +293,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
         mode = img.mode
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if mode in _ALPHA_MODES:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, _BACKGROUND + (255,))
         return Image.alpha_composite(background, rgba).convert("RGB")
@@ -240,4 +333,5 @@ def upright(img: Image.Image, orientation: int) -> Image.Image:
     return img.transpose(method) if method is not None else img
 
 
-__all__ = ["ACCEPTED_FORMATS", "FORMATS", "DecodedImage", "accept_attribute", "decode", "extension", "load_image"]
+__all__ = ["ACCEPTED_FORMATS", "FORMATS", "DecodedImage", "Probe", "accept_attribute", "decode", "extension",
+           "load_image", "probe"]

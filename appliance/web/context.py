@@ -33,7 +33,7 @@ from ..config import CHECKOUT_DIR, Config
 from ..errors import UserError
 from ..exchange.keys import keys_dir
 from ..fsutil import write_secret
-from ..inference import imageio
+from ..inference import imageio, prepared
 from . import roles, views
 from .drafts import DraftStore
 from .jobs import Jobs
@@ -107,8 +107,7 @@ class AppContext:
         self.home_buttons: list[HomeButton] = []
         self.sessions = SessionStore(idle_seconds=server.idle_logout_minutes * 60)
         self.drafts = DraftStore(max_bytes=server.max_upload_mb * 1024 * 1024,
-                                 decode=self._decode_upload,
-                                 check_quality=engine.check_quality if engine is not None else None)
+                                 folder=cfg.data_dir / "drafts", prepare=self._prepare_upload)
         self.results = ResultCache()
         self.previews = ResultCache(size=16)     # preview JPEGs of the latest exams
         self.jobs = Jobs()
@@ -139,11 +138,13 @@ class AppContext:
         env.filters["probability"] = views.probability_text  # a model's probability (results)
         return env
 
-    def _decode_upload(self, data: bytes, analysis_id: str):
-        """Safe decode of an uploaded image (the engine's reduced-scale JPEG path when it has one)."""
+    def _prepare_upload(self, data, analysis_id: str):
+        """An arriving image prepared once for its analysis: safe decode within the engine's
+        memory budget, quality gate, model crops, preview (its file stays with the draft)."""
         if self.engine is not None:
-            return self.engine.decode(data, catalogue.analysis(analysis_id))
-        return imageio.decode(data, self.cfg.inference.max_image_pixels)
+            return self.engine.prepare(data, analysis_id, keep_bytes=False)
+        return prepared.prepare(imageio.decode(data, self.cfg.inference.max_image_pixels), [], None,
+                                keep_bytes=False)
 
     def _request_translations(self):
         return self.i18n.get_translations(request_language(self))

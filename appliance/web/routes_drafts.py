@@ -10,6 +10,7 @@ from bottle import request
 from .. import catalogue
 from ..errors import NotFound, UserError
 from ..inference import imageio
+from ..store.images import ImageFacts
 from . import auth
 from .context import AppContext
 from .drafts import ImageChanged
@@ -89,8 +90,11 @@ def process(ctx: AppContext, draft_id: str):
                                hint=_("Take a better image, or tap “Analyse anyway”."))
     try:
         patient = patient_or_404(ctx, claimed.patient_uuid)
-        result = ctx.engine.diagnose(claimed.decoded, claimed.analysis, name=claimed.source)
-        exam = ctx.store.exams.save(exam_record(claimed, patient, result), claimed.image_bytes, by=owner)
+        # The image as it was prepared on arrival: not decoded, hashed or gated again, and the
+        # store takes its known facts and the patient just looked up.
+        result = ctx.engine.diagnose(claimed.prepared, claimed.analysis, name=claimed.source)
+        exam = ctx.store.exams.save(exam_record(claimed, patient, result), claimed.image_bytes, by=owner,
+                                    patient=patient, image_facts=ImageFacts.from_info(claimed.image_info))
     except BaseException:
         ctx.drafts.give_back(claimed)       # nothing was saved: the nurse can try again
         raise

@@ -31,6 +31,7 @@ import waitress.task
 from .. import camera, systemd_notify
 from ..config import Config
 from ..errors import UserError
+from ..inference import memory
 from ..inference.engine import Engine
 from ..store import Store
 from ..store.opening import OpeningProgress
@@ -119,6 +120,7 @@ def serve(cfg: Config, *, host: str | None = None, port: int | None = None,
           on_ready: Iterable[Hook] = (), on_stop: Iterable[Hook] = ()) -> None:
     host = host or cfg.server.host
     port = cfg.server.port if port is None else port
+    memory.tune_allocator()         # big image buffers go back to the system when freed
     opening = OpeningProgress(on_change=_opening_status)
     gate = StartupGate(cfg, opening)
     server = _listen(cfg, gate, host, port, max(2, cfg.server.threads))

@@ -7,7 +7,6 @@ Auto-choice: OpenVINO on x86-64 (Intel's INT8 kernels, fastest there), ONNX Runt
 """
 from __future__ import annotations
 
-import ctypes
 import importlib
 import mmap
 import os
@@ -90,19 +89,6 @@ class Runtime(ABC):
         raise PackError(f"The model {entry.id} in pack {pack.pack_id} has no file that {self.name} can run "
                         f"in {self.options.precision.upper()} (it has: {have}).",
                         "Set [inference] runtime or precision to match the pack, or install a complete pack.")
-
-
-def return_freed_memory() -> None:
-    """Hand the C heap's free pages back to the system (glibc ``malloc_trim``).
-
-    Compiling a model frees its verified bytes and the parser's temporaries; glibc keeps
-    much of that in its arenas, 8-16 MB per ResNet152, which adds up over seven models.
-    A no-op where the C library is not glibc.
-    """
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def physical_cores() -> int:
