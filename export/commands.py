@@ -80,16 +80,18 @@ def _train(args) -> int:
                         arch=args.arch, weights=args.weights, epochs=args.epochs, batch_size=args.batch_size,
                         lr=args.lr, image_size=args.image_size, val_fraction=args.val_fraction, seed=args.seed,
                         freeze_backbone=args.freeze_backbone, workers=args.workers, device=args.device,
-                        amp=not args.no_amp, resume=args.resume, force=args.force)
+                        amp=not args.no_amp, resume=args.resume, force=args.force, init_from=args.init_from,
+                        sampling=args.sampling)
     train(opts, progress=not args.quiet)
     return 0
 
 
 def register_train(sub) -> None:
     p = sub.add_parser("train", help="fine-tune ResNet152 for one model of the catalogue",
-                       description="Fine-tune a torchvision ResNet152 (Adam, cross-entropy, augmentation) for one "
-                                   "catalogue model; keeps the epoch with the lowest validation loss and fits a "
-                                   "temperature on the validation set. The validation split is by patient.")
+                       description="Fine-tune a torchvision ResNet152 (Adam, cross-entropy, augmentation, class-balanced "
+                                   "sampling) for one catalogue model, from ImageNet weights or from the deployed "
+                                   "model's checkpoint (--init-from); keeps the epoch with the lowest validation loss "
+                                   "and fits a temperature on the validation set. The validation split is by patient.")
     p.add_argument("--model", required=True, choices=list(catalogue.MODELS), help="catalogue model id")
     _add_data_options(p, required=True)
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoint.pt, last.pt, split.json)")
@@ -104,6 +106,11 @@ def register_train(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed of split and training (default 0)")
     p.add_argument("--freeze-backbone", action="store_true",
                    help="train the classifier only (fast on a CPU; the backbone keeps its ImageNet features)")
+    p.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="fine-tune from this checkpoint (the model the posts run); its sha256 goes on the model "
+                        "card and into the pack manifest")
+    p.add_argument("--sampling", choices=("balanced", "shuffle"), default="balanced",
+                   help="epoch order: class-balanced draws (default) or a plain shuffle")
     p.add_argument("--workers", type=int, default=2, help="image-loading processes (default 2)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: CUDA when present")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
