@@ -64,6 +64,39 @@ def register_demo(sub) -> None:
     p.set_defaults(func=_demo)
 
 
+# ---------------------------------------------------------------- dataset
+
+def _dataset(args) -> int:
+    from .field_dataset import build, format_report
+    report = build(args.exports or [], Path(args.out), labels=args.labels, holdout_fraction=args.holdout_fraction,
+                   extend_holdout=args.extend_holdout, public=args.add_public, seed=args.seed,
+                   progress=not args.quiet)
+    print(format_report(report))
+    return 0
+
+
+def register_dataset(sub) -> None:
+    p = sub.add_parser("dataset", help="build (or grow) a training set from the posts' de-identified research exports",
+                       description="Pool the de-identified research exports of many posts (unpacked with 'appliance "
+                                   "import --extract-to') into one training set: confirmed labels only, by a label "
+                                   "source policy, every image once (sha256), patients never on both sides, and a "
+                                   "held-out set locked at the first build (see export/field_dataset.py).")
+    p.add_argument("--from", dest="exports", nargs="+", metavar="EXPORT",
+                   help="unpacked research exports (or folders of them)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the dataset folder (created, or grown)")
+    p.add_argument("--labels", choices=("expert", "expert+clinician"), default="expert+clinician",
+                   help="label sources used: expert reviews only, or expert else clinician (default)")
+    p.add_argument("--holdout-fraction", type=float, default=0.2, metavar="F",
+                   help="share of patients held out when the held-out set is drawn (default 0.2)")
+    p.add_argument("--extend-holdout", action="store_true",
+                   help="grow the held-out set with new patients (the old cases stay); otherwise it never changes")
+    p.add_argument("--add-public", action="append", metavar="[ANALYSIS=]DIR",
+                   help="a public dataset (BreakHis, Herlev, LBC manifest, class folders) for the training side only")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out draw (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_dataset)
+
+
 # ---------------------------------------------------------------- train
 
 def _add_data_options(p, required: bool) -> None:
@@ -249,5 +282,5 @@ def _read_key(path: str):
 
 
 # Order is the order of ``bccdms-export --help``: the pipeline's order.
-REGISTER = (register_train, register_export, register_quantize, register_evaluate, register_pack,
+REGISTER = (register_dataset, register_train, register_export, register_quantize, register_evaluate, register_pack,
             register_keygen, register_demo)
