@@ -110,9 +110,10 @@ class PackInfo:
             spec = catalogue.MODELS[model_id]
             positives = m.get("positive_classes") or []
             what = spec.class_name(positives[0]) if len(positives) == 1 else N_("Abnormal")
+            analysis = catalogue.ANALYSES.get(m.get("analysis"))
+            title = analysis.name if analysis else model_id
             lines.append(gettext(FOUND) % {
-                "analysis": gettext(catalogue.ANALYSES[m["analysis"]].name) if m.get("analysis") in catalogue.ANALYSES
-                else model_id, "what": gettext(what),
+                "analysis": gettext(title), "what": gettext(what),
                 "before": _pct(m.get("sensitivity_champion")), "after": _pct(m.get("sensitivity_challenger")),
                 "alarms_before": _pct(m.get("false_alarm_champion")),
                 "alarms_after": _pct(m.get("false_alarm_challenger"))})
