@@ -239,10 +239,13 @@ def bootstrap(units: Units, classes, positives, negatives, resamples: int, seed:
 # ---------------------------------------------------------------- running the models
 
 def _forms(files: dict[str, Path], runtime: str) -> tuple[str, list[str]]:
-    """The deployed INT8 form (the runtime's, else the other's), and every form to run."""
+    """The deployed INT8 form (the runtime's, else the other's), and every form to run: with an FP32
+    file, both INT8 runtimes and the FP32 reference (their agreement); without, the deployed one only."""
     deployed = next((f for f in RUNTIMES[runtime] if f in files), None)
     if deployed is None:
         raise UserError("A model to compare has no INT8 file.", "Compare packs built by 'bccdms-export pack'.")
+    if not any(f in files for f in FP32_FORMS):
+        return deployed, [deployed]
     return deployed, [f for f in (*INT8_FORMS, *FP32_FORMS) if f in files]
 
 
@@ -252,7 +255,7 @@ def run_model(meta: dict, files: dict[str, Path], paths: list[Path], runtime: st
     from .evaluate import runners, run_forms
     from .images import batches
     deployed, wanted = _forms(files, runtime)
-    run = {k: v for k, v in runners({f: files[f] for f in wanted}).items()}
+    run = runners({f: files[f] for f in wanted})
     out = run_forms(run, batches(paths, meta["input"], BATCH), meta["input"], say, -(-len(paths) // BATCH), desc=desc)
     reference = next((f for f in FP32_FORMS if f in out.logits), None)
     agreement = {}

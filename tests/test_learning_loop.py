@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from appliance import signing
-from appliance.errors import UserError
 from appliance.inference.engine import Engine
 from appliance.models_admin import NotRecommended, PackManager
 from export.cli import main as export_main
