@@ -29,9 +29,7 @@ import argparse
 import csv
 import io
 import json
-import multiprocessing
 import random
-import resource
 import shutil
 import sys
 import tempfile
@@ -40,18 +38,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 DATASETS = REPO.parent / "shared" / "datasets"
 RESULTS = REPO / "bench" / "results"
 
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def in_child(fn, *args):
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        return pool.apply(fn, args)
+from bench_exchange import in_child, peak_rss_mb  # noqa: E402  (each part in its own process)
 
 
 # ---------------------------------------------------------------- 1. the dataset build
