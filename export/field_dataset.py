@@ -363,7 +363,8 @@ def _add_export(ds: FieldDataset, new: dict[str, Row], folder: Path, manifest: d
     by_exam = {(r.post, r.exam): r for r in ds.rows.values() if r.origin == "field"}
     by_exam.update({(r.post, r.exam): r for r in new.values()})
     exams = 0
-    lines = sum(1 for _ in open(folder / EXAMS_FILE, "rb"))
+    with open(folder / EXAMS_FILE, "rb") as fh:
+        lines = sum(1 for _ in fh)
     for record in say.bar(_records(folder), total=lines, desc=f"{folder.name[:40]}", unit="exam", leave=False):
         exams += 1
         label, source, why = research_label(record, labels)

@@ -19,7 +19,8 @@ import io
 import struct
 
 from .. import catalogue
-from ..store.exams import STATUSES, age_group, decision_of, research_label
+from ..store.exams import age_group
+from ..store.vocabulary import STATUSES, decision_of, research_label
 from ..store.patients import age_on
 from . import layout
 
