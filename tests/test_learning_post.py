@@ -116,7 +116,7 @@ def test_the_self_check_shows_a_large_shift_with_a_next_step(box_cfg, tiny_pack,
 
 
 # -- the Admin page -------------------------------------------------------------------------------
-from webutil import ADMIN, live_server, staffed_server, wait_until, web_config  # noqa: E402,F401 (fixtures)
+from webutil import ADMIN, browser, live_server, staffed_server, wait_until, web_config  # noqa: E402,F401 (fixtures)
 
 
 @pytest.fixture
@@ -127,8 +127,8 @@ def web_cfg(cfg, tiny_pack, pack_key, tmp_path):
     return cfg
 
 
-def test_the_admin_page_shows_the_comparison_and_refuses_an_unconfirmed_pack(staffed_server, tiny_pack, pack_key,
-                                                                               tmp_path):
+def test_the_admin_page_shows_the_comparison_and_asks_before_a_pack_not_recommended(staffed_server, tiny_pack,
+                                                                                     pack_key, tmp_path):
     admin = staffed_server.logged_in(ADMIN)
     failing = {**COMPARISON, "recommended": False, "rule_passed": False}
     source = reseal(clone_pack(tiny_pack, tmp_path / "media" / "STICK" / "pap-bad"), pack_key,
@@ -137,10 +137,56 @@ def test_the_admin_page_shows_the_comparison_and_refuses_an_unconfirmed_pack(sta
     assert 'data-recommended="no"' in page and "Abnormal found 91 % → 94 %" in page
     assert "Not recommended" in page
     in_use = staffed_server.ctx.engine.status()["packs"][0]["id"]
-    admin.post("/admin/models/install", {"pack": str(source)})
+
+    asked = admin.post("/admin/models/install", {"pack": str(source)})     # "Check and install"
+    assert asked.status == 200 and 'id="confirm-not-recommended"' in asked.text
+    assert "Not recommended" in asked.text and "Abnormal found 91 % → 94 %" in asked.text
+    assert 'href="/admin" id="do-not-install"' in asked.text
+    assert staffed_server.ctx.jobs.current.get("models") is None          # nothing started
+    assert staffed_server.ctx.engine.status()["packs"][0]["id"] == in_use
+
+    admin.post("/admin/models/install", {"pack": str(source), "confirm_not_recommended": "yes"})
 
     def finished():
         text = admin.get("/admin/models").text
         return text if 'http-equiv="refresh"' not in text else None
-    assert "not recommended" in wait_until(finished, timeout=120, interval=0.2)
+    assert "pap-bad 2.0.0 is now in use" in wait_until(finished, timeout=120, interval=0.2)
+    assert staffed_server.ctx.engine.status()["packs"][0]["id"] == "pap-bad"
+    entries, _ = staffed_server.ctx.store.audit.query(action="models.install")
+    assert entries[0]["detail"]["confirmed_not_recommended"] is True
+
+
+@pytest.mark.browser
+def test_the_confirmation_in_chromium_at_800x480(staffed_server, browser, tiny_pack, pack_key, tmp_path, artifacts_dir):
+    """Touched in real Chromium: "Check and install" on a pack not recommended asks first; both answers
+    are on the screen without scrolling; "Do not install" changes nothing, the other installs it."""
+    failing = {**COMPARISON, "recommended": False, "rule_passed": False}
+    reseal(clone_pack(tiny_pack, tmp_path / "media" / "ML-TEAM" / "pap-bad"), pack_key,
+           lambda m: m.update(pack_id="pap-bad", version="2.0.0", comparison=failing))
+    client = staffed_server.logged_in(ADMIN)
+    in_use = staffed_server.ctx.engine.status()["packs"][0]["id"]
+    shots = artifacts_dir / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 800, "height": 480}, has_touch=True)
+    context.add_cookies([{"name": k, "value": v, "url": staffed_server.url} for k, v in client.cookies.items()])
+    page = context.new_page()
+
+    def ask():
+        page.goto(f"{staffed_server.url}/admin")
+        page.locator('form.pack-candidate[data-pack="pap-bad"] button').tap()
+        page.wait_for_selector("#confirm-not-recommended")
+        for target in ("#install-anyway", "#do-not-install"):
+            box = page.locator(target).bounding_box()
+            assert box["y"] >= 0 and box["y"] + box["height"] <= 480 and box["height"] >= 48, (target, box)
+
+    ask()
+    assert "Not recommended" in page.inner_text("#confirm-not-recommended")
+    page.screenshot(path=str(shots / "admin-model-pack-not-recommended.png"))
+    page.locator("#do-not-install").tap()
+    page.wait_for_url(f"{staffed_server.url}/admin")
     assert staffed_server.ctx.engine.status()["packs"][0]["id"] == in_use
+    ask()
+    page.locator("#install-anyway").tap()
+    page.wait_for_selector("#models-result", timeout=120_000)
+    assert "pap-bad 2.0.0 is now in use" in page.inner_text("#models-result")
+    context.close()

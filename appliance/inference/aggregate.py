@@ -6,9 +6,9 @@ exam's usable fields** (fields the quality gate or the decoder left out do not v
 keeps the calibration honest (an average of calibrated probabilities is still a probability),
 lets no single blurry field decide, and is the rule published slide-level systems start from.
 
-``bccdms-export compare`` and ``evaluate`` group held-out fields by exam with this very function,
-and the appliance's multi-field exams use it too, so figures measured by the ML team are figures
-of what the box does. Pure Python: no NumPy needed, nothing imported but the standard library.
+``bccdms-export compare`` groups held-out fields by exam with this very function; the box's
+multi-field exams (issue 15) are to call it too, so that figures measured by the ML team are
+figures of what the box does. Pure Python: no NumPy needed, nothing imported but the standard library.
 """
 from __future__ import annotations
 
