@@ -133,6 +133,7 @@
           return r.ok ? r.json() : null;
         })
         .then(function (d) {
+          if (d && d.exam) { window.location.href = "/exams/" + d.exam; return; }  /* processed */
           if (d && d.version !== seen) { window.location.reload(); return; }
           setTimeout(poll, d ? 200 : 3000);
         })
