@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_learning.py            # 20 exports x 2,000 exams; compare on 1,000 images
                                                         # with the ResNet152 demo pack (weights/demo); one
-                                                        # ResNet152 epoch (a few minutes on 2 cores)
+                                                        # ResNet152 112 px epoch (minutes on 2 cores)
     .venv/bin/python bench/bench_learning.py --quick    # 4 x 200 exams; tiny models; tiny epoch (a minute)
     options: --exports N --exams E --heldout H --epoch-images I --work DIR --skip dataset,compare,epoch
 
@@ -15,10 +15,11 @@
 2. ``compare``: a held-out set of H real images (Herlev and LBC, ``../shared/datasets``), and
    ``compare`` of the pap_smear model of the demo pack against itself (two sides, the deployed
    INT8 form: OpenVINO), with the 2,000-resample patient bootstrap. Printed: seconds, images/s.
-3. ``epoch``: one ``bccdms-export train`` epoch on I real Herlev images at 224 px, batch 16, on
-   the CPU: ResNet152 fine-tuning the whole network, ResNet152 with ``--freeze-backbone`` (the
-   reduced CPU recipe), and the tiny network of the tests. Printed: the epoch's seconds (training
-   and the validation pass) and training images per second.
+3. ``epoch``: one fine-tuning epoch (``bccdms-export train --init-from CHECKPOINT``, the whole
+   network) at the reduced CPU recipe's size (weights/cards/pap_smear.md: ResNet152 at 112 px,
+   batch 16, the 627 images of Herlev's eval subset, a fifth held for validation), on the CPU
+   with 2 threads; and the tiny network of the tests. Printed: the epoch's seconds (training and
+   the validation pass) and training images per second.
 
 Each part runs in its own spawned process (its peak RSS is its own). Results also go to
 bench/results/bench_learning.json.
@@ -135,7 +136,12 @@ def measure_compare(pack: str, data: str) -> dict:
 
 # ---------------------------------------------------------------- 3. one epoch
 
-def epoch_manifest(out: Path, images: int) -> Path:
+# The reduced CPU recipe of weights/cards/pap_smear.md: ResNet152 at 112 px, batch 16, Adam, on the
+# eval subset of Herlev (627 images, a fifth of its source images held for validation).
+REDUCED = {"arch": "resnet152", "image_size": 112, "batch_size": 16}
+
+
+def epoch_manifest(out: Path, images: int | None) -> Path:
     rows = [r for r in csv.DictReader(open(DATASETS / "herlev" / "manifest.csv")) if r["split"] == "eval"]
     random.Random(1).shuffle(rows)
     out.mkdir(parents=True, exist_ok=True)
@@ -148,28 +154,24 @@ def epoch_manifest(out: Path, images: int) -> Path:
     return out / "manifest.csv"
 
 
-def measure_epoch(data: str, out: str, arch: str, size: int, freeze: bool) -> dict:
+def measure_epoch(data: str, start_data: str, out: str, arch: str, size: int, batch: int) -> dict:
+    """One fine-tuning epoch (``train --init-from``) from a checkpoint of the same network, which a
+    one-epoch run on a few images makes first (not timed: a deployed model costs the same)."""
     import torch
     from export.train import TrainOptions, train
     torch.set_num_threads(2)
-    checkpoint = train(TrainOptions(model_id="pap_smear", data=data, out=out, arch=arch, weights="none",
-                                    epochs=1, batch_size=16, image_size=size, workers=0, device="cpu",
-                                    val_fraction=0.2, freeze_backbone=False), progress=False) if not freeze else None
-    if freeze:
-        # The reduced recipe trains the classifier of a trained backbone; a random one costs the same.
-        from export.models import build_network
-        backbone = Path(out) / "backbone.pth"
-        backbone.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(build_network(arch, 2).state_dict(), backbone)
-        checkpoint = train(TrainOptions(model_id="pap_smear", data=data, out=out, arch=arch, weights=str(backbone),
-                                        epochs=1, batch_size=16, image_size=size, workers=0, device="cpu",
-                                        val_fraction=0.2, freeze_backbone=True, force=True), progress=False)
+    common = dict(model_id="pap_smear", arch=arch, weights="none", epochs=1, batch_size=batch, image_size=size,
+                  workers=0, device="cpu", val_fraction=0.2)
+    first = train(TrainOptions(data=start_data, out=str(Path(out) / "first"), **common), progress=False)
+    checkpoint = train(TrainOptions(data=data, out=str(Path(out) / "fine-tuned"), init_from=str(first), **common),
+                       progress=False)
     ckpt = torch.load(checkpoint, weights_only=True)
     history = ckpt["training"]["history"][0]
     trained = ckpt["split"]["train"]["images"]
-    return {"arch": arch, "freeze_backbone": freeze, "image_size": size, "train_images": trained,
-            "val_images": ckpt["split"]["val"]["images"], "epoch_seconds": history["seconds"],
-            "train_images_per_second": round(trained / history["seconds"], 2), "peak_rss_mb": round(peak_rss_mb(), 1)}
+    return {"arch": arch, "image_size": size, "batch_size": batch, "init_from": Path(first).name,
+            "train_images": trained, "val_images": ckpt["split"]["val"]["images"],
+            "epoch_seconds": history["seconds"], "train_images_per_second": round(trained / history["seconds"], 2),
+            "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
 def main() -> int:
@@ -185,7 +187,6 @@ def main() -> int:
     exports = args.exports or (4 if args.quick else 20)
     exams = args.exams or (200 if args.quick else 2000)
     heldout = args.heldout or (200 if args.quick else 1000)
-    epoch_images = args.epoch_images or (64 if args.quick else 200)
     skip = set(filter(None, args.skip.split(",")))
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-learning-"))
     results: dict = {"quick": args.quick}
@@ -212,14 +213,15 @@ def main() -> int:
                   f"2,000 patient resamples: {r['seconds']:.1f} s ({r['images_per_second_per_side']:.1f} images/s "
                   f"per model), peak RSS {r['peak_rss_mb']:.0f} MB")
         if "epoch" not in skip:
-            data = epoch_manifest(work / "epoch-data", epoch_images)
-            runs = [("tiny", 64, False)] if args.quick else [("resnet152", 224, True), ("resnet152", 224, False),
-                                                            ("tiny", 64, False)]
+            data = epoch_manifest(work / "epoch-data", args.epoch_images or (48 if args.quick else None))
+            start = epoch_manifest(work / "epoch-start", 16)
+            runs = [("tiny", 64, 16)] if args.quick else [(REDUCED["arch"], REDUCED["image_size"],
+                                                          REDUCED["batch_size"]), ("tiny", 64, 16)]
             results["epoch"] = []
-            for arch, size, freeze in runs:
-                r = in_child(measure_epoch, str(data), str(work / f"epoch-{arch}-{freeze}"), arch, size, freeze)
+            for arch, size, batch in runs:
+                r = in_child(measure_epoch, str(data), str(start), str(work / f"epoch-{arch}"), arch, size, batch)
                 results["epoch"].append(r)
-                print(f"epoch: {arch} {size} px{' frozen backbone' if freeze else ' whole network'}, "
+                print(f"epoch: {arch} {size} px, batch {batch}, fine-tuning from a checkpoint (--init-from), "
                       f"{r['train_images']} training + {r['val_images']} validation images: {r['epoch_seconds']:.1f} s "
                       f"({r['train_images_per_second']:.2f} training images/s), peak RSS {r['peak_rss_mb']:.0f} MB")
     finally:
