@@ -262,3 +262,47 @@ def _label_ids() -> dict[str, tuple[str, ...]]:
 @functools.cache
 def _decision_ids() -> dict[str, tuple[str, ...]]:
     return {a.id: tuple(c.id for c in a.decision_choices()) for a in ANALYSES.values()}
+
+
+# What a screening figure calls "found": the classes that mean "not normal" for a model whose
+# first question is normal/benign against the rest. Sensitivity (abnormal found), specificity
+# (normal called normal) and the false-alarm rate are measured on them (``bccdms-export compare``,
+# the post's "abnormal found 91 % -> 94 %"). Subtype, grade and cervix-type models answer "which
+# kind", not "is something wrong": they have no positive class.
+_NEGATIVE_CLASS = {"breast_binary": "benign", "pap_smear": "normal", "cervix_histopathology": "normal"}
+
+
+def positive_classes(model_id: str) -> tuple[str, ...]:
+    """The classes a screening call counts as found (malignant, abnormal, precancer or cancer);
+    empty for a model without a negative class."""
+    negative = _NEGATIVE_CLASS.get(model_id)
+    if negative is None:
+        return ()
+    return tuple(c for c in model(model_id).class_ids if c != negative)
+
+
+def negative_class(model_id: str) -> str | None:
+    """The class that means "nothing wrong found" (benign, normal), or None."""
+    return _NEGATIVE_CLASS.get(model_id)
+
+
+def class_path(analysis_id: str, label: str) -> dict[str, str]:
+    """The class each model of the cascade gives on the way to an analysis's ``label``.
+
+    ``breast_histopathology``, ``ductal_carcinoma`` → ``{breast_binary: malignant,
+    breast_malignant_subtype: ductal_carcinoma}``; a first-model class is a path of one step;
+    a label no step leads to gives ``{}``. Training sets use it to teach every model of the
+    cascade from one confirmed label.
+    """
+    a = analysis(analysis_id)
+    first = MODELS[a.first_model]
+    if label in first.class_ids:
+        return {first.id: label}
+    for rule in a.rules:
+        if not rule.refines_label:
+            continue
+        if label in MODELS[rule.then_model].class_ids:
+            before = class_path(analysis_id, rule.when_class)
+            if before and next(reversed(before.values())) == rule.when_class:
+                return {**before, rule.then_model: label}
+    return {}

@@ -3,7 +3,8 @@
 ``appliance doctor`` prints one line per check (``OK``, ``WARN`` or ``FAIL``, a name, one
 sentence) and exits non-zero when anything fails; ``GET /healthz`` returns the same report as
 JSON. The checks: configuration, inference runtime and CPU features, every model file's sha256,
-camera, free disk, clock sanity, the Ethiopic and Latin fonts, and the data folder.
+camera, free disk, clock sanity, the Ethiopic and Latin fonts, the data folder, and drift (this
+post's recent months against the models' validation images, ``appliance/drift.py``).
 
 Some checks are expensive (hashing a pack reads a gigabyte from an SD card; importing a runtime
 takes a second). ``HealthMonitor`` caches them for the server: a cached result is reused until
@@ -273,6 +274,58 @@ def check_models(cfg: Config, engine=None) -> list[Check]:
     return checks
 
 
+# -- drift -----------------------------------------------------------------------------------
+DRIFT_NEXT_STEP = ("send images for review: export this month's exams for the supervisor (USB) and tell the "
+                   "ML team; check the camera, the light and the stain first")
+
+
+def check_drift(cfg: Config, store=None) -> list[Check]:
+    """This post's last months, per model version, against the pack's validation figures
+    (``appliance/drift.py``: a large shift is one sampling alone makes in under 1 month in 100)."""
+    packs, _problems = _packs_in_use(cfg)
+    references = {(m.id, m.version): m.validation["drift"] for _role, pack in packs for m in pack.models.values()
+                  if isinstance(m.validation.get("drift"), dict) and not m.demo}
+    if not references:
+        return [Check("drift", OK, "not watched: the packs in use carry no validation figures to compare with")]
+    if store is None:
+        if not cfg.data_dir.is_dir():
+            return [Check("drift", OK, "no exams yet")]
+        from .store import Store
+        with Store.open(cfg) as opened:
+            return _drift_checks(opened, references)
+    return _drift_checks(store, references)
+
+
+def _drift_checks(store, references: dict) -> list[Check]:
+    from . import drift
+    since = (_now() - dt.timedelta(days=31 * drift.MONTHS_WATCHED)).strftime("%Y-%m-01")
+    analyses = {catalogue.analysis_of_model(model).id for model, _ in references}
+    exams = []
+    for analysis in sorted(analyses):
+        offset = 0
+        while True:
+            page, total = store.exams.query(analysis=analysis, date_from=since, post_id=store.post_id,
+                                            offset=offset, limit=1000)
+            exams += page
+            offset += len(page)
+            if not page or offset >= total:
+                break
+    shifts = drift.month_shifts(exams, references)
+    judged = [s for s in shifts if s.judged]
+    large = [s for s in judged if s.large]
+    if not large:
+        return [Check("drift", OK, f"{len(judged)} month(s) of {len({(s.model, s.version) for s in judged})} model "
+                                   f"version(s) look like their validation images"
+                      + (f"; {len(shifts) - len(judged)} month(s) with too few exams to judge"
+                         if len(shifts) > len(judged) else ""))]
+    details = [f"{s.month} {s.model} {s.version} ({s.exams} exams): "
+               + ", ".join(f"{f.replace('_', ' ')} PSI {s.psi[f]:.2f} > {s.thresholds[f]:.2f}" for f in s.large)
+               for s in large]
+    return [Check("drift", WARN, f"{len(large)} month(s) differ a lot from the model's validation images "
+                                 f"({', '.join(sorted({catalogue.ANALYSES[s.analysis].name for s in large}))}): "
+                                 f"{DRIFT_NEXT_STEP}", details)]
+
+
 # -- camera ----------------------------------------------------------------------------------
 def check_camera(cfg: Config, cameras=None) -> list[Check]:
     if cfg.camera.backend == "none":
@@ -498,6 +551,7 @@ def run_checks(cfg: Config, *, store=None, engine=None, cameras=None, include_se
         lambda: check_config(cfg), lambda: check_runtime(cfg, engine), lambda: check_cpu(cfg),
         lambda: check_models(cfg, engine), lambda: check_camera(cfg, cameras), lambda: check_disk(cfg),
         lambda: check_clock(cfg, store=records), lambda: check_fonts(cfg), lambda: check_data_folder(cfg, records),
+        lambda: check_drift(cfg, records),
     ]
     if include_server:
         steps.append(lambda: check_server(cfg))
@@ -557,6 +611,7 @@ class HealthMonitor:
             "cpu": (lambda: None, lambda: check_cpu(cfg)),
             "models": (lambda: models_signature(cfg), lambda: check_models(cfg, engine)),
             "camera": (lambda: None, lambda: check_camera(cfg, cameras)),
+            "drift": (lambda: None, lambda: check_drift(cfg, store)),
         }
 
     def start(self) -> "HealthMonitor":
@@ -624,4 +679,5 @@ class HealthMonitor:
         checks += [self.clock(max_age_s=0)]
         checks += _guarded(lambda: check_fonts(self.cfg))
         checks += _guarded(lambda: check_data_folder(self.cfg, self.store))
+        checks += self._cached("drift")
         return Report(checks, _iso(_now()), _post_id(self.cfg, self.store))

@@ -25,11 +25,13 @@ import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
+from . import catalogue
 from .catalogue import N_
 from .config import Config
 from .errors import PackError, UserError
+from .i18n import TranslatableError
 from .inference.pack import MANIFEST, SIGNATURE, Pack, load_pack
 from .store.durable import fsync_dir
 
@@ -52,6 +54,16 @@ CHECKING_COPY = N_("Checking the copy")
 SWITCHING = N_("Switching to the new pack")
 Progress = Callable[[str, int, int], None]
 
+# The champion/challenger comparison a pack carries (``bccdms-export compare``), in a nurse's words.
+# ``PackInfo.comparison_lines(gettext)`` fills them in; the CLI prints them in English, the kiosk
+# translates them.
+CASES_EXPERT = N_("Checked on %(cases)s expert-confirmed cases from %(posts)s health posts:")
+CASES_CONFIRMED = N_("Checked on %(cases)s confirmed cases from %(posts)s health posts:")
+FOUND = N_("%(analysis)s: %(what)s found %(before)s → %(after)s, false alarms %(alarms_before)s → %(alarms_after)s")
+NOT_RECOMMENDED = N_("Not recommended: the ML team's check found this pack no better than the one in use.")
+OVERRIDDEN = N_("Recommended by the ML team although its check failed. Their reason: %(reason)s")
+CONFIRM = N_("Install it only if the ML team told you to.")
+
 
 def _no_progress(stage: str, done: int, total: int) -> None:
     pass
@@ -71,6 +83,45 @@ class PackInfo:
     role: str                                # current | previous | installed | built-in | usb
     path: Path
     problem: str | None = None               # why the pack cannot be used now, if it cannot
+    # The manifest's champion/challenger verdict (``bccdms-export compare``, ``pack``); None for a
+    # pack that was not compared with one in use (a first pack, the demo pack).
+    comparison: dict[str, Any] | None = None
+
+    @property
+    def recommended(self) -> bool:
+        return self.comparison is None or bool(self.comparison.get("recommended"))
+
+    @property
+    def needs_confirmation(self) -> bool:
+        """The ML team's rule did not recommend this pack: an admin must confirm its install."""
+        return not self.recommended
+
+    def comparison_lines(self, gettext: Callable[[str], str] = lambda text: text) -> list[str]:
+        """The comparison in a nurse's words ("... abnormal found 91 % → 94 %, false alarms 12 % → 10 %")."""
+        c = self.comparison
+        if not c:
+            return []
+        sources = c.get("label_sources") or {}
+        head = CASES_EXPERT if sources and set(sources) == {"expert"} else CASES_CONFIRMED
+        lines = [gettext(head) % {"cases": f"{int(c.get('cases') or 0):,}", "posts": int(c.get("posts") or 0)}]
+        for model_id, m in sorted((c.get("models") or {}).items()):
+            if m.get("sensitivity_champion") is None or model_id not in catalogue.MODELS:
+                continue
+            spec = catalogue.MODELS[model_id]
+            positives = m.get("positive_classes") or []
+            what = spec.class_name(positives[0]) if len(positives) == 1 else N_("Abnormal")
+            analysis = catalogue.ANALYSES.get(m.get("analysis"))
+            title = analysis.name if analysis else model_id
+            lines.append(gettext(FOUND) % {
+                "analysis": gettext(title), "what": gettext(what),
+                "before": _pct(m.get("sensitivity_champion")), "after": _pct(m.get("sensitivity_challenger")),
+                "alarms_before": _pct(m.get("false_alarm_champion")),
+                "alarms_after": _pct(m.get("false_alarm_challenger"))})
+        if c.get("override"):
+            lines.append(gettext(OVERRIDDEN) % {"reason": c["override"]})
+        elif not c.get("recommended"):
+            lines += [gettext(NOT_RECOMMENDED), gettext(CONFIRM)]
+        return lines
 
     @property
     def manifest_key(self) -> str:
@@ -81,13 +132,29 @@ class PackInfo:
         return {"pack_id": self.pack_id, "version": self.version, "demo": self.demo,
                 "trusted": self.trusted, "created": self.created, "description": self.description,
                 "models": dict(self.models), "size_bytes": self.size_bytes, "role": self.role,
-                "path": str(self.path), "problem": self.problem}
+                "path": str(self.path), "problem": self.problem, "comparison": self.comparison,
+                "recommended": self.recommended, "comparison_lines": self.comparison_lines()}
+
+
+def _pct(value) -> str:
+    return "–" if not isinstance(value, (int, float)) else f"{round(100 * value)} %"
+
+
+def _comparison(raw) -> dict[str, Any] | None:
+    """The manifest's comparison when it has the shape the pages read (it is signed, but old or odd
+    packs must not break the Admin page)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("recommended"), bool):
+        return None
+    if not isinstance(raw.get("models", {}), dict):
+        return None
+    return raw
 
 
 def _info(pack: Pack, role: str) -> PackInfo:
     size = sum(int(f.get("size", 0)) for f in pack.files.values())
     return PackInfo(pack.pack_id, pack.version, pack.demo, pack.trusted, pack.created, pack.description,
-                    tuple((m.id, m.version) for m in pack.models.values()), size, role, pack.root)
+                    tuple((m.id, m.version) for m in pack.models.values()), size, role, pack.root,
+                    comparison=_comparison(pack.manifest.get("comparison")))
 
 
 class PackManager:
@@ -164,8 +231,12 @@ class PackManager:
         finally:
             os.close(fd)
 
-    def install(self, source: str | os.PathLike, progress: Progress = _no_progress) -> PackInfo:
-        """Verify the pack at ``source``, copy it in, and make it current. Returns the new current."""
+    def install(self, source: str | os.PathLike, progress: Progress = _no_progress, *,
+                confirmed_not_recommended: bool = False) -> PackInfo:
+        """Verify the pack at ``source``, copy it in, and make it current. Returns the new current.
+
+        A pack the ML team's promotion rule did not recommend (its manifest's ``comparison``) is
+        refused unless ``confirmed_not_recommended``: an admin saw the comparison and confirmed."""
         source = Path(source)
         if not source.exists():
             raise UserError(f"There is no model pack at {source}.",
@@ -174,6 +245,8 @@ class PackManager:
             source = source.parent
         progress(CHECKING, 0, 0)
         incoming = self.load(source)
+        if _info(incoming, "usb").needs_confirmation and not confirmed_not_recommended:
+            raise NotRecommended(incoming.pack_id)
         _verify_files(incoming)
         pack_id = incoming.pack_id
         if not _SAFE_ID.match(pack_id) or pack_id in _RESERVED or pack_id.endswith(_TMP_SUFFIX):
@@ -276,6 +349,16 @@ class PackManager:
                 for dirpath, dirnames, filenames in os.walk(path):
                     for name in dirnames + filenames:
                         os.lchown(os.path.join(dirpath, name), st.st_uid, st.st_gid)
+
+
+class NotRecommended(TranslatableError):
+    """The pack failed the ML team's champion/challenger rule and no admin confirmed it."""
+
+    def __init__(self, pack_id: str):
+        super().__init__(N_("The model pack %(pack)s is not recommended: the ML team's check found it no better "
+                            "than the pack in use."),
+                         N_("Install it only if the ML team told you to, and confirm that you want it."), pack=pack_id)
+        self.pack_id = pack_id
 
 
 def packs_on(drive: Path, depth: int = SEARCH_DEPTH) -> list[Path]:

@@ -34,7 +34,6 @@ import json
 import multiprocessing
 import os
 import random
-import resource
 import shutil
 import statistics
 import sys
@@ -46,6 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from bench_inference import peak_rss_mb  # noqa: E402  (VmHWM: a spawned child's own peak, not its parent's)
+
 GOAL_EXPORT_VS_COPY = 0.8
 
 
@@ -56,10 +57,6 @@ def percentile(values: list[float], p: float) -> float:
 
 def describe(values: list[float], unit: str = "s") -> str:
     return f"median {statistics.median(values):8.3f} {unit}  p90 {percentile(values, 90):8.3f} {unit}  (n={len(values)})"
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def in_child(fn, *args):

@@ -9,41 +9,17 @@ plain data only)::
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from appliance import catalogue
 from appliance.errors import UserError
 
+from .models import build_network
+from .torchio import load_torch_file
+
 FORMAT = "bccdms-checkpoint/1"
 _REQUIRED = ("model_id", "architecture", "classes", "input", "state_dict", "temperature")
-
-
-def save_atomic(obj: Any, path: Path) -> Path:
-    """``torch.save`` to a temporary file, fsync, then rename: an interrupted save never
-    leaves a truncated checkpoint behind."""
-    import torch
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
-
-
-def load_torch_file(path: Path, what: str, hint: str) -> Any:
-    """``torch.load`` restricted to tensors and plain data (no code runs from the file)."""
-    import torch
-    if not path.is_file():
-        raise UserError(f"The {what} {path} does not exist.", hint)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # zip, pickle and torch errors all mean "not a file we can read"
-        raise UserError(f"{path} is not a readable {what} ({type(exc).__name__}).", hint) from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -63,7 +39,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def network_from_checkpoint(ckpt: dict[str, Any]):
     """The trained network, in eval mode."""
-    from .models import build_network
     net = build_network(ckpt["architecture"], len(ckpt["classes"]), weights=None)
     try:
         net.load_state_dict(ckpt["state_dict"])

@@ -1,6 +1,7 @@
 """The sub-commands of ``bccdms-export`` (argument parsing and wiring; the work is elsewhere)."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -64,6 +65,39 @@ def register_demo(sub) -> None:
     p.set_defaults(func=_demo)
 
 
+# ---------------------------------------------------------------- dataset
+
+def _dataset(args) -> int:
+    from .field_dataset import build, format_report
+    report = build(args.exports or [], Path(args.out), labels=args.labels, holdout_fraction=args.holdout_fraction,
+                   extend_holdout=args.extend_holdout, public=args.add_public, seed=args.seed,
+                   progress=not args.quiet)
+    print(format_report(report))
+    return 0
+
+
+def register_dataset(sub) -> None:
+    p = sub.add_parser("dataset", help="build (or grow) a training set from the posts' de-identified research exports",
+                       description="Pool the de-identified research exports of many posts (unpacked with 'appliance "
+                                   "import --extract-to') into one training set: confirmed labels only, by a label "
+                                   "source policy, every image once (sha256), patients never on both sides, and a "
+                                   "held-out set locked at the first build (see export/field_dataset.py).")
+    p.add_argument("--from", dest="exports", nargs="+", metavar="EXPORT",
+                   help="unpacked research exports (or folders of them)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the dataset folder (created, or grown)")
+    p.add_argument("--labels", choices=("expert", "expert+clinician"), default="expert+clinician",
+                   help="label sources used: expert reviews only, or expert else clinician (default)")
+    p.add_argument("--holdout-fraction", type=float, default=0.2, metavar="F",
+                   help="share of patients held out when the held-out set is drawn (default 0.2)")
+    p.add_argument("--extend-holdout", action="store_true",
+                   help="grow the held-out set with new patients (the old cases stay); otherwise it never changes")
+    p.add_argument("--add-public", action="append", metavar="[ANALYSIS=]DIR",
+                   help="a public dataset (BreakHis, Herlev, LBC manifest, class folders) for the training side only")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out draw (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_dataset)
+
+
 # ---------------------------------------------------------------- train
 
 def _add_data_options(p, required: bool) -> None:
@@ -80,16 +114,18 @@ def _train(args) -> int:
                         arch=args.arch, weights=args.weights, epochs=args.epochs, batch_size=args.batch_size,
                         lr=args.lr, image_size=args.image_size, val_fraction=args.val_fraction, seed=args.seed,
                         freeze_backbone=args.freeze_backbone, workers=args.workers, device=args.device,
-                        amp=not args.no_amp, resume=args.resume, force=args.force)
+                        amp=not args.no_amp, resume=args.resume, force=args.force, init_from=args.init_from,
+                        sampling=args.sampling)
     train(opts, progress=not args.quiet)
     return 0
 
 
 def register_train(sub) -> None:
     p = sub.add_parser("train", help="fine-tune ResNet152 for one model of the catalogue",
-                       description="Fine-tune a torchvision ResNet152 (Adam, cross-entropy, augmentation) for one "
-                                   "catalogue model; keeps the epoch with the lowest validation loss and fits a "
-                                   "temperature on the validation set. The validation split is by patient.")
+                       description="Fine-tune a torchvision ResNet152 (Adam, cross-entropy, augmentation, class-balanced "
+                                   "sampling) for one catalogue model, from ImageNet weights or from the deployed "
+                                   "model's checkpoint (--init-from); keeps the epoch with the lowest validation loss "
+                                   "and fits a temperature on the validation set. The validation split is by patient.")
     p.add_argument("--model", required=True, choices=list(catalogue.MODELS), help="catalogue model id")
     _add_data_options(p, required=True)
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoint.pt, last.pt, split.json)")
@@ -104,6 +140,11 @@ def register_train(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed of split and training (default 0)")
     p.add_argument("--freeze-backbone", action="store_true",
                    help="train the classifier only (fast on a CPU; the backbone keeps its ImageNet features)")
+    p.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="fine-tune from this checkpoint (the model the posts run); its sha256 goes on the model "
+                        "card and into the pack manifest")
+    p.add_argument("--sampling", choices=("balanced", "shuffle"), default="balanced",
+                   help="epoch order: class-balanced draws (default) or a plain shuffle")
     p.add_argument("--workers", type=int, default=2, help="image-loading processes (default 2)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: CUDA when present")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
@@ -213,7 +254,7 @@ def _pack(args) -> int:
     from .pipeline import build_pack
     build_pack([Path(m) for m in args.model_dirs], Path(args.out), _read_key(args.key), pack_id=args.pack_id,
                version=args.version, description=args.description or "", include_fp32=not args.no_fp32,
-               force=args.force, progress=not args.quiet)
+               force=args.force, progress=not args.quiet, recommended=args.recommended, override=args.override)
     return 0
 
 
@@ -229,9 +270,62 @@ def register_pack(sub) -> None:
     p.add_argument("--version", help="pack version (default: today's date)")
     p.add_argument("--description", help="one line shown to admins")
     p.add_argument("--no-fp32", action="store_true", help="leave the FP32 files out (smaller pack)")
+    p.add_argument("--recommended", action="store_true",
+                   help="a challenger for the posts: refused unless every model's comparison ('compare') passes the "
+                        "promotion rule")
+    p.add_argument("--override", metavar="REASON",
+                   help="with --recommended: recommend a challenger that fails the rule, for this reason (printed on "
+                        "the model cards and shown at the posts)")
     p.add_argument("--force", action="store_true", help="replace the --out folder if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_pack)
+
+
+# ---------------------------------------------------------------- compare
+
+def _compare(args) -> int:
+    from .compare import compare, format_comparison
+    from .comparison_record import write_into_model_folders, write_into_pack
+    from .compare import open_side
+    result = compare(args.champion, args.challenger, args.data, models=args.model, runtime=args.runtime,
+                     resamples=args.bootstrap, seed=args.seed, progress=not args.quiet, command=args.command_line)
+    print(format_comparison(result))
+    side = open_side(args.challenger, "challenger")
+    out = Path(args.out) if args.out else side.path / "comparison.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    written = [out]
+    if side.kind == "pack":
+        if args.key:
+            written.append(write_into_pack(result, side.path, _read_key(args.key)))
+        else:
+            print("The pack's manifest and cards are unchanged: pass --key FILE to record the comparison in them "
+                  "(it signs the manifest again).", file=sys.stderr)
+    else:
+        written += write_into_model_folders(result, {m: folder for m, (_, _, folder) in side.models.items()})
+    print(f"comparison written to {', '.join(map(str, written))}", file=sys.stderr)
+    return 0
+
+
+def register_compare(sub) -> None:
+    p = sub.add_parser("compare", help="champion against challenger on the locked held-out set; recommended or not",
+                       description="Run the champion (the pack the posts run) and the challenger (a pack, or model "
+                                   "folders from 'export') on the same locked held-out cases at exam level: accuracy, "
+                                   "balanced accuracy, sensitivity, specificity, ECE, refer-band coverage, bootstrap "
+                                   "95 %% intervals over patients, McNemar, INT8 agreement with FP32; decide "
+                                   "'recommended' by the promotion rule (export/promotion.py).")
+    p.add_argument("--champion", required=True, nargs="+", metavar="PACK", help="the pack the posts run (or model folders)")
+    p.add_argument("--challenger", required=True, nargs="+", metavar="PACK",
+                   help="the new pack, or the new model folders (the comparison is written into them)")
+    p.add_argument("--data", required=True, metavar="HELDOUT", help="the dataset folder of 'bccdms-export dataset'")
+    p.add_argument("--model", action="append", metavar="ID", help="compare only this model (repeatable)")
+    p.add_argument("--runtime", choices=("openvino", "onnxruntime"), default="openvino",
+                   help="the INT8 runtime the posts run (default openvino; onnxruntime on ARM boxes)")
+    p.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="patient resamples (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.add_argument("--out", metavar="FILE", help="the comparison JSON (default: comparison.json in the challenger)")
+    p.add_argument("--key", metavar="FILE", help="a challenger pack: record the comparison in its manifest and sign it")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_compare)
 
 
 # ---------------------------------------------------------------- helpers
@@ -242,5 +336,5 @@ def _read_key(path: str):
 
 
 # Order is the order of ``bccdms-export --help``: the pipeline's order.
-REGISTER = (register_train, register_export, register_quantize, register_evaluate, register_pack,
-            register_keygen, register_demo)
+REGISTER = (register_dataset, register_train, register_export, register_quantize, register_evaluate, register_compare,
+            register_pack, register_keygen, register_demo)

@@ -14,8 +14,13 @@ Layouts:
   grouped as normal/abnormal; the ``-d`` segmentation masks are skipped.
 - ``cervix_types``: Kaggle Intel & MobileODT ``Type_1``/``Type_2``/``Type_3`` folders
   (``train/``, ``additional/``... below the folder).
-- ``manifest``: a CSV with columns ``file, split, label, group, patient[, magnification]``
-  (``file`` relative to the CSV), like ``../shared/datasets/*/manifest.csv``.
+- ``manifest``: a CSV with columns ``file, split, label, group, patient[, magnification, cluster |
+  slide_group, analysis]`` (``file`` relative to the CSV), like ``../shared/datasets/*/manifest.csv``
+  (``slide_group``: the LBC set's slides, kept on one side of a split; ``analysis``: the catalogue
+  analysis a row belongs to, for sets that mix several).
+- a *field dataset* (``bccdms-export dataset``, ``field_dataset.py``): a manifest folder with a
+  ``dataset.json``; it is read as its **training side** unless ``--subset holdout`` asks for the
+  locked held-out set, so no training run can see a held-out case by accident.
 - ``imagefolder``: one sub-folder per class, named by a catalogue class id (or the source's label).
 
 This module does not import torch.
@@ -85,8 +90,9 @@ class Item:
     patient: str | None = None
     magnification: str | None = None
     # Images that must stay on one side of a split though no patient id is known (a Herlev
-    # source image); falls back to the patient, then to the file itself.
+    # source image, an LBC slide group); falls back to the patient, then to the file itself.
     cluster: str | None = None
+    analysis: str | None = None       # set in datasets that mix analyses (field datasets)
 
     @property
     def split_key(self) -> str:
@@ -237,7 +243,8 @@ def read_manifest(csv_path: Path, subset: str | None = None) -> list[Item]:
                           normalise_label(row["group"]) if row.get("group") else parsed.get("group"),
                           row.get("patient") or parsed.get("patient"),
                           row.get("magnification") or parsed.get("magnification"),
-                          cluster=herlev_source_image(path.name)))
+                          cluster=row.get("cluster") or row.get("slide_group") or herlev_source_image(path.name),
+                          analysis=row.get("analysis") or None))
     if missing:
         raise UserError(f"{len(missing)} files listed in {csv_path} are missing (first: {missing[0]}).",
                         "Copy the whole dataset folder, or fix the manifest.")
@@ -261,6 +268,20 @@ def detect_layout(root: Path) -> str:
     return "imagefolder"
 
 
+FIELD_DATASET_MARK = "dataset.json"
+FIELD_SIDES = ("train", "holdout")
+
+
+def _field_side(root: Path, subset: str | None) -> str:
+    """A field dataset is its training side unless the held-out side is named."""
+    if subset is None:
+        return "train"
+    if subset not in FIELD_SIDES:
+        raise UserError(f"{root} is a field dataset; its sides are {' and '.join(FIELD_SIDES)}, not {subset!r}.",
+                        "Leave --subset out to train (the training side), or pass --subset holdout to evaluate.")
+    return subset
+
+
 def open_dataset(path: str | Path, layout: str = "auto", subset: str | None = None) -> Dataset:
     """Read a dataset folder (or a manifest CSV) in the given or detected layout."""
     path = Path(path)
@@ -280,6 +301,8 @@ def open_dataset(path: str | Path, layout: str = "auto", subset: str | None = No
     if layout == "manifest":
         if not csv_path.is_file():
             raise UserError(f"There is no manifest.csv in {root}.", "Pass the CSV file itself, or another --layout.")
+        if (root / FIELD_DATASET_MARK).is_file():
+            subset = _field_side(root, subset)
         items = read_manifest(csv_path, subset)
     else:
         if subset:
@@ -334,7 +357,10 @@ def labelled_for(dataset: Dataset, model_id: str) -> Labelled:
                         f"images, but {model_id} analyses {spec.domain.replace('_', ' ')} images.",
                         "Choose the model that matches the dataset with --model.")
     items, targets = [], []
+    analysis_id = catalogue.analysis_of_model(model_id).id
     for item in dataset.items:
+        if item.analysis is not None and item.analysis != analysis_id:
+            continue                  # a normal Pap smear is not a normal cervical biopsy
         cls = class_of(item, spec.class_ids)
         if cls is not None:
             items.append(item)

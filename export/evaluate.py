@@ -235,6 +235,7 @@ def evaluate(model_folder: str | Path, *, checkpoint: str | Path | None = None, 
         report["refer"] = choose_refer_threshold_for_forms(
             {f: softmax(outputs.logits[f], temperature) for f in deployed}, targets, target_accuracy=refer_target)
         refer_below = report["refer"]["threshold"]
+        report["drift"] = drift_reference(meta, [i.path for i in labelled.items], outputs, deployed[0], temperature)
     report["refer_below"] = refer_below
     agreement = parity(outputs.logits, reference)
     report["forms"] = {
@@ -246,6 +247,23 @@ def evaluate(model_folder: str | Path, *, checkpoint: str | Path | None = None, 
     if targets is not None and (fit or card_dir):
         _write(report, folder, gate, fit, card_dir, say)
     return report
+
+
+def drift_reference(meta: dict, paths: list[Path], outputs: Outputs, form: str, temperature: float) -> dict:
+    """What the post's drift watch compares its months with (``appliance/drift.py``): the deployed
+    form's top class and confidence on the validation images, and the quality gate's measurements
+    of those images as the box takes them; with the thresholds of a large shift measured on them."""
+    from PIL import Image
+
+    from appliance.drift import reference
+    from appliance.inference.quality import measure
+
+    from .transforms import upright_rgb
+    metrics = []
+    for path in paths:
+        with Image.open(path) as image:
+            metrics.append(measure(upright_rgb(image)))
+    return reference(meta["classes"], softmax(outputs.logits[form], temperature), metrics, form=form)
 
 
 def _out_of_scope(report: dict, meta: dict, folder: Path, files: dict, run: dict, outputs: Outputs,
@@ -327,7 +345,8 @@ def split_summary(split_doc: dict | None) -> dict[str, Any] | None:
 def provenance_summary(meta: dict) -> dict[str, Any]:
     prov = meta.get("provenance") or {}
     training = prov.get("training") or {}
-    return {"initial_weights": prov.get("initial_weights"), "recipe": prov.get("recipe"),
+    return {"initial_weights": prov.get("initial_weights"), "init_from": prov.get("init_from"),
+            "recipe": prov.get("recipe"),
             "trained": prov.get("trained"), "torch": prov.get("torch"), "created": prov.get("created"),
             "best_epoch": (prov.get("checkpoint") or {}).get("best_epoch") or training.get("best_epoch"),
             "image_size": meta["input"]["size"], "version": meta.get("version"),

@@ -244,8 +244,12 @@ def card_markdown(report: dict[str, Any], figures: bool = True) -> str:
     if report.get("notes"):       # observations added by the people who ran it
         lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
     prov = report.get("provenance") or {}
-    lines += ["## Provenance", "",
-              f"Initial weights: {prov.get('initial_weights')}; recipe: {prov.get('recipe')}; best epoch "
+    lines += ["## Provenance", ""]
+    if prov.get("init_from"):
+        start = prov["init_from"]
+        lines += [f"Fine-tuned from the deployed model's checkpoint `{start.get('file')}` (sha256 "
+                  f"`{start.get('sha256')}`).", ""]
+    lines += [f"Initial weights: {prov.get('initial_weights')}; recipe: {prov.get('recipe')}; best epoch "
               f"{prov.get('best_epoch')}; torch {prov.get('torch')}; trained {prov.get('created')}.",
               f"Evaluated on {report['images']} images from `{report['source']}`.", ""]
     if report.get("commands"):
@@ -293,6 +297,8 @@ def store_fitted(folder: Path, report: dict[str, Any], gate) -> None:
                        "catch_rate": section["catch_rate"], "train_images": section["train_images"]}
     validation = dict(meta.get("validation") or {})
     validation["figures"] = key_figures(report)
+    if report.get("drift"):
+        validation["drift"] = report["drift"]        # the post's drift watch (appliance/drift.py)
     meta["validation"] = validation
     write_model_json(folder, meta)
 

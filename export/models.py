@@ -15,6 +15,8 @@ from torchvision.models.resnet import Bottleneck
 
 from appliance.errors import UserError
 
+from .torchio import load_torch_file
+
 ARCHITECTURES = ("resnet152", "tiny")
 TINY_IMAGE_SIZE = 64
 
@@ -69,7 +71,6 @@ def build_network(arch: str, num_classes: int, weights: str | Path | None = None
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    from .checkpoint import load_torch_file
     state = load_torch_file(path, "weights file", "Pass a .pth file saved with torch.save(model.state_dict(), PATH).")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]

@@ -116,8 +116,10 @@ def save_classifier(path: Path, weight: np.ndarray, bias: np.ndarray) -> Path:
 
 
 def seal_pack(root: Path, models: dict[str, dict], private_key, *, pack_id: str, version: str,
-              description: str = "", demo: bool = False) -> Path:
-    """Write and sign ``manifest.json`` for the model files already in ``root``, then verify it."""
+              description: str = "", demo: bool = False, comparison: dict | None = None) -> Path:
+    """Write and sign ``manifest.json`` for the model files already in ``root``, then verify it.
+
+    ``comparison``: the champion/challenger verdict the post shows (``comparison_record.py``)."""
     root = Path(root)
     for model_id, entry in models.items():
         missing = [r for r in REQUIRED_ALL if r not in entry["files"]]
@@ -126,6 +128,8 @@ def seal_pack(root: Path, models: dict[str, dict], private_key, *, pack_id: str,
                             "Run 'bccdms-export export' and 'bccdms-export quantize' for it first.")
     manifest = {"pack_id": pack_id, "version": version, "created": utc_now(), "demo": bool(demo),
                 "description": description, "models": models}
+    if comparison is not None:
+        manifest["comparison"] = comparison
     path = write_manifest(root, manifest, private_key)
     # Read it back as the box will: signature, catalogue classes, every file present and sized.
     pack = load_pack(root, trusted_keys=[signing.public_b64(private_key)], allow_demo=True)

@@ -144,8 +144,14 @@ def _report(say: Progress, result) -> None:
 
 def build_pack(model_folders: list[Path], out: Path, private_key, *, pack_id: str | None = None,
                version: str | None = None, description: str = "", include_fp32: bool = True,
-               force: bool = False, progress: bool = True) -> Path:
-    """Copy model folders into a new pack folder, write and sign its manifest, verify it."""
+               force: bool = False, progress: bool = True, recommended: bool = False,
+               override: str | None = None) -> Path:
+    """Copy model folders into a new pack folder, write and sign its manifest, verify it.
+
+    A model folder's champion/challenger comparison (``compare``) goes into the manifest and the
+    cards; ``recommended``: refuse models that fail the promotion rule unless ``override`` says why
+    (``comparison_record.pack_comparison``)."""
+    from .comparison_record import card_text, pack_comparison
     say = Progress(progress)
     out = Path(out)
     refuse_used_folder(out, force)
@@ -165,6 +171,8 @@ def build_pack(model_folders: list[Path], out: Path, private_key, *, pack_id: st
         if tuple(meta.get("classes") or ()) != expected:
             raise UserError(f"{folder} was trained for the classes {meta.get('classes')}, but this software's "
                             f"{meta['model_id']} has {list(expected)}.", "Retrain the model with this version.")
+    metas = {meta["model_id"]: meta for _folder, meta, _files in read}
+    pack_comparison({m: {} for m in metas}, metas, recommended, override)    # refuse before copying gigabytes
     with staged_folder(out, force) as staging:
         entries = {}
         for folder, meta, files in say.bar(read, desc="copying models", unit="model"):
@@ -180,9 +188,18 @@ def build_pack(model_folders: list[Path], out: Path, private_key, *, pack_id: st
                 input_spec=meta["input"], files={r: f"{model_id}/{FILE_NAMES[r]}" for r in roles},
                 temperature=meta["temperature"], refer_below=meta.get("refer_below"),
                 validation=meta.get("validation"), provenance=provenance, ood=meta.get("ood"))
+        comparison = pack_comparison(entries, metas, recommended, override)
+        for model_id, entry in entries.items():
+            card = entry["files"].get("card")
+            text = card_text(staging / card, metas, model_id, comparison and comparison["override"]) if card else None
+            if text is not None:
+                (staging / card).write_text(text)
         with say.step("signing the manifest and reading the pack back"):
             seal_pack(staging, entries, private_key, pack_id=pack_id or f"bccdms-{version}", version=version,
-                      description=description, demo=False)
+                      description=description, demo=False, comparison=comparison)
     say.say(f"pack with {', '.join(sorted(entries))} written to {out}; "
             f"signed by {signing.public_b64(private_key)}")
+    if comparison is not None:
+        say.say("champion/challenger: " + ("recommended" if comparison["recommended"] else "NOT recommended")
+                + (f" (against the rule; reason: {comparison['override']})" if comparison["override"] else ""))
     return out

@@ -1,5 +1,7 @@
 """The image transforms of training and evaluation.
 
+The training augmentation is ``augment.py`` (on batches of tensors, shared with the GPU recipe).
+
 ``eval_transform(input_spec)`` is the contract with the appliance: the box reproduces it
 in NumPy/Pillow (``appliance.inference.preprocess``) and a test holds the two equal to 1e-5
 on real images. Keep this module cheap to import (torchvision is imported inside the
@@ -80,28 +82,6 @@ def eval_transform(spec: Mapping[str, Any] | Any | None = None):
                              antialias=True)]
     return T.Compose([T.Lambda(upright_rgb), *geometry, T.ToTensor(),
                       T.Normalize(s["mean"], s["std"])])
-
-
-def train_transform(spec: Mapping[str, Any] | Any | None = None, *, vertical_flip: bool = True):
-    """Augmentation for training: random crops of the resized image, flips, mild colour jitter.
-
-    Microscope images have no up or down (``vertical_flip=True``); colposcope photos keep
-    gravity, so the cervix-type model is trained with horizontal flips only.
-    Stain and white-balance differ between labs and cameras, hence the colour jitter.
-    """
-    from torchvision import transforms as T
-
-    s = _spec(spec)
-    # Crops cover 35-100 % of the image, at the scale the evaluation transform sees it.
-    steps = [T.Lambda(upright_rgb),
-             T.RandomResizedCrop(s["size"], scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3),
-                                 interpolation=T.InterpolationMode.BILINEAR, antialias=True),
-             T.RandomHorizontalFlip()]
-    if vertical_flip:
-        steps.append(T.RandomVerticalFlip())
-    steps += [T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.15, hue=0.03),
-              T.ToTensor(), T.Normalize(s["mean"], s["std"])]
-    return T.Compose(steps)
 
 
 def load_tensor(path, spec: Mapping[str, Any] | Any | None = None):

@@ -299,12 +299,24 @@ def test_resize_exact_squeezes_without_cropping():
     assert tensor.shape == (3, 16, 16) and tensor[:, :, 0].mean() > tensor[:, :, -1].mean()
 
 
-def test_train_transform_makes_tensors_of_the_input_size(datasets):
+def test_train_augmentation_makes_tensors_of_the_input_size(datasets):
+    import numpy as np
+    import torch
     from PIL import Image
-    from export.transforms import input_spec, train_transform
+    from export.augment import augment, centre_crop, square_pixels
+    from export.transforms import eval_transform, input_spec
+    spec = input_spec(96)
     path = next((datasets / "iarc_colposcopy" / "eval" / "type_1").glob("*.jpg"))
-    out = train_transform(input_spec(96), vertical_flip=False)(Image.open(path))
-    assert out.shape == (3, 96, 96)
+    with Image.open(path) as im:
+        square = square_pixels(im, spec["resize"])
+        box = eval_transform(spec)(im)
+    pixels = torch.from_numpy(np.stack([square, square]))
+    out = augment(pixels, spec, False, torch.Generator().manual_seed(0))
+    assert square.shape == (3, spec["resize"], spec["resize"]) and square.dtype == np.uint8
+    assert out.shape == (2, 3, 96, 96) and torch.isfinite(out).all()
+    assert not torch.equal(out[0], out[1])                      # one draw per image
+    # Without augmentation the stored square gives the box's own preprocessing (to JPEG rounding).
+    assert (centre_crop(pixels[:1], spec)[0] - box).abs().max() < 0.05
 
 
 def test_input_spec_refuses_a_crop_larger_than_the_resize():

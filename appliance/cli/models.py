@@ -4,6 +4,8 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import sys
+from pathlib import Path
 
 
 def register(subparsers, common) -> None:
@@ -16,8 +18,13 @@ def register(subparsers, common) -> None:
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("install", parents=[common], help="verify a pack (signature, checksums) and make it current")
+    p = sub.add_parser("install", parents=[common], help="verify a pack (signature, checksums) and make it current",
+                       description="Verify a pack and make it current. A pack compared with the one in use shows the "
+                                   "comparison first; a pack the ML team's check did not recommend needs "
+                                   "--confirm-not-recommended (or a 'yes' typed at the question).")
     p.add_argument("path", metavar="PATH", help="the pack folder (the one holding manifest.json), e.g. on a USB stick")
+    p.add_argument("--confirm-not-recommended", action="store_true",
+                   help="install a pack the ML team's check did not recommend (only when the ML team says so)")
     p.set_defaults(func=cmd_install)
 
     p = sub.add_parser("rollback", parents=[common], help="go back to the previous pack")
@@ -30,8 +37,9 @@ def _describe(info) -> str:
     if info.problem:
         return f"{head}  UNUSABLE: {info.problem}\n          {info.path}"
     models = ", ".join(f"{m} {v}" for m, v in info.models)
+    compared = "".join(f"\n          {line}" for line in info.comparison_lines())
     return (f"{head}  version {info.version or '?'}  {kind}  {len(info.models)} models, "
-            f"{info.size_bytes / 1e6:.0f} MB\n          {models}\n          {info.path}")
+            f"{info.size_bytes / 1e6:.0f} MB\n          {models}{compared}\n          {info.path}")
 
 
 def cmd_list(args, cfg) -> int:
@@ -68,7 +76,7 @@ def _tell_running_server() -> None:
         print("If the appliance is running, restart it to use it (sudo systemctl restart bccdms).")
 
 
-def _audit(cfg, action: str, info) -> None:
+def _audit(cfg, action: str, info, **detail) -> None:
     """Model changes go into the audit log beside the kiosk's, with who typed the command."""
     from ..errors import UserError
     from ..store import Store
@@ -79,16 +87,34 @@ def _audit(cfg, action: str, info) -> None:
         print(f"Note: not written to the audit log ({exc.message}).")
         return
     try:
-        store.audit.log(actor, action, "model_pack", info.pack_id, {"version": info.version, "demo": info.demo})
+        store.audit.log(actor, action, "model_pack", info.pack_id,
+                        {"version": info.version, "demo": info.demo, **detail})
     finally:
         store.close()
 
 
+def _confirmed(info, flag: bool) -> bool:
+    """Show the comparison; for a pack not recommended, the flag or a typed 'yes' confirms it."""
+    for line in info.comparison_lines():
+        print(line)
+    if not info.needs_confirmation or flag:
+        return flag
+    if not sys.stdin.isatty():
+        return False                         # PackManager refuses it with the sentence and the next step
+    answer = input("Install this pack anyway? Type yes to install it, anything else to stop: ")
+    return answer.strip().lower() == "yes"
+
+
 def cmd_install(args, cfg) -> int:
     from ..models_admin import PackManager
+    manager = PackManager(cfg)
     print(f"Checking the model pack at {args.path} (signature and every file's checksum)...", flush=True)
-    info = PackManager(cfg).install(args.path)
-    _audit(cfg, "models.install", info)
+    source = Path(args.path)
+    incoming = manager.describe(source.parent if source.name == "manifest.json" else source, "usb") \
+        if source.exists() else None
+    confirmed = _confirmed(incoming, args.confirm_not_recommended) if incoming and not incoming.problem else False
+    info = manager.install(args.path, confirmed_not_recommended=confirmed)
+    _audit(cfg, "models.install", info, confirmed_not_recommended=info.needs_confirmation)
     print(f"Installed and switched to model pack {info.pack_id} {info.version} "
           f"({len(info.models)} models{', DEMO' if info.demo else ''}).")
     _tell_running_server()

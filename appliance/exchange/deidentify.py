@@ -21,11 +21,17 @@ import struct
 from .. import catalogue
 from ..pathway import eligibility as checklist
 from ..pathway.codes import VALUE_SETS
-from ..store.exams import STATUSES, age_group
+from ..store.exams import age_group
+from ..store.vocabulary import STATUSES, decision_of, research_label
 from ..store.patients import age_on
 from . import layout
 
 SOURCES = ("file", "camera", "phone", "cli")
+# Whose class a research record's image carries, strongest first. ``expert`` comes with expert
+# reviews (a reviewer's verdict, carried back to the post: issue 17); today a record's class is
+# the clinician's decided class (``final_label``) or, awaiting a decision or made with demo models,
+# only the model's guess (``label``), which no training set may use.
+LABEL_SOURCES = ("expert", "clinician", "model")
 
 
 class Pseudonyms:
@@ -100,6 +106,18 @@ def patient_age(patient: dict | None, when) -> int | None:
     return age_on(when, patient.get("birth_date"), patient.get("age_years"), str(patient.get("created_at") or ""))
 
 
+def label_source(exam: dict) -> str | None:
+    """``clinician`` when the image's class is a clinician's decided class on an exam made with
+    trained models (``store.exams.research_label``); ``model`` when its only class is the model's
+    (awaiting a decision, or a demo exam); None when it has no class at all (a referral)."""
+    analysis_id = exam.get("analysis")
+    if research_label(analysis_id, exam.get("final_label"), decision_of(exam), bool(exam.get("demo"))):
+        return "clinician"
+    if exam.get("decision") and not exam.get("demo"):
+        return None                       # decided without a class: a referral
+    return "model" if exam.get("label") in catalogue.all_label_ids().get(analysis_id, ()) else None
+
+
 def exam_record(exam: dict, patient: dict | None, pseudonyms: Pseudonyms, image_member: str | None) -> dict:
     analysis_id = exam.get("analysis") if exam.get("analysis") in catalogue.ANALYSES else None
     decision = exam.get("decision") if isinstance(exam.get("decision"), dict) else None
@@ -114,6 +132,7 @@ def exam_record(exam: dict, patient: dict | None, pseudonyms: Pseudonyms, image_
         "final_label": _decision(analysis_id, exam.get("final_label")),
         "status": exam.get("status") if exam.get("status") in STATUSES else None,
         "demo": bool(exam.get("demo")),
+        "label_source": label_source(exam) if analysis_id else None,
         "decision": None if decision is None else {
             "label": _decision(analysis_id, decision.get("label")), "agrees": bool(decision.get("agrees"))},
         "age_group": age_group(patient_age(patient, exam.get("created_at"))),

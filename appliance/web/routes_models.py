@@ -3,8 +3,10 @@ USB sticks, install and roll back) and the page that follows an installation.
 
 Installing hashes and copies hundreds of megabytes (a minute on a Pi), so it runs as a
 background job with progress (``ctx.jobs``), like the USB export. A posted path is accepted only
-when it is a pack the box itself found on a detected USB stick. After a switch the engine
-reloads, so the next diagnosis uses the new pack.
+when it is a pack the box itself found on a detected USB stick. A pack the ML team's check did
+not recommend (its manifest's champion/challenger comparison) first shows a page with the
+comparison that the admin must confirm. After a switch the engine reloads, so the next diagnosis
+uses the new pack.
 """
 from __future__ import annotations
 
@@ -30,13 +32,18 @@ JOB = "models"
 def install_pack(ctx: AppContext):
     auth.require_permission("manage_models")
     wanted = bottle.request.forms.getunicode("pack", "")
-    allowed = {str(p.path): p.path for p in _found_on_sticks(ctx)}
+    allowed = {str(p.path): p for p in _found_on_sticks(ctx)}
     if wanted not in allowed:
         raise UserError(_("There is no model pack there on a USB stick."),
                         _("Plug the stick in again and reload the Admin page."))
-    source: Path = allowed[wanted]
+    found: PackInfo = allowed[wanted]
+    source: Path = found.path
+    confirmed = bottle.request.forms.getunicode("confirm_not_recommended", "") == "yes"
+    if found.needs_confirmation and not confirmed:
+        return ctx.render("models_confirm.html", pack=found)
     raise _start(ctx, _("installation of a model pack"), "models.install",
-                 lambda progress: ctx.pack_manager.install(source, progress))
+                 lambda progress: ctx.pack_manager.install(source, progress, confirmed_not_recommended=confirmed),
+                 confirmed_not_recommended=found.needs_confirmation)
 
 
 def rollback(ctx: AppContext):
@@ -72,8 +79,9 @@ def _found_on_sticks(ctx: AppContext) -> list[PackInfo]:
             for path in packs_on(drive.path)]
 
 
-def _start(ctx: AppContext, title: str, action: str, change) -> bottle.HTTPResponse:
-    """Run ``change(progress)`` as the models job; the redirect to its progress page."""
+def _start(ctx: AppContext, title: str, action: str, change, **detail) -> bottle.HTTPResponse:
+    """Run ``change(progress)`` as the models job; the redirect to its progress page. ``detail``
+    goes into the audit entry."""
     user = auth.require_permission("manage_models")
 
     def work(progress):
@@ -83,7 +91,7 @@ def _start(ctx: AppContext, title: str, action: str, change) -> bottle.HTTPRespo
             ctx.engine.reload()
         # After the switch: a lost audit entry must not report the install as failed.
         auth.record_audit(ctx.store, user["username"], action, "model_pack", info.pack_id,
-                          {"version": info.version, "demo": info.demo})
+                          {"version": info.version, "demo": info.demo, **detail})
         return info
 
     ctx.jobs.start(JOB, title, work)

@@ -229,7 +229,8 @@ def _assemble_from_weights(work: Path, returned: Path, out: Path, key, metrics: 
                            version: str | None, force: bool, say) -> tuple[Path, dict]:
     """The device could not make the INT8 ONNX: the returned weights go through this machine's
     pipeline (export → quantize → evaluate with the refer band and gate fitted → pack)."""
-    from export.checkpoint import FORMAT, save_atomic
+    from export.checkpoint import FORMAT
+    from export.torchio import save_atomic
     from export.evaluate import evaluate
     from export.pipeline import build_pack, export_checkpoint, quantize_model_folder
 

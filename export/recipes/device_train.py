@@ -14,9 +14,9 @@ and the results are still written):
    Herlev, then ``breast_binary``, ``breast_malignant_subtype``, ``breast_benign_subtype``
    (BreakHis) and ``cervix_type`` (IARC), on the patient-disjoint (Herlev: source-image-
    disjoint) splits recorded in ``.device_data/splits.json``: AdamW, a time-based cosine
-   schedule, bf16 autocast, channels_last, strong augmentation on the GPU (random resized
-   crops, flips, free rotation for microscopy, colour jitter), keeping the epoch with the
-   lowest validation loss;
+   schedule, bf16 autocast, channels_last, the augmentation of ``export/augment.py`` on the GPU
+   (random resized crops, flips, free rotation for microscopy, colour jitter), keeping the epoch
+   with the lowest validation loss: the loop of ``bccdms-export train`` (``export/loop.py``);
 3. fits the temperature, and evaluates each model like ``bccdms-export evaluate``: accuracy,
    balanced accuracy, confusion, ROC AUC, ECE before/after temperature, refer band,
    out-of-scope gate (false alarms on validation, catches on the other datasets and on
@@ -42,7 +42,6 @@ import argparse
 import hashlib
 import json
 import lzma
-import math
 import platform
 import sys
 import time
@@ -100,13 +99,10 @@ class Images:
 
 def _decode(path: Path, side: int) -> np.ndarray:
     from PIL import Image
-    from torchvision import transforms as T
 
-    from export.transforms import upright_rgb
-    geometry = T.Compose([T.Resize(side, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
-                          T.CenterCrop(side)])
+    from export.augment import square_pixels
     with Image.open(path) as im:
-        return np.asarray(geometry(upright_rgb(im)), np.uint8).transpose(2, 0, 1)
+        return square_pixels(im, side)
 
 
 def load_images(root: Path, splits: dict, side: int, device) -> dict[str, Images]:
@@ -137,67 +133,6 @@ def model_rows(images: Images, doc: dict, side: str, limit: int | None) -> tuple
     return [images.rows[f] for f, _ in items], [t for _, t in items], [f for f, _ in items]
 
 
-# ---------------------------------------------------------------- GPU transforms
-
-def normalise(x, spec):
-    import torch
-    mean = torch.tensor(spec["mean"], device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(spec["std"], device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
-def centre_crop(pixels, spec):
-    """The evaluation transform on the stored squares: the central ``size`` crop, normalised."""
-    size = int(spec["size"])
-    offset = int(round((pixels.shape[-1] - size) / 2))
-    return normalise(pixels[..., offset:offset + size, offset:offset + size].float() / 255, spec)
-
-
-def augment(pixels, spec, microscopy: bool, generator):
-    """Random resized crops (35-100 % of the area, aspect 3/4-4/3), flips, rotation (free for
-    microscope images, ±10° for colposcope photos, which keep gravity), brightness, contrast,
-    saturation and hue jitter: one draw per image, all on the GPU."""
-    import torch
-    import torch.nn.functional as F
-
-    n, dev = len(pixels), pixels.device
-
-    def uniform(low, high):
-        return torch.rand(n, device=dev, generator=generator) * (high - low) + low
-    area = uniform(0.35, 1.0)
-    ratio = torch.exp(uniform(math.log(3 / 4), math.log(4 / 3)))
-    w, h = torch.sqrt(area * ratio).clamp(max=1.0), torch.sqrt(area / ratio).clamp(max=1.0)
-    cx, cy = uniform(-1, 1) * (1 - w), uniform(-1, 1) * (1 - h)
-    angle = uniform(0, 2 * math.pi) if microscopy else uniform(-math.pi / 18, math.pi / 18)
-    flip_x = torch.where(torch.rand(n, device=dev, generator=generator) < 0.5, -1.0, 1.0)
-    flip_y = torch.where(torch.rand(n, device=dev, generator=generator) < 0.5, -1.0, 1.0) if microscopy \
-        else torch.ones(n, device=dev)
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.stack([torch.stack([w * cos * flip_x, -h * sin * flip_y, cx], 1),
-                         torch.stack([w * sin * flip_x, h * cos * flip_y, cy], 1)], 1)
-    size = int(spec["size"])
-    grid = F.affine_grid(theta, (n, 3, size, size), align_corners=False)
-    x = F.grid_sample(pixels.float() / 255, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    x = x * uniform(0.75, 1.25).view(n, 1, 1, 1)                                   # brightness
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = (x - mean) * uniform(0.75, 1.25).view(n, 1, 1, 1) + mean                    # contrast
-    grey = x.mean(dim=1, keepdim=True)
-    x = grey + (x - grey) * uniform(0.7, 1.3).view(n, 1, 1, 1)                      # saturation
-    x = _rotate_hue(x, uniform(-0.06, 0.06) * 2 * math.pi)                          # stain / white balance
-    return normalise(x.clamp(0, 1), spec)
-
-
-def _rotate_hue(x, angle):
-    """Rotate the chroma of RGB images in YIQ space by ``angle`` (radians, one per image)."""
-    import torch
-    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=x.device)
-    yiq = torch.einsum("ij,njhw->nihw", to_yiq, x)
-    cos, sin = torch.cos(angle).view(-1, 1, 1), torch.sin(angle).view(-1, 1, 1)
-    i, q = yiq[:, 1] * cos - yiq[:, 2] * sin, yiq[:, 1] * sin + yiq[:, 2] * cos
-    yiq = torch.stack([yiq[:, 0], i, q], 1)
-    return torch.einsum("ij,njhw->nihw", torch.linalg.inv(to_yiq), yiq)
-
-
 # ---------------------------------------------------------------- training
 
 def build(arch: str, classes: int):
@@ -216,76 +151,49 @@ def build(arch: str, classes: int):
 
 def train_model(model_id: str, images: Images, train_rows, train_t, val_rows, val_t, spec, args, budget_s: float,
                 device) -> tuple[Any, dict]:
-    """Train until the time budget (or ``--max-epochs``) is spent; return the best-validation-loss net."""
+    """Train until the time budget (or ``--max-epochs``) is spent with the loop ``bccdms-export
+    train`` runs (``export/loop.py``); return the best-validation-loss net."""
     import torch
-    from torch import nn
 
     from appliance import catalogue
+    from export.augment import centre_crop
+    from export.loop import LoopOptions, fit, full_batches
     classes = catalogue.model(model_id).class_ids
     torch.manual_seed(args.seed)
     net = build(args.arch, len(classes)).to(device).to(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.05)
-    loss_fn = nn.CrossEntropyLoss()
-    generator = torch.Generator(device=device).manual_seed(args.seed)
-    use_amp = device.type == "cuda"
-    microscopy = images.domain != catalogue.COLPOSCOPY
     train_rows_t = torch.tensor(train_rows, device=device)
     train_targets = torch.tensor(train_t, device=device)
-    val_targets = torch.tensor(val_t, device=device)
     batch = min(args.batch_size, len(train_rows))
-    started = time.monotonic()
-    best = {"loss": float("inf"), "epoch": None, "state": None}
-    history, epoch, steps = [], 0, 0
-    while epoch < args.max_epochs:
-        elapsed = time.monotonic() - started
-        if epoch > 0 and elapsed >= budget_s:
-            break
-        epoch += 1
-        net.train()
-        permutation = torch.randperm(len(train_rows), device=device, generator=generator)
-        # Full batches only (BatchNorm needs more than one image; a tiny last batch is noise).
-        usable = len(permutation) - len(permutation) % batch
-        total, seen = torch.zeros((), device=device), 0      # summed on the device: no sync per step
-        for start in range(0, usable, batch):
-            index = permutation[start:start + batch]
-            # Time-based schedule: warm-up over the first 5 % of the budget, cosine to zero at its end.
-            fraction = min((time.monotonic() - started) / budget_s, 1.0)
-            lr = args.lr * (fraction / 0.05 if fraction < 0.05 else 0.5 * (1 + math.cos(math.pi * fraction)))
-            for group in optimiser.param_groups:
-                group["lr"] = max(lr, args.lr * 1e-3)
-            x = augment(images.pixels[train_rows_t[index]], spec, microscopy, generator)
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = loss_fn(net(x).float(), train_targets[index])
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += loss.detach() * len(index)
-            seen += len(index)
-            steps += 1
-        total = float(total)
-        net.eval()
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            val_logits = torch.cat([net(centre_crop(images.pixels[val_rows[s:s + 256]], spec)
-                                        .contiguous(memory_format=torch.channels_last)).float()
-                                    for s in range(0, len(val_rows), 256)])
-        val_loss = float(loss_fn(val_logits, val_targets))
-        val_acc = float((val_logits.argmax(1) == val_targets).float().mean())
-        if val_loss < best["loss"]:
-            best = {"loss": val_loss, "epoch": epoch,
-                    "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
-        history.append({"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": val_loss,
-                        "val_accuracy": val_acc, "seconds": round(time.monotonic() - started, 1)})
-        if epoch == 1 or epoch % 10 == 0:
-            log(f"{model_id} epoch {epoch}: train loss {total / max(seen, 1):.3f}, val loss {val_loss:.3f}, "
-                f"val accuracy {val_acc:.3f} (best epoch {best['epoch']})")
-    net.load_state_dict(best["state"])
-    seconds = time.monotonic() - started
-    training = {"epochs": epoch, "best_epoch": best["epoch"], "best_val_loss": best["loss"], "steps": steps,
-                "seconds": round(seconds, 1), "images_per_second": round(steps * batch / max(seconds, 1e-9), 1),
-                "batch_size": batch, "lr": args.lr, "optimiser": "AdamW (weight decay 0.05), time-based cosine",
-                "amp": "bf16" if use_amp else None, "history": history}
-    log(f"{model_id}: {epoch} epochs in {seconds:.0f} s, best epoch {best['epoch']} (val loss {best['loss']:.3f})")
+    opts = LoopOptions(spec=spec, epochs=args.max_epochs, batch_size=batch, lr=args.lr, seed=args.seed,
+                       sampling=args.sampling, schedule="cosine", budget_s=budget_s,
+                       microscopy=images.domain != catalogue.COLPOSCOPY, channels_last=True)
+
+    def batches(order):
+        for index in full_batches(order.to(device), batch):
+            yield images.pixels[train_rows_t[index]], train_targets[index]
+
+    def validate(forward):
+        logits = torch.cat([forward(centre_crop(images.pixels[val_rows[s:s + 256]], spec))
+                            for s in range(0, len(val_rows), 256)])
+        return logits.cpu().numpy(), np.asarray(val_t)
+
+    def after_epoch(state, record):
+        if record["epoch"] == 1 or record["epoch"] % 10 == 0:
+            log(f"{model_id} epoch {record['epoch']}: train loss {record['train_loss']:.3f}, val loss "
+                f"{record['val_loss']:.3f}, val accuracy {record['val_accuracy']:.3f} (best epoch {state.best_epoch})")
+
+    state = fit(net, optimiser, opts, targets=np.asarray(train_t), batches=batches, validate=validate,
+                device=device, on_epoch=after_epoch)
+    seconds = state.seconds
+    training = {"epochs": state.epoch, "best_epoch": state.best_epoch, "best_val_loss": state.best_loss,
+                "steps": state.steps, "seconds": round(seconds, 1),
+                "images_per_second": round(state.steps * batch / max(seconds, 1e-9), 1),
+                "batch_size": batch, "lr": args.lr, "sampling": args.sampling,
+                "optimiser": "AdamW (weight decay 0.05), time-based cosine",
+                "amp": "bf16" if device.type == "cuda" else None, "history": state.history}
+    log(f"{model_id}: {state.epoch} epochs in {seconds:.0f} s, best epoch {state.best_epoch} "
+        f"(val loss {state.best_loss:.3f})")
     return net.eval(), training
 
 
@@ -308,6 +216,7 @@ class QuietProgress:
 
 def crops(images: Images, rows: list[int], spec, batch: int = 64):
     """Normalised evaluation crops of ``rows`` as float32 NumPy batches (what ONNX Runtime gets)."""
+    from export.augment import centre_crop
     for start in range(0, len(rows), batch):
         yield centre_crop(images.pixels[rows[start:start + batch]], spec).cpu().numpy().astype(np.float32)
 
@@ -644,6 +553,8 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate (default 1e-3: from scratch)")
     p.add_argument("--max-epochs", type=int, default=1000)
+    p.add_argument("--sampling", choices=("shuffle", "balanced"), default="shuffle",
+                   help="epoch order: shuffled (default) or class-balanced draws")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="at most N training / validation images per model (smoke runs)")
     p.add_argument("--limit-other", type=int, default=200, help="other-dataset images per set for the gate")
