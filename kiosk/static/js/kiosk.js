@@ -87,7 +87,7 @@
   /* -- decision form: "agree" and "another label" ---------------------------------------- */
   var decision = document.getElementById("decision-form");
   if (decision) {
-    var other = decision.querySelector("[name=label]");
+    var other = document.getElementById("decision-label");     // the choice sheet's fieldset
     var sync = function () {
       var agrees = decision.querySelector("[name=agrees]:checked");
       if (other) { other.disabled = !agrees || agrees.value !== "no"; }
@@ -105,39 +105,36 @@
     });
   });
 
-  /* -- upload: refuse too-large files before sending them ------------------------------- */
-  document.querySelectorAll("input[type=file][data-max-bytes]").forEach(function (input) {
-    input.addEventListener("change", function () {
-      var max = parseInt(input.dataset.maxBytes, 10);
-      var file = input.files && input.files[0];
-      var msg = document.getElementById(input.dataset.messageId || "");
-      if (file && max && file.size > max) {
-        input.value = "";
-        if (msg) { msg.hidden = false; }
-      } else if (msg) { msg.hidden = true; }
-      if (file && input.form && input.dataset.autosubmit !== undefined && !(max && file.size > max)) {
-        input.form.requestSubmit();
-      }
-    });
-  });
-
   /* -- image step: show an image as soon as the camera or the phone delivers it --------- */
   var waiter = document.querySelector("[data-draft-poll]");
   if (waiter) {
     var url = waiter.dataset.draftPoll;
     var seen = parseInt(waiter.dataset.version || "0", 10);
+    var stopped = false;
+    var pending = null;
     var poll = function () {
-      fetch(url + "?version=" + seen, { credentials: "same-origin", headers: { "X-Passive": "1" } })
+      if (stopped) { return; }
+      pending = new AbortController();
+      fetch(url + "?version=" + seen, { credentials: "same-origin", headers: { "X-Passive": "1" }, signal: pending.signal })
         .then(function (r) {
           if (r.status === 401) { window.location.href = "/login?expired=1"; return null; }
           return r.ok ? r.json() : null;
         })
         .then(function (d) {
+          if (stopped) { return; }
           if (d && d.version !== seen) { window.location.reload(); return; }
           setTimeout(poll, d ? 200 : 3000);
         })
-        .catch(function () { setTimeout(poll, 3000); });
+        .catch(function () { if (!stopped) { setTimeout(poll, 3000); } });
     };
+    // "Start processing" takes the draft away: a wait still open would be answered "no such draft".
+    var processForm = document.getElementById("process-form");
+    if (processForm) {
+      processForm.addEventListener("submit", function () {
+        stopped = true;
+        if (pending) { pending.abort(); }
+      });
+    }
     setTimeout(poll, 500);
   }
 })();
