@@ -193,8 +193,8 @@ def test_amharic_name_phone_and_ethiopian_date_typed_into_every_form(staffed_ser
     assert [touch.value(filters + f"input[name={n}]") for n in ("name", "date_from", "date_to")] == \
         ["አበበች", "01/01/2017", "30/12/2017"]
     touch.steady(None)
-    touch.key("{enter}")
-    touch.page.wait_for_load_state("load")
+    with touch.page.expect_navigation():
+        touch.key("{enter}")
     assert touch.loads == 1 and touch.page.url.endswith("/records")
     assert [touch.value(filters + f"input[name={n}]") for n in ("name", "date_from", "date_to")] == \
         ["አበበች", "01/01/2017", "30/12/2017"]                          # kept, in the E.C. calendar
@@ -231,8 +231,8 @@ def test_enter_goes_to_the_next_field_then_submits(staffed_server, touch_page):
     assert order == ["pid", "full_name", "birth_date", "age_years", "phone", "address"]
     # ↵ on the last field submits the form; the server answers with its own sentence (no browser
     # bubble: the forms are novalidate), in the user's language.
-    touch.key("{enter}")
-    touch.page.wait_for_load_state("load")
+    with touch.page.expect_navigation():
+        touch.key("{enter}")
     assert touch.loads == 1
     error = touch.page.locator(".flash-error").inner_text()
     assert error.strip() and not re.search(r"[A-Za-z]{3,}", error), error     # Amharic, from the server
