@@ -12,9 +12,19 @@ serve=1
 say() { printf '==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-  say "installing python3-venv (Debian package)"
-  as_root apt-get install -y python3-venv
+# The Debian packages the appliance needs at run time, only those missing: python3-venv for
+# .venv, fonts-noto-core for Ethiopic text on the kiosk, the print page and the PDF (the
+# self-check fails without it). What only the tests need is installed by .ci/run and test.sh.
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+missing=()
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if command -v dpkg-query >/dev/null; then
+  installed fonts-noto-core || missing+=(fonts-noto-core)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq || say "apt-get update failed; trying with the package lists already here"
+  as_root apt-get install -y "${missing[@]}"
 fi
 if [ ! -x .venv/bin/python ]; then
   say "creating .venv"

@@ -61,8 +61,9 @@ class ServerConfig:
     max_upload_mb: int = 30
     lockout_failures: int = 5
     lockout_minutes: int = 15
-    # Wrong passwords from one client address (any accounts) within the window before its logins
-    # wait; independent of the per-account lockout, which such refused attempts do not count in.
+    # Wrong passwords from one client address (any accounts) within the window before each further
+    # one makes its next login wait longer (2 s, 4 s ... up to the window; at most 30 s on the box's
+    # own screen); independent of the per-account lockout, which such refused attempts do not count in.
     login_failures_per_address: int = 20
     login_failure_window_minutes: float = 10
 

@@ -66,3 +66,11 @@ def tiny_pap(tmp_path_factory, datasets, pack_key) -> dict:
     gate, model card) and packed with `pack_key` (about 45 s; tests/models_eval_helpers.py)."""
     from models_eval_helpers import build_tiny_pap
     return build_tiny_pap(tmp_path_factory.mktemp("tiny_pap"), datasets, pack_key)
+
+
+@pytest.fixture
+def store(cfg):
+    """An open record store on ``cfg``'s data folder, closed after the test."""
+    from appliance.store import Store
+    with Store.open(cfg) as opened:
+        yield opened

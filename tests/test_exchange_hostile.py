@@ -19,6 +19,7 @@ from appliance.exchange.container import BundleRefused
 from appliance.exchange.export import export_bundle
 
 from test_exchange_support import craft_bundle, gz_lines, manifest_for, snapshot, tar_member, world  # noqa: F401
+from test_store_support import spoiled
 
 JPEG_NAME = "a" * 64
 
@@ -273,12 +274,7 @@ def _engine_result(**changes) -> dict:
     result = {"analysis": "pap_smear", "demo": False, "label": "normal", "steps": [step],
               "path": [["pap_smear", "normal"]], "quality": {"ok": True, "warnings": [{"code": "blur", "message": "x"}]},
               "out_of_scope": {"flagged": False}, "timings_ms": {"total": 30.5}}
-    for key, value in changes.items():
-        if key.startswith("step_"):
-            step[key[5:]] = value
-        else:
-            result[key] = value
-    return result
+    return spoiled(result, **changes)
 
 
 @pytest.mark.parametrize("result, words", [

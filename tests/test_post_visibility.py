@@ -5,6 +5,7 @@ waitress; the other post's records come from a second real store, merged as an i
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pytest
 
@@ -107,3 +108,57 @@ def test_store_queries_take_a_post_filter(staffed_server, two_posts):
     assert store.images.browse(post_id=own)[1] == 1 and store.images.browse(post_id=other)[1] == 2
     assert store.stats(post_id=own)["exams"] == 1 and store.stats(post_id=other)["exams"] == 2
     assert store.stats(post_id=own)["patients"] == 1 and store.stats()["exams"] == 3
+
+
+# Route arguments that name no record of a post (filled with a harmless value of their shape).
+NEUTRAL_ARGS = {"draft_id": "A" * 22, "username": "nurse1", "path": "css/kiosk.css", "token": "x" * 20,
+                "model_id": "pap_smear", "name": "roc.png", "fmt": "json"}
+
+
+def _paths(rule: str, record_ids: list[str]) -> list[str]:
+    """Concrete paths for a route rule: each record argument filled with each of the other post's
+    record ids (the rule must refuse them all), the others with a neutral value."""
+    names = [m.split(":")[0] for m in re.findall(r"<([^>]+)>", rule)]
+    if not names:
+        return [rule]
+    if all(n in NEUTRAL_ARGS for n in names):
+        return [re.sub(r"<([^>]+)>", lambda m: NEUTRAL_ARGS[m.group(1).split(":")[0]], rule)]
+    return [re.sub(r"<([^>]+)>", lambda m, rid=rid: NEUTRAL_ARGS.get(m.group(1).split(":")[0], rid), rule)
+            for rid in record_ids]
+
+
+@pytest.mark.parametrize("who", [NURSE, DOCTOR], ids=["nurse", "doctor"])
+def test_every_route_applies_the_post_rule(staffed_server, two_posts, who):
+    """Every route of the app, asked by a clinician for another post's records: an address that names
+    one (exam, patient, image) answers an error, and no answer anywhere shows another post's data.
+    A new route that forgets auth.records_post / lookups.*_or_404 fails here."""
+    live = staffed_server
+    other_exams = two_posts["other_exams"]
+    record_ids = [e["uuid"] for e in other_exams] + [two_posts["other_patient"]["uuid"]] \
+        + [e["image"]["sha256"] for e in other_exams]
+    secrets_of_other_post = ["Hana Girma", "OTH-1", *record_ids]
+    # Searches and filters that match the other post's patient (the pages echo what was typed).
+    form = {"patient_uuid": two_posts["other_patient"]["uuid"], "q": "OTH", "pid": "OTH", "name": "Hana",
+            "analysis": "pap_smear", "draft": "A" * 22}
+    client = login(live, who)
+    routes = sorted(live.ctx.app.routes, key=lambda r: r.method != "POST")   # POSTs first: searches, filters
+    checked = 0
+    for route in routes:
+        if route.rule.startswith("/static/") or route.rule == "/logout":
+            continue
+        method = route.method if route.method != "ANY" else "GET"
+        named = bool(re.search(r"<", route.rule)) and not all(
+            m.split(":")[0] in NEUTRAL_ARGS for m in re.findall(r"<([^>]+)>", route.rule))
+        for path in _paths(route.rule, record_ids):
+            res = client.post(path, form) if method == "POST" else client.get(path)
+            if named:
+                assert res.status >= 400, (method, route.rule, path, res.status)
+            leaked = [s for s in secrets_of_other_post if s.encode() in res.body]
+            assert not leaked, (method, route.rule, path, res.status, leaked)
+            checked += 1
+        if method == "POST":
+            # What a POST stored in the session (a search, a filter) shows on the next pages.
+            for page in ("/diagnose", "/records", "/images", "/statistics"):
+                shown = client.get(page).body
+                assert not [s for s in secrets_of_other_post if s.encode() in shown], (route.rule, page)
+    assert checked >= 40, "the app's route list looks too short"

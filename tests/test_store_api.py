@@ -12,13 +12,6 @@ from test_store_support import jpeg_bytes, register, result_json, save_exam, sna
 
 
 @pytest.fixture
-def store(cfg):
-    s = Store.open(cfg)
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def admin(store):
     return store.users.create("admin", "correct horse", "admin", display_name="Dr. Hana", by=None)
 

@@ -41,6 +41,18 @@ def result_json(analysis: str = "pap_smear", label: str | None = None) -> dict:
             "timings_ms": {"decode": 1.0, "total": 30.0}}
 
 
+def spoiled(result: dict, **changes) -> dict:
+    """``result`` with one part changed: ``step_<key>`` sets a key of its first step, any other
+    name a key of the result (the bad-result tables of the store and the exchange tests)."""
+    step = result["steps"][0]
+    for key, value in changes.items():
+        if key.startswith("step_"):
+            step[key[5:]] = value
+        else:
+            result[key] = value
+    return result
+
+
 def register(store, pid: str = "JU-000001", name: str = "Almaz Tadesse", **kw) -> dict:
     return store.patients.register(pid, name, by=kw.pop("by", "nurse1"), **kw)
 

@@ -85,7 +85,7 @@ def test_pap_smear_from_registration_to_saved_decision(staffed_server, nurse, da
     assert exam_uuid in nurse.get("/records").text
     images = nurse.get(f"/images?analysis=pap_smear&label={other}").text
     assert exam_uuid in images and exam["image"]["sha256"] in images
-    assert nurse.get(f"/images/thumb/{exam['image']['sha256']}.jpg").headers["content-type"] == "image/jpeg"
+    assert nurse.get(f"/exams/{exam_uuid}/thumb.jpg").headers["content-type"] == "image/jpeg"
     stats = nurse.get("/statistics").text
     assert 'id="stat-exams">1<' in stats
     assert re.search(r"Clinician chose another class</td><td>1<", stats)

@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 
 from ..errors import UserError
+from ..store.vocabulary import ROLES
 from .prompt import read_secret
 
 CLI_ACTOR = "cli"
-ROLE_CHOICES = ("nurse", "doctor", "supervisor", "admin")
 
 
 def register(subparsers, common) -> None:
@@ -21,7 +21,7 @@ def register(subparsers, common) -> None:
 
     p = sub.add_parser("add", parents=[common], help="create an account (password from stdin or asked twice)")
     p.add_argument("name", metavar="NAME", help="the username: 3 to 32 letters, digits, dots, dashes")
-    p.add_argument("--role", required=True, choices=ROLE_CHOICES, help="what the account may do")
+    p.add_argument("--role", required=True, choices=ROLES, help="what the account may do")
     p.add_argument("--display-name", default="", help="the name shown on screen and on reports")
     p.add_argument("--language", default=None, help="the kiosk language for this user (default: [ui] default_language)")
     p.set_defaults(func=cmd_add)

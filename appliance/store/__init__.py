@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .patients import DuplicatePatient
 from .store import KINDS, MERGE_RESULTS, Store
-from .users import ROLES, AuthError
+from .users import AuthError
+from .vocabulary import ROLES
 
 __all__ = ["Store", "AuthError", "DuplicatePatient", "ROLES", "KINDS", "MERGE_RESULTS"]

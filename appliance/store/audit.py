@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import UserError
+from .core import StoreCore
 from .fields import public, text
 from .kinds import RecordKind
-
-if TYPE_CHECKING:
-    from .store import Store
 
 MAX_DETAIL_BYTES = 8 * 1024
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -37,22 +35,22 @@ class AuditIndex:
 
     def __init__(self) -> None:
         self.pairs: dict[int, Counter] = {}
-        self._uuids: dict[int, set[str]] = {}      # per chunk, filled only when a merge asks
+        self.uuids: dict[int, set[str]] = {}      # per chunk, filled only when a merge asks
 
     def summarize(self, records):
         return dict(Counter(f"{r.get('actor') or ''}{_SEP}{r.get('action') or ''}" for _, r in records))
 
     def load_chunk(self, chunk_no, summary):
         self.pairs[chunk_no] = Counter(summary)
-        self._uuids.pop(chunk_no, None)
+        self.uuids.pop(chunk_no, None)
 
     def chunk_summary(self, chunk_no):
         return dict(self.pairs.get(chunk_no, {}))
 
     def written(self, chunk_no, doc_id, record):
         self.pairs.setdefault(chunk_no, Counter())[f"{record.get('actor') or ''}{_SEP}{record.get('action') or ''}"] += 1
-        if chunk_no in self._uuids:
-            self._uuids[chunk_no].add(record["uuid"])
+        if chunk_no in self.uuids:
+            self.uuids[chunk_no].add(record["uuid"])
 
     def count(self, chunk_no: int, actor: str | None, action: str | None) -> int:
         pairs = self.pairs.get(chunk_no, {})
@@ -70,14 +68,19 @@ class AuditLog(RecordKind):
     kind = "audit"
     capacity = 256         # ~64 KB a chunk
 
-    def __init__(self, store: "Store"):
-        super().__init__(store, AuditIndex(), open_chunks=8)
+    def __init__(self, core: StoreCore):
+        super().__init__(core, AuditIndex(), open_chunks=8)
 
     def log(self, actor: str | None, action: str, target_type: str, target_id: Any = None, detail: Any = None) -> dict:
         """Append one entry (durably). ``detail`` is any small JSON value."""
         entry = self._entry(actor, action, target_type, target_id, detail)
-        with self._store._writing():
+        with self._core.writing():
             return self._append(entry)
+
+    def append(self, actor: str | None, action: str, target_type: str, target_id: Any = None,
+               detail: Any = None) -> dict:
+        """``log`` for a write already under the writer lock (the core's audit sink)."""
+        return self._append(self._entry(actor, action, target_type, target_id, detail))
 
     def _entry(self, actor, action, target_type, target_id, detail) -> dict:
         # Who and what come from users (a mistyped login name): recorded as typed, never refused.
@@ -95,15 +98,15 @@ class AuditLog(RecordKind):
         return entry
 
     def _append(self, entry: dict) -> dict:
-        record = self._store._new_record(entry)
-        self._insert(record)
+        record = self._core.new_record(entry)
+        self.insert(record)
         return public(record)
 
     def query(self, *, actor: str | None = None, action: str | None = None, offset: int = 0,
               limit: int = 100) -> tuple[list[dict], int]:
         """Entries newest first (one page) and how many match."""
         offset, limit = max(0, int(offset)), max(0, min(int(limit), 1000))
-        with self._store._reading():
+        with self._core.reading():
             col, idx = self.collection, self.index
             months: dict[str, list] = {}
             for chunk in col.chunks:
@@ -133,9 +136,9 @@ class AuditLog(RecordKind):
         col, idx = self.collection, self.index
         for chunk in col.chunks:
             if chunk.partition == created_at[:7]:
-                uuids = idx._uuids.get(chunk.no)
+                uuids = idx.uuids.get(chunk.no)
                 if uuids is None:
-                    uuids = idx._uuids[chunk.no] = {r["uuid"] for _, r in col.records(chunk)}
+                    uuids = idx.uuids[chunk.no] = {r["uuid"] for _, r in col.records(chunk)}
                 if uuid in uuids:
                     return True
         return False

@@ -30,7 +30,7 @@ import os
 import shutil
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Any, Callable, ContextManager, Iterator
 
 from ..config import Config
 from ..errors import StoreError, UserError
@@ -39,9 +39,7 @@ from . import durable, sealed_keys
 from .durable import fsync_dir, is_tmp_name, os_error, utc_stamp
 from .fields import utc_now
 from .locking import InstanceLock
-
-if TYPE_CHECKING:
-    from .store import Store
+from .migrations import SCHEMA_VERSION
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -107,9 +105,10 @@ def _key_files(data_dir: Path) -> dict[str, bytes]:
     return found
 
 
-def backup(store: "Store", to_dir: Path, *, passphrase: str | None = None) -> Path:
-    """Write a backup folder into ``to_dir``; with ``passphrase`` the keys go in too, sealed."""
-    data_dir = store.data_dir
+def backup(store: Any, to_dir: Path, *, passphrase: str | None = None) -> Path:
+    """Write a backup folder of an open ``Store`` into ``to_dir``; with ``passphrase`` the keys go in
+    too, sealed."""
+    data_dir, core = store.data_dir, store.core
     sealed = None
     if passphrase is not None:
         sealed_keys.check_passphrase(passphrase)
@@ -132,8 +131,8 @@ def backup(store: "Store", to_dir: Path, *, passphrase: str | None = None) -> Pa
         raise os_error(exc, to_dir, "start the backup") from None
     files: dict[str, dict] = {}
     try:
-        with store._writing(defer=False):
-            seq = store._seq
+        with core.writing(defer=False):
+            seq = core.seq
             for rel in _walk(store.dir):
                 if not _skipped_store_file(rel):
                     (snapshot / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +153,7 @@ def backup(store: "Store", to_dir: Path, *, passphrase: str | None = None) -> Pa
         os.sync()    # one sync for thousands of images instead of one fsync each
         manifest = {"format": FORMAT, "kind": "bccdms-backup", "post_id": store.post_id,
                     "post_name": store.post_name, "created_at": utc_now(), "change_seq": seq,
-                    "schema_version": store.meta.get("schema_version"),
+                    "schema_version": store.meta_get("schema_version"),
                     "keys": "sealed" if sealed is not None else "not included", "files": files}
         durable.write_fsynced(partial / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False).encode())
         fsync_dir(partial)
@@ -202,7 +201,6 @@ def read_manifest(source: Path) -> tuple[Path, dict]:
 
 
 def verify(folder: Path, manifest: dict) -> None:
-    from .migrations import SCHEMA_VERSION
     version = manifest.get("schema_version") or SCHEMA_VERSION
     if int(version) > SCHEMA_VERSION:
         raise UserError(f"The backup was made by a newer version of the appliance (format {version}).",
@@ -248,10 +246,11 @@ def _open_keys(folder: Path, manifest: dict, passphrase, without_keys: bool) -> 
     return keys
 
 
-def restore(source: Path, cfg: Config, *, force: bool = False,
+def restore(source: Path, cfg: Config, *, open_store: Callable[[Config], ContextManager[Any]], force: bool = False,
             passphrase: str | Callable[[], str] | None = None, without_keys: bool = False) -> dict:
     """Replace the records with a backup. A backup with sealed keys needs ``passphrase`` (text, or a
-    function asked only then) unless ``without_keys``; the keys then replace the box's keys."""
+    function asked only then) unless ``without_keys``; the keys then replace the box's keys.
+    ``open_store`` (``Store.open``) opens the restored records, which rebuilds their indexes."""
     data_dir = Path(cfg.data_dir)
     folder, manifest = read_manifest(source)
     verify(folder, manifest)
@@ -294,8 +293,7 @@ def restore(source: Path, cfg: Config, *, force: bool = False,
         kept = _switch(data_dir)
     finally:
         instance.release()
-    from .store import Store
-    with Store.open(cfg) as store:       # rebuilds indexes and the class folders of the library
+    with open_store(cfg) as store:       # rebuilds indexes and the class folders of the library
         store.images.reconcile()
         counts = {"users": store.users.count(), "patients": len(store.patients.index.by_uuid),
                   "exams": len(store.exams.index.by_uuid)}

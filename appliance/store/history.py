@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
 
 from . import durable
+from .core import StoreCore
 from .fields import public
 from .kinds import RecordKind
-
-if TYPE_CHECKING:
-    from .store import Store
 
 
 def _fingerprint(kind: str, record: dict) -> str:
@@ -42,8 +39,8 @@ class History(RecordKind):
     kind = "history"
     capacity = 256
 
-    def __init__(self, store: "Store"):
-        super().__init__(store, HistoryIndex(), open_chunks=2)
+    def __init__(self, core: StoreCore):
+        super().__init__(core, HistoryIndex(), open_chunks=2)
 
     def keep(self, kind: str, record: dict, reason: str) -> None:
         """Keep a version (call under the writer lock)."""
@@ -51,12 +48,12 @@ class History(RecordKind):
         key = _fingerprint(kind, version)
         if key in self.index:
             return
-        self._insert(self._store._new_record({"kind": kind, "record_uuid": version.get("uuid"),
+        self.insert(self._core.new_record({"kind": kind, "record_uuid": version.get("uuid"),
                                               "fingerprint": key, "reason": reason, "record": version}))
 
     def versions(self, record_uuid: str) -> list[dict]:
         """Every kept version of one record, oldest first."""
-        with self._store._reading():
+        with self._core.reading():
             found = [public(r["record"]) for _, _, r in self.collection.iter_records()
                      if r.get("record_uuid") == record_uuid]
         return sorted(found, key=lambda r: r.get("updated_at", ""))

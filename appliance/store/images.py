@@ -23,19 +23,26 @@ import errno
 import functools
 import hashlib
 import io
+import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import Iterable, Iterator
+
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .. import catalogue
 from ..errors import BadImage, NotFound, UserError
 from ..fsutil import is_sha256
 from ..i18n import N_, translatable
+# The image step's own table of formats: what was accepted there is stored here.
+from ..inference.imageio import FORMATS, extension
+from .core import StoreCore
 from .durable import atomic_write, batch, os_error, remove_stale_tmp_files
-from .exams import AWAITING, decision_of, research_label
+from .exam_index import ExamIndex
+from .vocabulary import AWAITING, decision_of, research_label
 
-if TYPE_CHECKING:
-    from .store import Store
+log = logging.getLogger("appliance.store")
 
 # Files being written wait here (same file system), so a killed writer's leftovers are found
 # without listing hundreds of thousands of images.
@@ -58,7 +65,7 @@ suitable, referred) are not filed.
 
 def library_place(analysis: str, final_label, decision: str, demo: bool) -> tuple[str, str] | None:
     """(folder, class) an exam's image is filed under: (CONFIRMED, the clinician's class) when
-    :func:`~appliance.store.exams.research_label` allows it, (UNCONFIRMED, its label) for an
+    :func:`~appliance.store.vocabulary.research_label` allows it, (UNCONFIRMED, its label) for an
     undecided or demo exam, None for a decision without a class."""
     confirmed = research_label(analysis, final_label, decision, demo)
     if confirmed is not None:
@@ -71,12 +78,44 @@ def library_place(analysis: str, final_label, decision: str, demo: bool) -> tupl
 @functools.cache
 def _stored_extensions() -> tuple[str, ...]:
     """The extensions images are stored under, JPEG's first (the image step's own format table)."""
-    from ..inference.imageio import FORMATS
     return tuple(dict.fromkeys(ext for ext, _ in FORMATS.values()))
 
 
-def sha256_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+# The first bytes of each stored format, to check a caller's extension without parsing the file.
+_SIGNATURES = {"jpg": (b"\xff\xd8\xff",), "png": (b"\x89PNG\r\n\x1a\n",), "tif": (b"II*\x00", b"MM\x00*"),
+               "bmp": (b"BM",)}
+
+
+def _looks_like(data: bytes, ext: str) -> bool:
+    if ext == "webp":
+        return data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+    return data.startswith(_SIGNATURES[ext])
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What is known about an image's bytes: the sha256 of the bytes, the stored extension and the
+    size in pixels. Made by a caller that decoded the image already (``from_info``: the kiosk's
+    draft), or by :meth:`ImageLibrary.describe`."""
+    sha256: str
+    ext: str
+    width: int
+    height: int
+    # The bytes object the library itself described (bytes are immutable: those facts hold for it).
+    _described: bytes | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_info(cls, info: dict) -> "ImageFacts":
+        """From a decoder's ``{sha256, width, height, format}`` (``DecodedImage.info()``, a result's
+        ``image_info``)."""
+        return cls(info["sha256"], extension(info.get("format")), info["width"], info["height"])
+
+    def made_from(self, data: bytes) -> bool:
+        """Were these facts made by the library from this very bytes object?"""
+        return self._described is data
+
+    def as_record(self) -> dict:
+        return {"sha256": self.sha256, "ext": self.ext, "width": self.width, "height": self.height}
 
 
 def identify(image_bytes: bytes, max_bytes: int) -> tuple[str, int, int]:
@@ -86,24 +125,32 @@ def identify(image_bytes: bytes, max_bytes: int) -> tuple[str, int, int]:
     if len(image_bytes) > max_bytes:
         raise BadImage(f"The image is too large ({len(image_bytes) / 1e6:.0f} MB; at most {max_bytes / 1e6:.0f} MB).",
                        "Use a smaller image, or lower the camera's resolution.")
-    from PIL import Image, UnidentifiedImageError   # Pillow only when images are handled
     try:
         with Image.open(io.BytesIO(image_bytes)) as im:
             fmt, (width, height) = im.format, im.size
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         raise BadImage("This file is not an image the appliance can read.",
                        "Use a JPEG, PNG, TIFF, BMP or WebP image.") from None
-    # The image step's own table (inference.imageio): what was accepted there is stored here.
-    from ..inference.imageio import extension
     return extension(fmt), width, height
 
 
+def _facts_refused(why: str) -> UserError:
+    # The caller's facts describe other bytes: to the nurse, the result's image is not this one.
+    log.warning("image refused: %s", why)
+    return UserError(N_("This result was made from another image, not the image being saved."),
+                     N_("Nothing was saved. Process the image again."))
+
+
 class ImageLibrary:
-    def __init__(self, store: "Store"):
-        self._store = store
-        self.root = store.data_dir / "images"
-        self.library = store.data_dir / "library"
-        self.thumbs = store.data_dir / "thumbs"
+    """The images, their class folders and thumbnails; ``exams`` is the exams' index, which says
+    under which classes each image is filed."""
+
+    def __init__(self, core: StoreCore, exams: ExamIndex):
+        self._core = core
+        self._exams = exams
+        self.root = core.data_dir / "images"
+        self.library = core.data_dir / "library"
+        self.thumbs = core.data_dir / "thumbs"
 
     def remove_leftovers(self) -> None:
         """Delete half-written files of killed writers (call under the writer lock)."""
@@ -113,21 +160,66 @@ class ImageLibrary:
     def _file(self, sha256: str, ext: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}.{ext}"
 
-    def put(self, image_bytes: bytes) -> dict:
-        """Store an image once (durably); returns ``{sha256, ext, width, height}``."""
-        max_bytes = self._store.cfg.server.max_upload_mb * 1024 * 1024
-        ext, width, height = identify(image_bytes, max_bytes)
+    @property
+    def max_bytes(self) -> int:
+        return self._core.cfg.server.max_upload_mb * 1024 * 1024
+
+    def describe(self, image_bytes: bytes) -> ImageFacts:
+        """The facts of an image from its header and one hash of its bytes (``BadImage`` for what
+        is not an image the appliance stores)."""
+        ext, width, height = identify(image_bytes, self.max_bytes)
+        data = bytes(image_bytes)          # no copy for bytes; a frozen copy of anything mutable
+        return ImageFacts(hashlib.sha256(data).hexdigest(), ext, width, height, data)
+
+    def put(self, image_bytes: bytes, facts: ImageFacts | None = None) -> dict:
+        """Store an image once (durably); returns ``{sha256, ext, width, height}``.
+
+        ``facts``: what the caller's decoder found (``ImageFacts``), so the image is not parsed
+        again here. The library still never files bytes under a wrong name: bytes it writes are
+        hashed first, and refused (nothing written) when that is not the sha256 given. Bytes whose
+        name is stored already are not hashed, since nothing of them reaches the disk: they must
+        have the stored file's length and their format's signature. That catches a caller handing
+        in the facts of another image; in the rare case it would not (same format and length) the
+        exam names the stored image — the one the facts, and so the result, were made from.
+        Facts made by :meth:`describe` from these very bytes are taken as they are."""
+        if facts is None:
+            facts = self.describe(image_bytes)
         data = bytes(image_bytes)
-        sha = sha256_of(data)
-        path = self._file(sha, ext)
-        if not path.exists():
+        vouched = facts.made_from(data)
+        if not vouched:
+            self._check_facts(data, facts)
+        path = self._file(facts.sha256, facts.ext)
+        try:
+            stored_size = os.stat(path).st_size
+        except FileNotFoundError:
+            stored_size = None
+        if not vouched and stored_size != len(data) and hashlib.sha256(data).hexdigest() != facts.sha256:
+            raise _facts_refused("its bytes are not those of the image that was analysed")
+        if stored_size is None:
             try:
                 # Outside a batch this is on disk, folder entry included, before it returns: so
                 # before the exam that names it (exams.save puts images outside its writer batch).
                 atomic_write(path, data, tmp_dir=self.root / INCOMING)
             except OSError as exc:
                 raise os_error(exc, path, "save the image") from None
-        return {"sha256": sha, "ext": ext, "width": width, "height": height}
+        return facts.as_record()
+
+    def _check_facts(self, data: bytes, facts: ImageFacts) -> None:
+        """A caller's facts, checked without parsing the image (the hash is checked when written)."""
+        if not data:
+            raise BadImage("The image is empty.", "Capture or choose the image again.")
+        if len(data) > self.max_bytes:
+            identify(data, self.max_bytes)          # its sentence about the size limit
+        if not is_sha256(facts.sha256) or facts.ext not in _stored_extensions():
+            raise _facts_refused(f"its description ({facts.sha256!r}, {facts.ext!r}) is not valid")
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in (facts.width, facts.height)):
+            raise _facts_refused("its size in pixels is not valid")
+        if facts.ext in _SIGNATURES or facts.ext == "webp":
+            if not _looks_like(data, facts.ext):
+                raise _facts_refused(f"its bytes are not a {facts.ext} file")
+        else:                          # a format of the image step without a signature here
+            if identify(data, self.max_bytes)[0] != facts.ext:
+                raise _facts_refused(f"its bytes are not a {facts.ext} file")
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -189,7 +281,7 @@ class ImageLibrary:
                     raise
                 atomic_write(target, source.read_bytes(), sync=False, tmp_dir=self.library / INCOMING)
         except OSError as exc:   # derived data: the record is saved; reconcile() repairs this later
-            self._store._warn(f"The image {sha256[:12]} could not be filed under {analysis}/{folder}/{label} "
+            self._core.warn(f"The image {sha256[:12]} could not be filed under {analysis}/{folder}/{label} "
                               f"({exc.strerror}); it will be filed at the next start.")
 
     def unfile(self, analysis: str, folder: str, label: str, sha256: str, ext: str) -> None:
@@ -237,8 +329,8 @@ class ImageLibrary:
         """Rebuild the class folders from the exam records: all of them (after a restore), or
         only those of these images (after an import: its work then follows the bundle's size,
         not the store's)."""
-        with self._store._reading():
-            return self.refile(list(self._store.exams.index.by_uuid.values()), shas)
+        with self._core.reading():
+            return self.refile(list(self._exams.by_uuid.values()), shas)
 
     def check_layout(self) -> None:
         """At start (under the writer lock): re-file a library of the older layout, where model and
@@ -246,7 +338,7 @@ class ImageLibrary:
         labels = catalogue.all_label_ids()
         old = [self.library / a / label for a in labels for label in labels[a] if (self.library / a / label).is_dir()]
         if old:
-            self.refile(list(self._store.exams.index.by_uuid.values()))
+            self.refile(list(self._exams.by_uuid.values()))
             for folder in old:
                 for entry in os.scandir(folder):
                     sha, _, ext = entry.name.partition(".")
@@ -271,8 +363,8 @@ class ImageLibrary:
         if analysis is not None:
             catalogue.analysis(analysis)
         offset, limit = max(0, int(offset)), max(0, min(int(limit), 500))
-        with self._store._reading():
-            idx = self._store.exams.index
+        with self._core.reading():
+            idx = self._exams
             rows = idx.by_analysis[analysis].rows() if analysis and analysis in idx.by_analysis else (
                 [] if analysis else idx.ordered.rows())
             seen: set[tuple[str, str, str]] = set()
@@ -305,7 +397,6 @@ class ImageLibrary:
         cached = self.thumbs / str(size) / sha256[:2] / f"{sha256}.jpg"
         with contextlib.suppress(FileNotFoundError):
             return cached.read_bytes()
-        from PIL import Image, ImageOps
         try:
             with Image.open(source) as im:
                 im = ImageOps.exif_transpose(im)

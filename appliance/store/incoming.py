@@ -5,14 +5,16 @@ would break an index, a query or a statistic is refused with a sentence naming i
 """
 from __future__ import annotations
 
-import math
 import re
 
 from .. import catalogue
 from ..errors import UserError
 from ..fsutil import is_sha256
 from .fields import clone, is_time, is_uuid, text
-from .users import ROLES, check_username
+from .patients import check_pid
+from .result_schema import result_problem
+from .users import check_username
+from .vocabulary import ROLES
 
 
 def _refuse(kind: str, record, why: str) -> UserError:
@@ -40,7 +42,6 @@ def check_incoming(kind: str, record) -> dict:
             if out.get("role") not in ROLES:
                 raise _refuse(kind, record, f"its role {out.get('role')!r} is not known")
         elif kind == "patients":
-            from .patients import check_pid
             out["pid"] = check_pid(out.get("pid"))
             out["full_name"] = text(out.get("full_name"), "full name", max_len=200, required=True)
         elif kind == "exams":
@@ -69,75 +70,12 @@ def _check_exam(out: dict, record: dict) -> None:
     if image is not None and (not isinstance(image, dict) or not is_sha256(image.get("sha256"))
                               or not re.match(r"^[a-z]{3,4}$", str(image.get("ext", "")))):
         raise _refuse("exams", record, "its image reference is malformed")
-    problem = _result_problem(out.get("result"), analysis) or _decisions_problem(out, analysis)
+    problem = result_problem(out.get("result"), analysis) or _decisions_problem(out, analysis)
     if problem:
         raise _refuse("exams", record, problem)
 
 
-# The pages, the PDF and the statistics read an exam's result and decisions as this software
-# writes them; a record from other software (signed by its post all the same) must not be
-# able to break them, so it is held to that shape before anything is merged.
-
-def _is_probability(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
-
-
-def _step_problem(step, n: int, analysis_id: str) -> str | None:
-    where = f"step {n} of its model result"
-    if not isinstance(step, dict):
-        return f"{where} is not a JSON object"
-    model_id = step.get("model")
-    if model_id not in catalogue.ANALYSES[analysis_id].model_ids:
-        return f"{where} names the model {model_id!r}, which is not a model of {analysis_id}"
-    classes = catalogue.MODELS[model_id].class_ids
-    probabilities = step.get("probabilities", {})
-    if not isinstance(probabilities, dict):
-        return f"{where} has no table of probabilities"
-    for class_id, p in probabilities.items():
-        if class_id not in classes:
-            return f"{where} gives a probability for {class_id!r}, which is not a class of {model_id}"
-        if not _is_probability(p):
-            return f"{where} gives {class_id!r} a probability that is not a number from 0 to 1"
-    if "top" in step and step["top"] not in classes:
-        return f"{where} names the top class {step['top']!r}, which is not a class of {model_id}"
-    if "confidence" in step and not _is_probability(step["confidence"]):
-        return f"{where} has a confidence that is not a number from 0 to 1"
-    if not isinstance(step.get("version", ""), str):
-        return f"{where} has a model version that is not text"
-    return None
-
-
-def _result_problem(result, analysis_id: str) -> str | None:
-    """What is wrong with an exam's model result (None: the pages can show it)."""
-    if result is None:
-        return None
-    if not isinstance(result, dict):
-        return "its model result is not a JSON object"
-    steps = result.get("steps", [])
-    if not isinstance(steps, list):
-        return "its model result's steps are not a list"
-    for n, step in enumerate(steps, 1):
-        problem = _step_problem(step, n, analysis_id)
-        if problem:
-            return problem
-    path = result.get("path", [])
-    if not isinstance(path, list) or not all(
-            isinstance(p, list) and len(p) == 2 and p[0] in catalogue.ANALYSES[analysis_id].model_ids
-            and p[1] in catalogue.MODELS[p[0]].class_ids for p in path):
-        return "its model result's path is not a list of [model, class] of this analysis"
-    if "label" in result and result["label"] not in catalogue.all_label_ids()[analysis_id]:
-        return f"its model result's label {result['label']!r} is not a class of {analysis_id}"
-    for key in ("quality", "out_of_scope", "pack", "heatmap", "timings_ms", "image_info"):
-        if not isinstance(result.get(key, {}), dict):
-            return f"its model result's {key} is not a JSON object"
-    warnings = result.get("quality", {}).get("warnings", [])
-    if not isinstance(warnings, list) or not all(isinstance(w, dict) and isinstance(w.get("message", ""), str)
-                                                 for w in warnings):
-        return "its model result's quality warnings are not a list of messages"
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in result.get("timings_ms", {}).values()):
-        return "its model result's timings are not numbers"
-    return None
-
+# The decisions are held to the shape the pages read, as the result is (appliance.store.result_schema).
 
 def _decision_problem(decision, analysis_id: str, what: str) -> str | None:
     if not isinstance(decision, dict):

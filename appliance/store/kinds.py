@@ -1,14 +1,17 @@
-"""What every kind of record (users, patients, exams, audit) shares: its files and its index."""
+"""What every kind of record (users, patients, exams, audit, history) shares: its files and its index.
+
+A kind is made with the store's core (``appliance.store.core``) and the neighbours it needs; the
+methods below (``stored``, ``insert``, ``replace``, ``exported``) are what the store's services
+(``transfer``: USB exchange, bulk loading) use on every kind alike, under the core's writer lock.
+"""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from ..errors import StoreError
+from .core import StoreCore
 from .fields import public
-from .partitions import Collection, SummaryIndex
-
-if TYPE_CHECKING:
-    from .store import Store
+from .partitions import SummaryIndex
 
 
 def month_of(record: dict) -> str:
@@ -96,15 +99,15 @@ class RecordKind:
     kind = ""
     capacity = 256
 
-    def __init__(self, store: "Store", index: SummaryIndex, partition_of: Callable[[dict], str] = month_of,
+    def __init__(self, core: StoreCore, index: SummaryIndex, partition_of: Callable[[dict], str] = month_of,
                  open_chunks: int = 32):
-        self._store = store
+        self._core = core
         self.index = index
-        self.collection = Collection(store.dir, self.kind, capacity=self.capacity, index=index,
-                                     partition_of=partition_of, warn=store._warn, open_chunks=open_chunks,
-                                     cache_key=store._cache_key)
+        self.collection = core.collection(self.kind, capacity=self.capacity, index=index, partition_of=partition_of,
+                                          open_chunks=open_chunks)
 
-    def _raw(self, row) -> dict:
+    def stored(self, row) -> dict:
+        """The record an index row points to, as stored (not a copy: change a ``dict()`` of it)."""
         record = self.collection.get(row.chunk, row.doc_id)
         if record is None:   # its file was restored from the previous generation just now
             raise StoreError(f"This {self.kind[:-1]} record was lost when its damaged file was repaired.",
@@ -115,10 +118,12 @@ class RecordKind:
         """A stored record as it leaves the store (USB bundles)."""
         return public(record)
 
-    def _insert(self, record: dict) -> None:
-        record["_seq"] = self._store._next_seq()
+    def insert(self, record: dict) -> None:
+        """Write a finished new record (under the core's writer lock)."""
+        record["_seq"] = self._core.next_seq()
         self.collection.insert(record)
 
-    def _replace(self, row, record: dict) -> None:
-        record["_seq"] = self._store._next_seq()
+    def replace(self, row, record: dict) -> None:
+        """Write a new version of the record at ``row`` (under the core's writer lock)."""
+        record["_seq"] = self._core.next_seq()
         self.collection.replace(row.chunk, row.doc_id, record)

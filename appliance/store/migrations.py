@@ -27,10 +27,14 @@ from typing import Callable
 from .. import catalogue
 from ..errors import StoreError
 from . import durable
+from .audit import AuditLog
 from .durable import DurableJSONStorage, fsync_dir, load_json, utc_stamp
+from .exams import Exams
 from .fields import is_time, new_uuid, utc_now
 from .kinds import month_of
 from .partitions import Collection
+from .patients import Patients
+from .users import Users
 
 log = logging.getLogger("appliance.store")
 
@@ -96,10 +100,7 @@ class _NoIndex:
 
 
 def _capacity(kind: str) -> int:
-    from .audit import AuditLog
-    from .exams import Exams
-    from .patients import Patients
-    from .users import Users
+    """Chunk sizes of the layout this migration writes: the kinds' own."""
     return {"users": Users, "patients": Patients, "exams": Exams, "audit": AuditLog}[kind].capacity
 
 

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
 from datetime import date
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from ..errors import NotFound, UserError
 from ..i18n import N_, TranslatableError
 from ..i18n.names import name_key, name_tokens, normalize_phone, phone_key
+from .core import StoreCore
 from .fields import iso_date, later_than, public, text
 from .kinds import RecordKind, RowIndex
 from .sorted_rows import SortedRows, WordIndex
-
-if TYPE_CHECKING:
-    from .store import Store
 
 MAX_PID = 40
 MAX_NAME = 200
@@ -210,6 +209,15 @@ class PatientIndex(RowIndex):
             rows.rows()
         self.words.words()
 
+    def with_pid(self, pid: str) -> set[str]:
+        """The uuids of the patients (of any post) with this card number (ignoring case and dashes)."""
+        return {r.uuid for r in self.by_pid.get(pid_key(pid), ())}
+
+    def shared_uuid(self, patient_uuid: str) -> str:
+        """The patient's own uuid string (one object per patient, for the rows that name it)."""
+        row = self.by_uuid.get(patient_uuid)
+        return row.uuid if row is not None else sys.intern(patient_uuid)
+
     def local_by_pid(self, key: str, post_id: str) -> PatientRow | None:
         rows = self.by_pid.get(key, [])
         return next((r for r in rows if r.post_id == post_id), rows[0] if rows else None)
@@ -223,32 +231,37 @@ class Patients(RecordKind):
     kind = "patients"
     capacity = 256         # ~100 KB a chunk
 
-    def __init__(self, store: "Store", on_change: Callable[[str], None] | None = None):
-        super().__init__(store, PatientIndex(on_change))
+    def __init__(self, core: StoreCore):
+        super().__init__(core, PatientIndex())
+
+    def watch(self, on_change: Callable[[str], None]) -> None:
+        """Call ``on_change(patient_uuid)`` whenever a patient is indexed anew (a change to a birth
+        date or an age changes the age groups of that patient's exams)."""
+        self.index.on_change = on_change
 
     def get(self, uuid: str) -> dict | None:
-        with self._store._reading():
+        with self._core.reading():
             row = self.index.by_uuid.get(uuid) if isinstance(uuid, str) else None
-            return public(self._raw(row)) if row else None
+            return public(self.stored(row)) if row else None
 
     def by_pid(self, pid: str) -> dict | None:
-        with self._store._reading():
-            row = self.index.local_by_pid(pid_key(pid if isinstance(pid, str) else ""), self._store.post_id)
-            return public(self._raw(row)) if row else None
+        with self._core.reading():
+            row = self.index.local_by_pid(pid_key(pid if isinstance(pid, str) else ""), self._core.post_id)
+            return public(self.stored(row)) if row else None
 
     def search(self, query: str, limit: int = 25, *, post_id: str | None = None) -> list[dict]:
         """Card number prefix, then names, then phone numbers; the newest patients for an empty query.
         ``post_id``: one health post's patients only (a supervisor's box holds many posts')."""
         query = query.strip() if isinstance(query, str) else ""
         limit = max(0, min(int(limit), 500))
-        with self._store._reading():
+        with self._core.reading():
             idx = self.index
 
             def wanted(uuid: str) -> bool:
                 return post_id is None or idx.by_uuid[uuid].post_id == post_id
             if not query:
                 rows = list(itertools.islice((r for r in reversed(idx.recent.rows()) if wanted(r.uuid)), limit))
-                return [public(self._raw(r)) for r in rows]
+                return [public(self.stored(r)) for r in rows]
             order: dict[str, None] = {}
             qpid = pid_key(query)
             if qpid:
@@ -272,17 +285,17 @@ class Patients(RecordKind):
                         break
                     if wanted(uuid):
                         order[uuid] = None
-            return [public(self._raw(idx.by_uuid[u])) for u in list(order)[:limit]]
+            return [public(self.stored(idx.by_uuid[u])) for u in list(order)[:limit]]
 
     def register(self, pid: str, full_name: str, *, address: str = "", phone: str = "", birth_date=None,
                  age_years=None, sex: str = "", by: str | None) -> dict:
         fields = _checked({"pid": pid, "full_name": full_name, "address": address, "phone": phone,
                            "birth_date": birth_date, "age_years": age_years, "sex": sex})
-        with self._store._writing():
+        with self._core.writing():
             self._refuse_duplicate(fields["pid"])
-            record = self._store._new_record({**fields, "created_by": by})
-            self._insert(record)
-            self._store._audit(by, "patient.register", "patient", record["uuid"], {"pid": record["pid"]})
+            record = self._core.new_record({**fields, "created_by": by})
+            self.insert(record)
+            self._core.audit(by, "patient.register", "patient", record["uuid"], {"pid": record["pid"]})
             return public(record)
 
     def update(self, uuid: str, *, by: str | None, **fields) -> dict:
@@ -291,11 +304,11 @@ class Patients(RecordKind):
             raise UserError(f"A patient has no field {sorted(unknown)[0]!r} that can be changed.",
                             f"Fields that can be changed: {', '.join(_UPDATABLE)}.")
         changes = _checked(fields)
-        with self._store._writing():
+        with self._core.writing():
             row = self.index.by_uuid.get(uuid) if isinstance(uuid, str) else None
             if row is None:
                 raise NotFound(N_("This patient is not registered."), N_("Search for the patient again."))
-            record = dict(self._raw(row))
+            record = dict(self.stored(row))
             changes = {k: v for k, v in changes.items() if record.get(k) != v}
             if not changes:
                 return public(record)
@@ -305,14 +318,14 @@ class Patients(RecordKind):
             record.update(changes)
             record["updated_at"] = later_than(record.get("updated_at"))
             record["updated_by"] = by
-            self._replace(row, record)
-            self._store._audit(by, "patient.update", "patient", uuid, {"before": before, "after": changes})
+            self.replace(row, record)
+            self._core.audit(by, "patient.update", "patient", uuid, {"before": before, "after": changes})
             return public(record)
 
     def _refuse_duplicate(self, pid: str) -> None:
-        existing = [r for r in self.index.by_pid.get(pid_key(pid), []) if r.post_id == self._store.post_id]
+        existing = [r for r in self.index.by_pid.get(pid_key(pid), []) if r.post_id == self._core.post_id]
         if existing:
-            raise DuplicatePatient(public(self._raw(existing[0])))
+            raise DuplicatePatient(public(self.stored(existing[0])))
 
     def age_today(self, patient: dict) -> int | None:
         return age_on(date.today().isoformat(), patient.get("birth_date"), patient.get("age_years"),

@@ -10,20 +10,17 @@ import hashlib
 import re
 import unicodedata
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from ..errors import NotFound, StoreError, UserError
 from ..i18n import N_, TranslatableError
+from .core import StoreCore
 from .fields import format_time, later_than, public, text, utc_now
 from .kinds import RecordKind, RowIndex
+from .vocabulary import ROLES
 
-if TYPE_CHECKING:
-    from .store import Store
-
-ROLES = ("nurse", "doctor", "supervisor", "admin")
 CALENDARS = ("gregorian", "ethiopian")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 256
@@ -147,36 +144,36 @@ class Users(RecordKind):
     kind = "users"
     capacity = 1000
 
-    def __init__(self, store: "Store"):
-        super().__init__(store, UserIndex(), partition_of=lambda record: "all", open_chunks=4)
+    def __init__(self, core: StoreCore):
+        super().__init__(core, UserIndex(), partition_of=lambda record: "all", open_chunks=4)
 
     # --- reading -------------------------------------------------------------------------
 
     def count(self) -> int:
-        with self._store._reading():
+        with self._core.reading():
             return len(self.index.local)
 
     def get(self, username: str) -> dict | None:
-        with self._store._reading():
+        with self._core.reading():
             row = self.index.local.get(normalise_username(username))
-            return shown(self._raw(row)) if row else None
+            return shown(self.stored(row)) if row else None
 
     def access(self, username: str) -> tuple[str, bool, str] | None:
         """``(role, disabled, password stamp)`` of a local account, None when there is none. The
         kiosk checks a live session against it on every request (the index row and the cached
         record: cheap), so a change made by the CLI or another process takes effect at once. The
         stamp changes with the password, not with logins or failed attempts."""
-        with self._store._reading():
+        with self._core.reading():
             row = self.index.local.get(normalise_username(username))
             if row is None:
                 return None
-            password_hash = self._raw(row).get("password_hash") or ""
+            password_hash = self.stored(row).get("password_hash") or ""
             return row.role, row.disabled, hashlib.sha256(password_hash.encode()).hexdigest()[:32]
 
     def list(self, *, include_other_posts: bool = False) -> list[dict]:
-        with self._store._reading():
+        with self._core.reading():
             rows = self.index.by_uuid.values() if include_other_posts else self.index.local.values()
-            return sorted((shown(self._raw(r)) for r in rows), key=lambda u: (u.get("remote", False), u["username"]))
+            return sorted((shown(self.stored(r)) for r in rows), key=lambda u: (u.get("remote", False), u["username"]))
 
     def _row(self, username: str) -> UserRow:
         row = self.index.local.get(normalise_username(username))
@@ -196,7 +193,7 @@ class Users(RecordKind):
             "display_name": text(display_name, "display name", max_len=100) or name,
             "role": _role(role),
             "language": _language(language),
-            "calendar": _calendar(calendar or self._store.cfg.ui.calendar),
+            "calendar": _calendar(calendar or self._core.cfg.ui.calendar),
             "disabled": False,
             "created_by": by,
             "password_hash": _hasher.hash(password),   # slow on purpose: outside the writer lock
@@ -204,21 +201,21 @@ class Users(RecordKind):
             "locked_until": None,
             "last_login_at": None,
         }
-        with self._store._writing():
+        with self._core.writing():
             if name in self.index.local:
                 raise TranslatableError(N_("There is already a user called %(name)r."), N_("Choose another username."),
                                         name=name)
-            record = self._store._new_record(record)
-            self._insert(record)
-            self._store._audit(by, "user.create", "user", name, {"role": record["role"]})
+            record = self._core.new_record(record)
+            self.insert(record)
+            self._core.audit(by, "user.create", "user", name, {"role": record["role"]})
             return shown(record)
 
     def authenticate(self, username: str, password: str) -> dict:
         name = normalise_username(username if isinstance(username, str) else "")
         password = password if isinstance(password, str) else ""
-        with self._store._reading():
+        with self._core.reading():
             row = self.index.local.get(name)
-            stored = self._raw(row) if row else None
+            stored = self.stored(row) if row else None
             password_hash = stored.get("password_hash") if stored else None
         wrong = AuthError("wrong", N_("The username or password is wrong."),
                           N_("Check the keyboard language and Caps Lock, then try again."))
@@ -226,15 +223,15 @@ class Users(RecordKind):
         ok = _verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
         if stored is None:
             raise wrong
-        cfg = self._store.cfg.server
+        cfg = self._core.cfg.server
         refusal, record = None, None
         # A refusal is raised after the block: raising inside would undo the failure count.
         try:
-            with self._store._writing():
+            with self._core.writing():
                 row = self.index.local.get(name)
                 if row is None:
                     raise wrong
-                record = dict(self._raw(row))
+                record = dict(self.stored(row))
                 now = utc_now()
                 locked_until = record.get("locked_until")
                 if locked_until and now < locked_until:
@@ -261,34 +258,34 @@ class Users(RecordKind):
                 raise
             # A full or failing disk must not lock everyone out of reading the records: the verdict
             # stands, only its bookkeeping (failure count, last login) is lost, with a warning.
-            self._store._warn(f"The login of {name} could not be recorded: {exc.message}")
+            self._core.warn(f"The login of {name} could not be recorded: {exc.message}")
         if refusal is not None:
             raise refusal
         return shown(record)
 
     def set_password(self, username: str, password: str, *, by: str | None) -> None:
-        with self._store._reading():
+        with self._core.reading():
             name = self._row(username).username
         check_password(password, name)
         new_hash = _hasher.hash(password)
-        with self._store._writing():
+        with self._core.writing():
             row = self._row(name)
-            record = dict(self._raw(row))
+            record = dict(self.stored(row))
             record.update(password_hash=new_hash, failed_logins=0, locked_until=None)
             self._update(row, record)
-            self._store._audit(by, "user.password", "user", name)
+            self._core.audit(by, "user.password", "user", name)
 
     def set_disabled(self, username: str, disabled: bool, *, by: str | None) -> None:
-        with self._store._writing():
+        with self._core.writing():
             row = self._row(username)
-            record = dict(self._raw(row))
+            record = dict(self.stored(row))
             if bool(record.get("disabled")) == bool(disabled):
                 return
             if disabled:
                 self._refuse_losing_last_admin(row)
             record["disabled"] = bool(disabled)
             self._update(row, record)
-            self._store._audit(by, "user.disable" if disabled else "user.enable", "user", row.username)
+            self._core.audit(by, "user.disable" if disabled else "user.enable", "user", row.username)
 
     def update(self, username: str, *, by: str | None, **fields) -> dict:
         unknown = set(fields) - set(_UPDATABLE)
@@ -298,9 +295,9 @@ class Users(RecordKind):
         checks = {"display_name": lambda v: text(v, "display name", max_len=100, required=True),
                   "language": _language, "calendar": _calendar, "role": _role}
         changes = {key: checks[key](value) for key, value in fields.items()}
-        with self._store._writing():
+        with self._core.writing():
             row = self._row(username)
-            record = dict(self._raw(row))
+            record = dict(self.stored(row))
             changes = {k: v for k, v in changes.items() if record.get(k) != v}
             if not changes:
                 return shown(record)
@@ -308,7 +305,7 @@ class Users(RecordKind):
                 self._refuse_losing_last_admin(row)
             record.update(changes)
             self._update(row, record)
-            self._store._audit(by, "user.update", "user", row.username, changes)
+            self._core.audit(by, "user.update", "user", row.username, changes)
             return shown(record)
 
     def _refuse_losing_last_admin(self, row: UserRow) -> None:
@@ -319,7 +316,7 @@ class Users(RecordKind):
 
     def _update(self, row: UserRow, record: dict) -> None:
         record["updated_at"] = later_than(record.get("updated_at"))
-        self._replace(row, record)
+        self.replace(row, record)
 
     # --- USB exchange --------------------------------------------------------------------
 
@@ -336,7 +333,7 @@ class Users(RecordKind):
                 if key in current:
                     record[key] = current[key]
             return record
-        if incoming.get("post_id") != self._store.post_id or incoming.get("username") in self.index.local:
+        if incoming.get("post_id") != self._core.post_id or incoming.get("username") in self.index.local:
             record["remote"] = True
         else:
             record.update(password_hash=None, failed_logins=0, locked_until=None)

@@ -1,7 +1,9 @@
-"""What every route module shares: the store, the engine, the cameras, templates and i18n.
+"""The composition root of the kiosk: ``AppContext`` holds what every route shares — the store,
+the engine, the cameras, the sessions, the drafts, templates and i18n.
 
-``AppContext`` is built once per server process (``server.serve``) and handed to each route
-module's ``install(app, ctx)``. Extension points for other parts of the appliance:
+It is built once per server process (``server.serve``) and handed to each route module's
+``install(app, ctx)``; route handlers take it as their first argument. The request-local
+helpers (session, language, ``_``) live in request.py. Extension points for other parts:
 
 - ``ctx.admin_panels``: ``(title, template)`` pairs (or ``(title, template, vars_fn)`` where
   ``vars_fn(ctx) -> dict``); the Admin page renders each template in a panel titled
@@ -10,9 +12,12 @@ module's ``install(app, ctx)``. Extension points for other parts of the applianc
   beside the built-in ones (e.g. "Import from USB" for supervisors).
 - ``ctx.drafts``: exams being prepared; an image source attaches its picture with
   ``ctx.drafts.attach_image(draft_id, jpeg_bytes, source)``.
+- ``ctx.jobs``: background tasks with progress (USB export and import, model packs).
 """
 from __future__ import annotations
 
+import logging
+import secrets
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -20,23 +25,40 @@ from typing import Any
 
 import bottle
 import jinja2
-from markupsafe import Markup, escape
 
-from .. import catalogue
+from .. import catalogue, signing
 from .. import i18n as default_i18n
+from ..camera import PhoneLinks
 from ..config import CHECKOUT_DIR, Config
-from . import roles
+from ..errors import UserError
+from ..exchange.keys import keys_dir
+from ..fsutil import write_secret
+from ..inference import imageio
+from . import roles, views
 from .drafts import DraftStore
-from .sessions import Session, SessionStore
+from .jobs import Jobs
+from .login_limit import LoginLimiter
+
+# (_, current_context, ngettext: still importable from here by code written before request.py)
+from .request import (  # noqa: F401
+    RequestCsrfToken,
+    Translator,
+    _,
+    csrf_token,
+    current_context,
+    current_session,
+    ngettext,
+    request_calendar,
+    request_language,
+)
+from .sessions import SessionStore
+
+log = logging.getLogger(__name__)
 
 KIOSK_DIR = CHECKOUT_DIR / "kiosk"
 TEMPLATES_DIR = KIOSK_DIR / "templates"
 STATIC_DIR = KIOSK_DIR / "static"
-
-# Keys under which the request's session and language travel in the WSGI environ.
-ENV_SESSION = "bccdms.session"
-ENV_LANG = "bccdms.lang"
-ENV_ANON_CSRF = "bccdms.anon_csrf"
+PRESESSION_SECRET = "web_presession.key"     # in <data>/keys, beside the post's other secrets
 
 
 @dataclass(frozen=True)
@@ -45,79 +67,6 @@ class HomeButton:
     href: str
     roles: tuple[str, ...]
     icon: str = ""
-
-
-def current_session() -> Session | None:
-    return bottle.request.environ.get(ENV_SESSION)
-
-
-class Translator:
-    """The gettext functions for one language, in the forms templates and Python use.
-
-    ``_("Hello %(name)s", name=x)`` formats after translating, like Jinja2's "newstyle"
-    gettext: the translation is trusted markup, the values are escaped.
-    """
-
-    def __init__(self, translations, *, markup: bool):
-        self._t = translations
-        self._markup = markup
-
-    def gettext(self, text: str, **values) -> str:
-        out = self._t.gettext(text)
-        if self._markup:
-            out = Markup(out)
-            return out % {k: escape(v) for k, v in values.items()} if values else out
-        return out % values if values else out
-
-    def ngettext(self, singular: str, plural: str, n: int, **values) -> str:
-        values.setdefault("num", n)
-        out = self._t.ngettext(singular, plural, n)
-        if self._markup:
-            return Markup(out) % {k: escape(v) for k, v in values.items()}
-        return out % values
-
-
-def request_language(ctx: "AppContext") -> str:
-    lang = bottle.request.environ.get(ENV_LANG)
-    if lang:
-        return lang
-    session = current_session()
-    if session and session.language in ctx.i18n.LANGUAGES:
-        return session.language
-    cookie = bottle.request.get_cookie("bccdms_lang")
-    if cookie in ctx.i18n.LANGUAGES:
-        return cookie
-    return ctx.cfg.ui.default_language if ctx.cfg.ui.default_language in ctx.i18n.LANGUAGES else "en"
-
-
-def request_calendar(ctx: "AppContext") -> str:
-    """How this request's dates are shown and typed: the user's calendar, else the box's default."""
-    from ..i18n.dates import CALENDARS, GREGORIAN
-    session = current_session()
-    if session and session.calendar in CALENDARS:
-        return session.calendar
-    return ctx.cfg.ui.calendar if ctx.cfg.ui.calendar in CALENDARS else GREGORIAN
-
-
-def current_context() -> "AppContext | None":
-    return bottle.request.environ.get("bccdms.ctx")
-
-
-def _(text: str, **values) -> str:
-    """Translate a Python-side sentence into the current request's language."""
-    ctx = bottle.request.environ.get("bccdms.ctx")
-    if ctx is None:
-        return text % values if values else text
-    return Translator(ctx.i18n.get_translations(request_language(ctx)), markup=False).gettext(text, **values)
-
-
-def ngettext(singular: str, plural: str, n: int, **values) -> str:
-    ctx = bottle.request.environ.get("bccdms.ctx")
-    if ctx is None:
-        values.setdefault("num", n)
-        return (singular if n == 1 else plural) % values
-    return Translator(ctx.i18n.get_translations(request_language(ctx)), markup=False).ngettext(
-        singular, plural, n, **values)
 
 
 class ResultCache:
@@ -147,6 +96,7 @@ class ResultCache:
 
 class AppContext:
     def __init__(self, cfg: Config, store, engine, cameras=None, i18n=None):
+        server = cfg.server
         self.cfg = cfg
         self.store = store
         self.engine = engine
@@ -155,34 +105,43 @@ class AppContext:
         self.app = None               # the bottle.Bottle, set by create_app
         self.admin_panels: list[tuple] = []
         self.home_buttons: list[HomeButton] = []
-        self.sessions = SessionStore(idle_seconds=cfg.server.idle_logout_minutes * 60)
-        self.drafts = DraftStore(max_bytes=cfg.server.max_upload_mb * 1024 * 1024,
+        self.sessions = SessionStore(idle_seconds=server.idle_logout_minutes * 60)
+        self.drafts = DraftStore(max_bytes=server.max_upload_mb * 1024 * 1024,
                                  decode=self._decode_upload,
                                  check_quality=engine.check_quality if engine is not None else None)
         self.results = ResultCache()
-        self.phone_port: int | None = None    # the phones' own listener, when it runs (phone_listener.py)
         self.previews = ResultCache(size=16)     # preview JPEGs of the latest exams
-        self.templates = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
-            autoescape=True,
-            extensions=["jinja2.ext.i18n"],
-            trim_blocks=True, lstrip_blocks=True)
+        self.jobs = Jobs()
+        self.login_limiter = LoginLimiter(server.login_failures_per_address,
+                                          server.login_failure_window_minutes * 60)
+        self.phone_links = PhoneLinks(cfg.camera.phone_link_minutes)
+        self.phone_port: int | None = None    # the phones' own listener, when it runs (phone_listener.py)
+        self.presession_secret = presession_secret(cfg)
+        # Set by their route modules' install(): what only those routes use.
+        self.bundle_inspections = None        # routes_exchange
+        self.storage_use = None               # routes_admin
+        self.pack_manager = None              # routes_models
+        self.health_monitor = None            # routes_health
+        self.templates = self._template_environment()
+
+    def _template_environment(self) -> jinja2.Environment:
+        env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True,
+                                 extensions=["jinja2.ext.i18n"], trim_blocks=True, lstrip_blocks=True)
         # Globals follow the current request, so macros imported without context (and
         # {% trans %} blocks) still translate and still get this client's CSRF token.
         # (Jinja2's "newstyle" wrappers do the %-formatting and escaping.)
-        self.templates.install_gettext_callables(
+        env.install_gettext_callables(
             lambda text: self._request_translations().gettext(text),
             lambda singular, plural, n: self._request_translations().ngettext(singular, plural, n),
             newstyle=True)
-        from . import views         # here: views reads this module's request helpers
-        self.templates.globals.update(catalogue=catalogue, csrf_token=_RequestCsrfToken(), views=views)
-        self.templates.filters["pct"] = _percent
+        env.globals.update(catalogue=catalogue, csrf_token=RequestCsrfToken(), views=views)
+        env.filters["pct"] = _percent
+        return env
 
     def _decode_upload(self, data: bytes, analysis_id: str):
         """Safe decode of an uploaded image (the engine's reduced-scale JPEG path when it has one)."""
         if self.engine is not None:
             return self.engine.decode(data, catalogue.analysis(analysis_id))
-        from ..inference import imageio
         return imageio.decode(data, self.cfg.inference.max_image_pixels)
 
     def _request_translations(self):
@@ -212,7 +171,7 @@ class AppContext:
             "_": tr.gettext, "gettext": tr.gettext, "ngettext": tr.ngettext,
             "lang": lang, "languages": self.i18n.LANGUAGES, "calendar": request_calendar(self),
             "user": session.user if session else None,
-            "csrf_token": session.csrf_token if session else _anon_csrf_token(),
+            "csrf_token": csrf_token(),
             "flashes": session.pop_flashes() if session and pop_flashes else [],
             "idle_seconds": int(self.sessions.idle_seconds),
             "post_name": self.cfg.post.name,
@@ -250,20 +209,23 @@ class AppContext:
             self.store.close()
 
 
-class _RequestCsrfToken:
-    """``{{ csrf_token }}`` for templates rendered without the page's context."""
+def presession_secret(cfg: Config) -> bytes:
+    """This box's secret for pre-login form tokens (``<data>/keys/web_presession.key``), made on
+    the first start. A damaged one is replaced: it only ends forms open before the login."""
+    path = keys_dir(cfg) / PRESESSION_SECRET
+    try:
+        stored = path.read_text() if path.exists() else write_secret(path, _secret_text()).decode("ascii", "replace")
+        secret = signing.unb64(stored, f"pre-login secret in {path}")
+        if len(secret) == 32:
+            return secret
+    except UserError:
+        pass
+    log.warning("the pre-login secret in %s was damaged; a new one is made", path)
+    return signing.unb64(write_secret(path, _secret_text(), replace=True).decode("ascii"), str(path))
 
-    def __str__(self) -> str:
-        session = current_session()
-        return session.csrf_token if session else _anon_csrf_token()
 
-    def __html__(self) -> str:
-        return str(escape(str(self)))
-
-
-def _anon_csrf_token() -> str:
-    from .auth import anon_csrf_token
-    return anon_csrf_token()
+def _secret_text() -> bytes:
+    return (signing.b64(secrets.token_bytes(32)) + "\n").encode("ascii")
 
 
 def _percent(value: float, digits: int = 0) -> str:

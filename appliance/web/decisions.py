@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from .. import catalogue
 from ..errors import UserError
-from .context import _
 from . import views
+from .request import _
 
 AGREE, OTHER = "yes", "no"
 

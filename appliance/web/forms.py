@@ -4,6 +4,8 @@ from __future__ import annotations
 from bottle import request
 
 from ..errors import UserError
+from ..i18n.dates import check_past_date, parse_date
+from .request import _
 
 
 def field(name: str, *, max_len: int = 200, strip: bool = True, source=None) -> str:
@@ -13,7 +15,6 @@ def field(name: str, *, max_len: int = 200, strip: bool = True, source=None) -> 
     if strip:
         value = value.strip()
     if len(value) > max_len:
-        from .context import _
         raise UserError(_("A field is too long (%(n)s characters; at most %(max)s).", n=len(value), max=max_len),
                         _("Shorten it and try again."))
     return value
@@ -38,7 +39,6 @@ def date_value(text: str, calendar: str, *, past: bool = False) -> str | None:
     ``past``: a date of birth, refused when in the future or absurdly long ago. Errors are
     ``BadDate`` (translatable), naming what was typed.
     """
-    from ..i18n.dates import check_past_date, parse_date
     if not text:
         return None
     day = parse_date(text, calendar)

@@ -16,13 +16,15 @@ import threading
 
 from ..camera.phone import ANY_HOSTS, LOOPBACK_HOSTS, phone_host
 from .context import AppContext
+from .headers import secured
+from .paths import PHONE_PREFIX, PHONE_TOKEN, STATIC_PREFIX
 
 log = logging.getLogger(__name__)
 
-PHONE_PAGE = re.compile(r"^/phone/[A-Za-z0-9_-]{1,200}$")
+PHONE_PAGE = re.compile(f"^{PHONE_PREFIX}{PHONE_TOKEN}$")
 # What phone_base.html loads (and the fonts its CSS may ask for).
 PHONE_STATIC = frozenset({"/static/css/camera.css", "/static/js/camera.js", "/static/css/fonts.css", "/favicon.ico"})
-PHONE_FONTS = "/static/fonts/"
+PHONE_FONTS = STATIC_PREFIX + "fonts/"
 THREADS = 2                       # one phone at a time in practice; the kiosk keeps its threads
 _NOT_FOUND = b"Not found\n"
 
@@ -35,8 +37,9 @@ def phone_only(app):
         static = (path in PHONE_STATIC or path.startswith(PHONE_FONTS)) and method in ("GET", "HEAD")
         if page or static:
             return app(environ, start_response)
-        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8"),
-                                         ("Content-Length", str(len(_NOT_FOUND))), ("Cache-Control", "no-store")])
+        start_response("404 Not Found", secured(path, [("Content-Type", "text/plain; charset=utf-8"),
+                                                       ("Content-Length", str(len(_NOT_FOUND))),
+                                                       ("Cache-Control", "no-store")]))
         return [_NOT_FOUND]
     return filtered
 

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from ..catalogue import N_
-
-ROLES = ("nurse", "doctor", "supervisor", "admin")
+from ..store.vocabulary import ROLES
 ROLE_LABELS = {"nurse": N_("Nurse"), "doctor": N_("Doctor"),
                "supervisor": N_("Supervisor"), "admin": N_("Administrator")}
 

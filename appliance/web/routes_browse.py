@@ -1,4 +1,6 @@
-"""Browse records, browse the labelled image library, statistics."""
+"""Browse records, browse the labelled image library, statistics: each shows the records of the
+posts the user may see (auth.records_post). The library's thumbnails are served by their exam
+(routes_exams), so the exam's post decides who sees them."""
 from __future__ import annotations
 
 import json
@@ -9,97 +11,104 @@ import bottle
 
 from .. import catalogue
 from ..errors import UserError
-from ..fsutil import SHA256_PATTERN, is_sha256
+from ..fsutil import is_sha256
+from ..i18n.age import AGE_GROUPS, age_group_label
 from ..store.exams import DECISION_NAMES, REFERRED
 from . import auth, views
-from .context import AppContext, _, current_session, request_calendar, request_language
+from .context import AppContext
 from .forms import date_value, field, int_query, query
+from .request import _, current_session, request_calendar, request_language
+from .responses import redirect
+from .routing import add_routes
 
 PAGE_SIZE = 25
 THUMBS_PER_PAGE = 48
+RECORD_FILTERS = (("analysis", 40), ("pid", 40), ("name", 120), ("date_from", 40), ("date_to", 40), ("label", 60))
+
+
+# -- records -------------------------------------------------------------------------------
+def records(ctx: AppContext):
+    auth.require_permission("view_records")
+    filters = current_session().state.get("records_filter", {})
+    page = int_query("page", 1, minimum=1)
+    rows, total = ctx.store.exams.query(**_query_args(filters), post_id=auth.records_post(),
+                                        offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    auth.audit("view", "exam_list", None, {"page": page, "rows": len(rows), "filtered": bool(filters)})
+    return ctx.render("records.html", rows=[_record_row(ctx, e) for e in rows], total=total, page=page,
+                      pages=pages, filters=filters, analyses=list(catalogue.ANALYSES.values()),
+                      label_choices=_label_choices())
+
+
+def set_record_filters(ctx: AppContext):
+    auth.require_permission("view_records")
+    session = current_session()
+    if bottle.request.forms.get("clear"):
+        session.state.pop("records_filter", None)
+        raise redirect("/records")
+    filters = {k: field(k, max_len=n) for k, n in RECORD_FILTERS}
+    _validate_filters(filters, request_calendar(ctx))
+    session.state["records_filter"] = {k: v for k, v in filters.items() if v}
+    raise redirect("/records")
+
+
+# -- image library ---------------------------------------------------------------------------
+def images(ctx: AppContext):
+    user = auth.require_permission("view_records")
+    post = auth.records_post(user)
+    analysis_id = query("analysis", max_len=40)
+    label = query("label", max_len=60)
+    if analysis_id and analysis_id not in catalogue.ANALYSES:
+        raise UserError(_("There is no such analysis."), _("Choose a folder from the list."))
+    page = int_query("page", 1, minimum=1)
+    items, total = ctx.store.images.browse(analysis=analysis_id or None, label=label or None, post_id=post,
+                                           offset=(page - 1) * THUMBS_PER_PAGE, limit=THUMBS_PER_PAGE)
+    pages = max(1, math.ceil(total / THUMBS_PER_PAGE))
+    auth.audit("view", "image_library", None, {"analysis": analysis_id, "label": label, "page": page})
+    return ctx.render("images.html", folders=_folders(ctx, post, analysis_id, label),
+                      items=[_image_item(i) for i in items], total=total,
+                      page=page, pages=pages, analysis_id=analysis_id, label=label,
+                      base=f"/images?analysis={analysis_id}&label={label}&")
+
+
+def _folders(ctx: AppContext, post: str | None, analysis_id: str, label: str) -> list[dict]:
+    """The class folders that hold images this user may see."""
+    folders = []
+    for a in catalogue.ANALYSES.values():
+        # Referrals too: the images a clinician found unsuitable are worth a look.
+        for c in a.decision_choices():
+            _items, count = ctx.store.images.browse(analysis=a.id, label=c.id, offset=0, limit=1, post_id=post)
+            if count:
+                folders.append({"analysis": a.id, "label": c.id, "count": count,
+                                "name": f"{_(a.name)} / {_(c.name)}",
+                                "selected": a.id == analysis_id and c.id == label})
+    return folders
+
+
+# -- statistics ------------------------------------------------------------------------------
+def statistics(ctx: AppContext):
+    user = auth.require_permission("statistics")
+    calendar = request_calendar(ctx)
+    # Typed in the user's calendar (GET: the link to a period can be kept); ISO for the store.
+    date_from = date_value(query("from", max_len=40), calendar)
+    date_to = date_value(query("to", max_len=40), calendar)
+    _check_period(date_from, date_to)
+    stats = ctx.store.stats(date_from=date_from, date_to=date_to, post_id=auth.records_post(user))
+    charts = _chart_data(ctx, stats, by_post=auth.allowed(user, "statistics_by_post"))
+    return ctx.render("statistics.html", stats=stats, charts=charts, charts_json=json.dumps(charts),
+                      date_from=date_from or "", date_to=date_to or "", views=views)
+
+
+ROUTES = (
+    ("GET", "/records", records),
+    ("POST", "/records", set_record_filters),
+    ("GET", "/images", images),
+    ("GET", "/statistics", statistics),
+)
 
 
 def install(app: bottle.Bottle, ctx: AppContext) -> None:
-    store = ctx.store
-
-    # -- records ---------------------------------------------------------------------------
-    @app.get("/records")
-    def records():
-        auth.require_permission("view_records")
-        filters = current_session().state.get("records_filter", {})
-        page = int_query("page", 1, minimum=1)
-        rows, total = store.exams.query(**_query_args(filters), post_id=auth.records_post(),
-                                        offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
-        pages = max(1, math.ceil(total / PAGE_SIZE))
-        auth.audit("view", "exam_list", None, {"page": page, "rows": len(rows), "filtered": bool(filters)})
-        return ctx.render("records.html", rows=[_record_row(ctx, e) for e in rows], total=total, page=page,
-                          pages=pages, filters=filters, analyses=list(catalogue.ANALYSES.values()),
-                          label_choices=_label_choices())
-
-    @app.post("/records")
-    def set_record_filters():
-        auth.require_permission("view_records")
-        session = current_session()
-        if bottle.request.forms.get("clear"):
-            session.state.pop("records_filter", None)
-            bottle.redirect("/records")
-        filters = {k: field(k, max_len=n) for k, n in
-                   (("analysis", 40), ("pid", 40), ("name", 120), ("date_from", 40), ("date_to", 40), ("label", 60))}
-        _validate_filters(filters, request_calendar(ctx))
-        session.state["records_filter"] = {k: v for k, v in filters.items() if v}
-        bottle.redirect("/records")
-
-    # -- image library ---------------------------------------------------------------------
-    @app.get("/images")
-    def images():
-        user = auth.require_permission("view_records")
-        post = auth.records_post(user)
-        analysis_id = query("analysis", max_len=40)
-        label = query("label", max_len=60)
-        if analysis_id and analysis_id not in catalogue.ANALYSES:
-            raise UserError(_("There is no such analysis."), _("Choose a folder from the list."))
-        page = int_query("page", 1, minimum=1)
-        folders = []
-        for a in catalogue.ANALYSES.values():
-            # Referrals too: the images a clinician found unsuitable are worth a look.
-            for c in a.decision_choices():
-                _items, count = store.images.browse(analysis=a.id, label=c.id, offset=0, limit=1, post_id=post)
-                if count:
-                    folders.append({"analysis": a.id, "label": c.id, "count": count,
-                                    "name": f"{_(a.name)} / {_(c.name)}",
-                                    "selected": a.id == analysis_id and c.id == label})
-        items, total = store.images.browse(analysis=analysis_id or None, label=label or None, post_id=post,
-                                           offset=(page - 1) * THUMBS_PER_PAGE, limit=THUMBS_PER_PAGE)
-        pages = max(1, math.ceil(total / THUMBS_PER_PAGE))
-        auth.audit("view", "image_library", None, {"analysis": analysis_id, "label": label, "page": page})
-        return ctx.render("images.html", folders=folders, items=[_image_item(i) for i in items], total=total,
-                          page=page, pages=pages, analysis_id=analysis_id, label=label,
-                          base=f"/images?analysis={analysis_id}&label={label}&")
-
-    @app.get(f"/images/thumb/<sha256:re:{SHA256_PATTERN}>.jpg")
-    def thumbnail(sha256):
-        auth.require_permission("view_records")
-        try:
-            data = store.images.thumbnail(sha256, size=256)
-        except (FileNotFoundError, KeyError):
-            raise bottle.HTTPError(404) from None
-        bottle.response.content_type = "image/jpeg"
-        bottle.response.set_header("Cache-Control", "private, max-age=600")
-        return data
-
-    # -- statistics ------------------------------------------------------------------------
-    @app.get("/statistics")
-    def statistics():
-        user = auth.require_permission("statistics")
-        calendar = request_calendar(ctx)
-        # Typed in the user's calendar (GET: the link to a period can be kept); ISO for the store.
-        date_from = date_value(query("from", max_len=40), calendar)
-        date_to = date_value(query("to", max_len=40), calendar)
-        _check_period(date_from, date_to)
-        stats = store.stats(date_from=date_from, date_to=date_to, post_id=auth.records_post(user))
-        charts = _chart_data(ctx, stats, by_post=auth.allowed(user, "statistics_by_post"))
-        return ctx.render("statistics.html", stats=stats, charts=charts, charts_json=json.dumps(charts),
-                          date_from=date_from or "", date_to=date_to or "", views=views)
+    add_routes(app, ctx, ROUTES)
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -180,7 +189,6 @@ def _chart_data(ctx: AppContext, stats: dict, *, by_post: bool) -> dict:
     }
     decisions = stats.get("by_decision", {}) or {}
     out["decisions"] = [{"name": _(DECISION_NAMES.get(k, k)), "count": int(_count(v))} for k, v in decisions.items()]
-    from ..i18n.age import AGE_GROUPS, age_group_label
     ages = stats.get("by_age_group", {}) or {}
     out["age_groups"] = [{"name": age_group_label(k, request_language(ctx)), "count": int(_count(ages[k]))}
                          for k in AGE_GROUPS if k in ages]

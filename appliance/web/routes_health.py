@@ -14,18 +14,20 @@ import bottle
 from .. import __version__
 from ..catalogue import N_
 from ..doctor import HealthMonitor
+from .routing import add_routes
+
+
+def healthz(ctx):
+    bottle.response.content_type = "application/json"
+    if bottle.request.query.get("live"):
+        return {"ok": True, "live": True, "version": __version__}
+    return ctx.health_monitor.report().to_json()
 
 
 def install(app: bottle.Bottle, ctx) -> None:
-    monitor = HealthMonitor(ctx.cfg, store=getattr(ctx, "store", None), engine=getattr(ctx, "engine", None),
-                            cameras=getattr(ctx, "cameras", None)).start()
+    monitor = ctx.health_monitor = HealthMonitor(
+        ctx.cfg, store=getattr(ctx, "store", None), engine=getattr(ctx, "engine", None),
+        cameras=getattr(ctx, "cameras", None)).start()
     # The same report on the Admin page: a technician on the phone can have it read out.
     ctx.admin_panels.append((N_("Self-check"), "doctor_admin_panel.html", lambda c: {"report": monitor.report()}))
-
-    @app.get("/healthz")
-    def healthz():
-        bottle.response.content_type = "application/json"
-        bottle.response.set_header("Cache-Control", "no-store")
-        if bottle.request.query.get("live"):
-            return {"ok": True, "live": True, "version": __version__}
-        return monitor.report().to_json()
+    add_routes(app, ctx, [("GET", "/healthz", healthz)])

@@ -16,11 +16,18 @@ import signal
 import threading
 from typing import Callable, Iterable
 
+import waitress
+import waitress.channel
+import waitress.server
+import waitress.task
+
 from .. import systemd_notify
 from ..config import Config
 from ..errors import UserError
 from . import phone_listener
+from .app import create_app
 from .context import AppContext
+from .headers import secured
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +63,37 @@ def _open_cameras(cfg: Config, engine):
 
 
 def create_server(ctx: AppContext, host: str, port: int):
-    from .app import create_app
     return _listen(ctx.cfg, create_app(ctx), host, port, max(2, ctx.cfg.server.threads))
+
+
+class _SecuredErrorTask(waitress.task.ErrorTask):
+    """Waitress's own answer to a request it cannot parse (a broken request line or header),
+    with the security headers the app's answers carry."""
+
+    def execute(self):
+        self.response_headers.extend(secured("", []))
+        super().execute()
+
+
+class _Channel(waitress.channel.HTTPChannel):
+    error_task_class = _SecuredErrorTask
 
 
 def _listen(cfg: Config, app, host: str, port: int, threads: int, settings: str = "host and port"):
     """A waitress server for ``app`` on ``host:port`` (the kiosk's, or the phones' listener)."""
-    import waitress
     limit = cfg.server.max_upload_mb * 1024 * 1024
     try:
-        return waitress.create_server(
+        server = waitress.create_server(
             app, host=host, port=port, threads=threads,
             # The app answers a too-large upload with a clear page; waitress stops absurd ones.
             max_request_body_size=2 * limit + 4 * 1024 * 1024,
             ident="BCCDMS", clear_untrusted_proxy_headers=True, channel_timeout=120)
+        # Each listening socket (a host name may resolve to several) makes its channels with it.
+        sockets = getattr(server, "map", None) or server._map
+        for dispatcher in list(sockets.values()):
+            if isinstance(dispatcher, waitress.server.BaseWSGIServer):
+                dispatcher.channel_class = _Channel
+        return server
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise UserError(f"The address {host}:{port} is already in use.",

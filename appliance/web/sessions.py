@@ -11,8 +11,12 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+# Ids of sessions ended because their account changed, remembered so the login page can say so.
+ENDED_MEMORY = 1024
 
 
 def new_token() -> str:
@@ -60,6 +64,7 @@ class SessionStore:
         self.max_age_seconds = max_age_seconds
         self._clock = clock
         self._sessions: dict[str, Session] = {}
+        self._changed: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
 
     def create(self, user: dict) -> Session:
@@ -102,12 +107,30 @@ class SessionStore:
             self._sessions.pop(session_id, None)
 
     def delete_user(self, username: str) -> int:
-        """End every session of ``username`` (disabled account, password reset)."""
+        """End every session of ``username`` because the account changed (disabled, new
+        password, new role): ``account_changed`` says so for those ids afterwards."""
         with self._lock:
             gone = [sid for sid, s in self._sessions.items() if s.username == username]
             for sid in gone:
                 del self._sessions[sid]
+                self._remember_changed(sid)
         return len(gone)
+
+    def end_changed(self, session_id: str) -> None:
+        """End one session because its account changed (found by the guard)."""
+        with self._lock:
+            self._sessions.pop(session_id, None)
+            self._remember_changed(session_id)
+
+    def account_changed(self, session_id: str | None) -> bool:
+        """The session ``session_id`` was ended because its account changed."""
+        with self._lock:
+            return bool(session_id) and session_id in self._changed
+
+    def _remember_changed(self, session_id: str) -> None:
+        self._changed[session_id] = None
+        while len(self._changed) > ENDED_MEMORY:
+            self._changed.popitem(last=False)
 
     def _expired(self, session: Session, now: float) -> bool:
         # idle_seconds <= 0 ([server] idle_logout_minutes = 0): no idle logout, only the maximum age.

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 
+from babel.dates import format_skeleton
+
 from .. import catalogue
 from ..i18n import N_, glossary
 from ..i18n.age import age_at, format_age
 from ..i18n.dates import GREGORIAN, entry_text, format_date, format_datetime
-from .context import _, current_context, request_calendar, request_language
+from ..i18n.names import format_phone
+from .request import _, current_context, request_calendar, request_language
 
 
 def clinical_term(english: str) -> str:
@@ -169,7 +172,6 @@ def month_text(month: str) -> str:
     lang, _calendar = _lang_and_calendar()
     try:
         year, number = (int(part) for part in month.split("-"))
-        from babel.dates import format_skeleton
         return format_skeleton("yMMM", dt.date(year, number, 1), locale=lang)
     except (ValueError, TypeError):
         return month
@@ -188,5 +190,4 @@ def age_text(patient: dict, on=None) -> str:
 
 
 def phone_text(phone: str | None) -> str:
-    from ..i18n.names import format_phone
     return format_phone(phone or "")
