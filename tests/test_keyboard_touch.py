@@ -47,6 +47,27 @@ def reach(touch, selector: str) -> None:
     touch.steady(name)
 
 
+def at_the_card_number(live, touch) -> str:
+    """An Amharic nurse on Diagnose, the keyboard open on the registration form's first field;
+    the form's selector."""
+    touch.login(live, amharic_nurse(live))
+    touch.goto(live.url + "/diagnose")
+    form = "form[action='/patients'] "
+    reach(touch, form + "input[name=pid]")
+    return form
+
+
+def search_by_touch(touch, text: str, answer: str = "#results") -> None:
+    """Diagnose's search: ``text`` typed on the Ethiopic keyboard, sent with ↵ (one page load)."""
+    reach(touch, "input[name=q]")
+    touch.type_ethiopic(text)
+    assert touch.value("input[name=q]") == text
+    touch.steady(None)
+    touch.key("{enter}")
+    touch.page.wait_for_selector(answer)
+    assert touch.loads == 1
+
+
 def test_keyboard_keeps_one_height_and_big_keys_in_every_layout(staffed_server, touch_page):
     touch = touch_page
     touch.login(staffed_server, amharic_nurse(staffed_server))
@@ -109,11 +130,7 @@ def test_consonant_taps_over_search_results_never_open_a_record(staffed_server, 
     touch = touch_page
     touch.login(live, amharic_nurse(live))
     touch.goto(live.url + "/diagnose")
-    reach(touch, "input[name=q]")
-    touch.type_ethiopic("አበበች")
-    touch.steady(None)
-    touch.key("{enter}")
-    touch.page.wait_for_selector("#results")
+    search_by_touch(touch, "አበበች")
     assert touch.page.locator("#results tr[data-href]").count() == 6
     reach(touch, "input[name=q]")
     touch.page.screenshot(path=str(artifacts_dir / "keyboard-touch-search-results.png"))
@@ -134,12 +151,8 @@ def test_consonant_taps_over_search_results_never_open_a_record(staffed_server, 
 def test_amharic_name_phone_and_ethiopian_date_typed_into_every_form(staffed_server, touch_page, artifacts_dir):
     live = staffed_server
     touch = touch_page
-    touch.login(live, amharic_nurse(live))
-
     # Registration: card number (Latin), name and address (Ethiopic), E.C. date, phone.
-    touch.goto(live.url + "/diagnose")
-    form = "form[action='/patients'] "
-    reach(touch, form + "input[name=pid]")
+    form = at_the_card_number(live, touch)
     touch.type_latin("JU-0042")
     reach(touch, form + "input[name=full_name]")
     touch.type_ethiopic(NAME)
@@ -163,12 +176,7 @@ def test_amharic_name_phone_and_ethiopian_date_typed_into_every_form(staffed_ser
 
     # Search: by name (Ethiopic), then by phone (digits on the Latin layout, chosen in the bar).
     touch.goto(live.url + "/diagnose")
-    reach(touch, "input[name=q]")
-    touch.type_ethiopic("አበበች")
-    assert touch.value("input[name=q]") == "አበበች"
-    touch.steady(None)
-    touch.key("{enter}")
-    touch.page.wait_for_selector("#results")
+    search_by_touch(touch, "አበበች")
     assert NAME in touch.page.inner_text("#results")
     reach(touch, "input[name=q]")
     for _ in range(len(touch.value("input[name=q]"))):
@@ -216,10 +224,7 @@ def test_amharic_name_phone_and_ethiopian_date_typed_into_every_form(staffed_ser
 def test_enter_goes_to_the_next_field_then_submits(staffed_server, touch_page):
     live = staffed_server
     touch = touch_page
-    touch.login(live, amharic_nurse(live))
-    touch.goto(live.url + "/diagnose")
-    form = "form[action='/patients'] "
-    reach(touch, form + "input[name=pid]")
+    form = at_the_card_number(live, touch)
     order = ["pid"]
     for _ in range(5):
         touch.steady(None)
@@ -238,10 +243,5 @@ def test_enter_goes_to_the_next_field_then_submits(staffed_server, touch_page):
     assert error.strip() and not re.search(r"[A-Za-z]{3,}", error), error     # Amharic, from the server
     # In a one-field form (search) ↵ submits at once.
     touch.goto(live.url + "/diagnose")
-    reach(touch, "input[name=q]")
-    touch.type_ethiopic("አ")
-    touch.steady(None)
-    touch.key("{enter}")
-    touch.page.wait_for_selector("#results, .empty")
-    assert touch.loads == 1
+    search_by_touch(touch, "አ", answer="#results, .empty")
     assert touch.errors == []

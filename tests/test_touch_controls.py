@@ -61,19 +61,22 @@ def exam_awaiting_decision(live, who, pid: str, datasets) -> str:
 # -- the templates -------------------------------------------------------------------------------
 def test_no_native_widget_is_left_in_the_kiosk_templates():
     """Every kiosk page uses the macros: no <select>, no type=date, a file input only inside
-    _macros.file_field, every form novalidate (the phone's own pages are the phone's browser)."""
+    _macros.file_field, every form novalidate. The phone's own pages are the phone's browser: its
+    camera picker is fine, but its file input is hidden under a translated label of ours."""
     found = []
     for path in sorted(TEMPLATES.glob("*.html")):
-        if path.name.startswith("phone_"):
-            continue
         text = re.sub(r"\{#.*?#\}", "", path.read_text(encoding="utf-8"), flags=re.S)
+        found += [f"{path.name}: {tag[:60]}" for tag in re.findall(r"<form\b[^>]*>", text) if "novalidate" not in tag]
+        if path.name.startswith("phone_"):
+            found += [f"{path.name}: a visible file input" for tag in re.findall(r"<input\b[^>]*>", text)
+                      if re.search(r"type=\"?file\b", tag) and "phone-file" not in tag]
+            continue
         if re.search(r"<select\b", text):
             found.append(f"{path.name}: <select>")
         if re.search(r"type=\"?date\b", text):
             found.append(f"{path.name}: type=date")
         if path.name != "_macros.html" and re.search(r"type=\"?file\b", text):
             found.append(f"{path.name}: a bare file input")
-        found += [f"{path.name}: {tag[:60]}" for tag in re.findall(r"<form\b[^>]*>", text) if "novalidate" not in tag]
     assert not found, found
 
 
