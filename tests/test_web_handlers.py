@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import threading
 import urllib.parse
 from contextlib import contextmanager
 from wsgiref.util import setup_testing_defaults
@@ -17,7 +18,7 @@ from appliance.config import load_config
 from appliance.errors import NotFound, UserError
 from appliance.inference.engine import Engine
 from appliance.store import Store
-from appliance.web import routes_drafts, routes_exams, routes_patients
+from appliance.web import routes_api, routes_drafts, routes_exams, routes_patients
 from appliance.web.context import AppContext
 from appliance.web.lookups import exam_or_404, patient_or_404
 from appliance.web.request import ENV_CTX, ENV_SESSION
@@ -44,7 +45,8 @@ def request_as(ctx: AppContext, user: dict | None, method: str = "GET", path: st
     """Bind bottle's thread-local request and response to a WSGI environ of this request, with
     the context and (for ``user``) a session, as the guard leaves them for the route."""
     body = urllib.parse.urlencode(form or {}).encode()
-    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "REMOTE_ADDR": "127.0.0.1",
+    path, _, query = path.partition("?")
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "REMOTE_ADDR": "127.0.0.1",
                "CONTENT_TYPE": "application/x-www-form-urlencoded", "CONTENT_LENGTH": str(len(body)),
                "wsgi.input": io.BytesIO(body)}
     setup_testing_defaults(environ)
@@ -89,6 +91,27 @@ def test_start_processing_saves_the_exam_and_opens_its_result(ctx, datasets):
         again = answer(lambda: routes_drafts.process(ctx, draft.id))
     assert again.status_code == 303 and again.headers["Location"] == f"/exams/{exam_uuid}"
     assert ctx.store.exams.query(limit=1)[1] == 1
+
+
+def test_the_image_steps_poll_follows_the_draft_to_its_exam(ctx, datasets):
+    """While "Start processing" runs, the page's long poll waits for the exam instead of answering
+    "not found"; processing that failed gives the open draft back to the poll."""
+    patient = ctx.store.patients.register("HD-5", "Poll Handler", age_years=38, by="nurse1")
+    draft = _draft_with_image(ctx, datasets, patient)
+    claimed = ctx.drafts.claim(draft.id, NURSE["username"], draft.version)
+    finisher = threading.Timer(0.3, ctx.drafts.finish, (claimed, "0" * 8 + "-exam-of-the-draft"))
+    finisher.start()
+    with request_as(ctx, NURSE, "GET", f"/api/drafts/{draft.id}/wait?version={draft.version}"):
+        assert routes_api.draft_wait(ctx, draft.id) == {"id": draft.id, "exam": "0" * 8 + "-exam-of-the-draft"}
+    finisher.join()
+
+    other = _draft_with_image(ctx, datasets, patient)
+    failed = threading.Timer(0.3, ctx.drafts.give_back, (ctx.drafts.claim(other.id, NURSE["username"], other.version),))
+    failed.start()
+    with request_as(ctx, NURSE, "GET", f"/api/drafts/{other.id}/wait?version={other.version}"):
+        reopened = routes_api.draft_wait(ctx, other.id)
+    failed.join()
+    assert reopened["id"] == other.id and reopened["version"] == other.version and reopened["has_image"]
 
 
 def test_start_processing_on_an_image_that_changed_saves_nothing(ctx, datasets):

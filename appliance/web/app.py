@@ -31,7 +31,7 @@ from . import (
     routes_static,
 )
 from .context import AppContext
-from .headers import secured
+from .headers import securing
 from .request import MalformedRequest, _
 from .responses import error_response, user_error_response
 
@@ -62,11 +62,7 @@ class KioskApp(bottle.Bottle):
     handler, or bottle's own last-resort 500 page)."""
 
     def wsgi(self, environ, start_response):
-        path = environ.get("PATH_INFO", "")
-
-        def start(status, headers, exc_info=None):
-            return start_response(status, secured(path, headers), exc_info)
-        return super().wsgi(environ, start)
+        return securing(super().wsgi)(environ, start_response)
 
 
 class UserErrorPlugin:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import bottle
 
+from ..errors import NotFound
 from . import auth
 from .context import AppContext
 from .forms import int_query
@@ -30,10 +31,18 @@ def draft_status(ctx: AppContext, draft_id: str):
 
 
 def draft_wait(ctx: AppContext, draft_id: str):
-    """Long poll: answers when the draft's image changes (camera, phone) or after 20 s."""
+    """Long poll: answers when the draft's image changes (camera, phone) or after 20 s. Once
+    "Start processing" took the draft, it answers with the exam the draft became (``exam``):
+    the page is on its way there, and its poll meets no "not found" on the way."""
     user = auth.require_permission("diagnose")
     seen = int_query("version", 0, minimum=0)
-    draft = ctx.drafts.wait_for_change(draft_id, user["username"], seen, LONG_POLL_SECONDS)
+    try:
+        draft = ctx.drafts.wait_for_change(draft_id, user["username"], seen, LONG_POLL_SECONDS)
+    except NotFound:
+        exam_uuid = ctx.drafts.processed_exam(draft_id, user["username"], timeout=LONG_POLL_SECONDS)
+        if exam_uuid is None:       # never processed, or processing failed (the draft may be open again)
+            return ctx.drafts.get(draft_id, user["username"]).summary()
+        return {"id": draft_id, "exam": exam_uuid}
     return draft.summary()
 
 

@@ -21,9 +21,11 @@ import waitress.channel
 import waitress.server
 import waitress.task
 
-from .. import systemd_notify
+from .. import camera, systemd_notify
 from ..config import Config
 from ..errors import UserError
+from ..inference.engine import Engine
+from ..store import Store
 from . import phone_listener
 from .app import create_app
 from .context import AppContext
@@ -42,8 +44,6 @@ ON_STOP.append(systemd_notify.on_server_stop)
 
 def build_context(cfg: Config) -> AppContext:
     """Open the store, the engine (models load lazily) and the cameras for one server process."""
-    from ..inference.engine import Engine
-    from ..store import Store
     store = Store.open(cfg)
     try:
         engine = Engine.from_config(cfg)
@@ -55,8 +55,7 @@ def build_context(cfg: Config) -> AppContext:
 
 def _open_cameras(cfg: Config, engine):
     """The one long-lived camera owner, or None when the camera part is not installed."""
-    import appliance.camera as camera_pkg
-    manager_cls = getattr(camera_pkg, "CameraManager", None)
+    manager_cls = getattr(camera, "CameraManager", None)
     if manager_cls is None or cfg.camera.backend == "none":
         return None
     return manager_cls(cfg, busy=engine.busy)

@@ -110,31 +110,19 @@
   if (waiter) {
     var url = waiter.dataset.draftPoll;
     var seen = parseInt(waiter.dataset.version || "0", 10);
-    var stopped = false;
-    var pending = null;
     var poll = function () {
-      if (stopped) { return; }
-      pending = new AbortController();
-      fetch(url + "?version=" + seen, { credentials: "same-origin", headers: { "X-Passive": "1" }, signal: pending.signal })
+      fetch(url + "?version=" + seen, { credentials: "same-origin", headers: { "X-Passive": "1" } })
         .then(function (r) {
           if (r.status === 401) { window.location.href = "/login?expired=1"; return null; }
           return r.ok ? r.json() : null;
         })
         .then(function (d) {
-          if (stopped) { return; }
+          if (d && d.exam) { window.location.href = "/exams/" + d.exam; return; }  /* processed */
           if (d && d.version !== seen) { window.location.reload(); return; }
           setTimeout(poll, d ? 200 : 3000);
         })
-        .catch(function () { if (!stopped) { setTimeout(poll, 3000); } });
+        .catch(function () { setTimeout(poll, 3000); });
     };
-    // "Start processing" takes the draft away: a wait still open would be answered "no such draft".
-    var processForm = document.getElementById("process-form");
-    if (processForm) {
-      processForm.addEventListener("submit", function () {
-        stopped = true;
-        if (pending) { pending.abort(); }
-      });
-    }
     setTimeout(poll, 500);
   }
 })();
