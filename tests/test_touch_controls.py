@@ -266,8 +266,6 @@ def test_cross_post_statistics_take_the_date_field(staffed_server, touch_page):
     assert touch.errors == []
 
 
-@pytest.mark.xfail(strict=True, reason="needs GET /exchange/statistics to read from/to with forms.date_value in the "
-                                       "user's calendar (server change described in the keyboard branch's report)")
 def test_cross_post_statistics_period_is_read_in_the_users_calendar(staffed_server, datasets):
     live = staffed_server
     exam_awaiting_decision(live, NURSE, "JU-000503", datasets)                # made today
