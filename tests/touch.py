@@ -29,6 +29,7 @@ Fixtures (import them into a test module: ``from touch import touch_browser, tou
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from webutil import chromium_browser
 
@@ -107,6 +108,11 @@ class Touch:
         self.page.wait_for_timeout(hold_ms)
         self._cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
         self.page.wait_for_timeout(30)         # the tap's click (if any) is delivered after touchend
+        # ... and the keyboard's new keys, in a task queued by the last pointerup: this one runs after it.
+        try:
+            self.page.evaluate("() => new Promise(resolve => setTimeout(resolve, 0))")
+        except PlaywrightError:
+            pass                               # the tap is loading another page: no keys to wait for
 
     # -- the on-screen keyboard ------------------------------------------------------------
     def keyboard_open(self) -> bool:
