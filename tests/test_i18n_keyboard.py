@@ -58,6 +58,9 @@ def open_page(browser, tmp_path: Path, lang: str):
 
 def key(page, button: str):
     page.click(f'#osk .hg-button[data-skbtn="{button}"]')
+    # keyboard.js swaps the keys in a task queued by the pointerup (after every finger lifted): a
+    # task queued now runs after it, so the next key() finds the new keys, never the old ones.
+    page.evaluate("() => new Promise(resolve => setTimeout(resolve, 0))")
 
 
 def type_ethiopic(page, text: str):

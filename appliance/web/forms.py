@@ -46,3 +46,9 @@ def date_value(text: str, calendar: str, *, past: bool = False) -> str | None:
         check_past_date(day, text=text)
     return day.isoformat()
 
+
+def check_period(start: str | None, end: str | None) -> None:
+    """A period of two ISO dates (either may be open) whose start is not after its end."""
+    if start and end and start > end:
+        raise UserError(_("The start date is after the end date."), _("Swap the two dates."))
+

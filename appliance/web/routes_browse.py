@@ -16,7 +16,7 @@ from ..i18n.age import AGE_GROUPS, age_group_label
 from ..store.exams import DECISION_NAMES, REFERRED
 from . import auth, views
 from .context import AppContext
-from .forms import date_value, field, int_query, query
+from .forms import check_period, date_value, field, int_query, query
 from .request import _, current_session, request_calendar, request_language
 from .responses import redirect
 from .routing import add_routes
@@ -92,7 +92,7 @@ def statistics(ctx: AppContext):
     # Typed in the user's calendar (GET: the link to a period can be kept); ISO for the store.
     date_from = date_value(query("from", max_len=40), calendar)
     date_to = date_value(query("to", max_len=40), calendar)
-    _check_period(date_from, date_to)
+    check_period(date_from, date_to)
     stats = ctx.store.stats(date_from=date_from, date_to=date_to, post_id=auth.records_post(user))
     charts = _chart_data(ctx, stats, by_post=auth.allowed(user, "statistics_by_post"))
     return ctx.render("statistics.html", stats=stats, charts=charts, charts_json=json.dumps(charts),
@@ -118,12 +118,7 @@ def _validate_filters(filters: dict, calendar: str) -> None:
         raise UserError(_("There is no such analysis."), _("Choose one from the list."))
     filters["date_from"] = date_value(filters["date_from"], calendar) or ""
     filters["date_to"] = date_value(filters["date_to"], calendar) or ""
-    _check_period(filters["date_from"], filters["date_to"])
-
-
-def _check_period(start: str | None, end: str | None) -> None:
-    if start and end and start > end:
-        raise UserError(_("The start date is after the end date."), _("Swap the two dates."))
+    check_period(filters["date_from"], filters["date_to"])
 
 
 def _query_args(filters: dict) -> dict:

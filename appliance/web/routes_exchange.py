@@ -21,7 +21,8 @@ from ..exchange.container import BundleRefused
 from ..store.exams import DECISION_NAMES
 from . import auth
 from .context import AppContext, HomeButton
-from .request import _, current_session
+from .forms import check_period, date_value, query
+from .request import _, current_session, request_calendar
 from .responses import forbidden, redirect
 from .routing import add_routes
 
@@ -142,8 +143,11 @@ def start_import(ctx: AppContext):
 # -- statistics across posts ------------------------------------------------------------------
 def cross_post_statistics(ctx: AppContext):
     auth.require_permission("statistics_by_post")
-    date_from = bottle.request.query.getunicode("from") or None
-    date_to = bottle.request.query.getunicode("to") or None
+    # Typed in the user's calendar on the date keypad, as on the post's own statistics; ISO for the store.
+    calendar = request_calendar(ctx)
+    date_from = date_value(query("from", max_len=40), calendar)
+    date_to = date_value(query("to", max_len=40), calendar)
+    check_period(date_from, date_to)
     summary = stats.cross_post(ctx.store, date_from=date_from, date_to=date_to)
     return ctx.render("exchange_statistics.html", summary=summary, date_from=date_from or "",
                       date_to=date_to or "", bars=_bars(summary))

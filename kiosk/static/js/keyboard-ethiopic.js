@@ -2,9 +2,9 @@
  *
  * The fidel has about 250 syllables, far too many keys for a touchscreen. Like Ethiopic phone
  * keyboards, typing takes two taps: a consonant key (in the ሀ ለ ሐ መ … order every pupil
- * learns) shows one row with that consonant's seven vowel orders (ለ ሉ ሊ ላ ሌ ል ሎ), its
- * labialised form (ሏ) and, for ቀ ኀ ከ ኸ ገ, the labiovelars (ቈ ቊ ቋ ቌ ቍ); tapping one types it
- * and the consonants come back. "↩" goes back without typing. Space and ⌫ work in both steps.
+ * learns) shows, in the same four rows, that consonant's seven vowel orders (ለ ሉ ሊ ላ ሌ ል ሎ),
+ * its labialised form (ሏ) and, for ቀ ኀ ከ ኸ ገ, the labiovelars (ቈ ቊ ቋ ቌ ቍ); tapping one types
+ * it and the consonants come back. "↩" goes back without typing. Space and ⌫ work in both steps.
  *
  * Self-contained: no dependencies. Exposes window.EthiopicKeyboard (the data and the pure
  * functions below) and, when the kiosk's keyboard (kiosk/static/js/keyboard.js) is on the page,
@@ -53,19 +53,24 @@
     return out;
   }
 
-  /* simple-keyboard layout objects: the consonants, and the vowel orders of one consonant. */
+  /* simple-keyboard layout objects: the consonants, and the vowel orders of one consonant.
+     Both have four rows (the kiosk's keyboard keeps one height: nothing moves under a finger);
+     the vowel orders get big keys, four to a row, the labiovelars (if any) a row of their own. */
   function consonantLayout() {
     var rows = CONSONANT_ROWS.slice();
     rows[0] = rows[0] + " {bksp}";
-    rows.push("{space} {enter}");
+    rows[1] = rows[1] + " {enter}";
+    rows[3] = rows[3] + " {space}";
     return { "default": rows };
   }
 
   function vowelLayout(consonant) {
     var all = syllables(consonant);
-    var rows = [all.slice(0, 8).join(" ")];
-    if (all.length > 8) { rows.push(all.slice(8).join(" ")); }
-    rows.push(BACK + " {space} {bksp}");
+    var plain = all.slice(0, WA_FORMS.indexOf(all[7]) >= 0 ? 8 : 7);
+    var labiovelars = all.slice(plain.length);
+    var rows = [plain.slice(0, 4).join(" "), plain.slice(4).join(" "),
+                labiovelars.length ? labiovelars.join(" ") : "{none}",
+                BACK + " {space} {bksp}"];
     return { "default": rows };
   }
 

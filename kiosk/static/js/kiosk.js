@@ -89,7 +89,7 @@
   /* -- decision form: "agree" and "another label" ---------------------------------------- */
   var decision = document.getElementById("decision-form");
   if (decision) {
-    var other = decision.querySelector("[name=label]");
+    var other = document.getElementById("decision-label");     // the choice sheet's fieldset
     var sync = function () {
       var agrees = decision.querySelector("[name=agrees]:checked");
       if (other) { other.disabled = !agrees || agrees.value !== "no"; }
@@ -130,22 +130,6 @@
     row.addEventListener("click", function (e) {
       if (e.target.closest("a, button, input, form")) { return; }
       window.location.href = row.dataset.href;
-    });
-  });
-
-  /* -- upload: refuse too-large files before sending them ------------------------------- */
-  document.querySelectorAll("input[type=file][data-max-bytes]").forEach(function (input) {
-    input.addEventListener("change", function () {
-      var max = parseInt(input.dataset.maxBytes, 10);
-      var file = input.files && input.files[0];
-      var msg = document.getElementById(input.dataset.messageId || "");
-      if (file && max && file.size > max) {
-        input.value = "";
-        if (msg) { msg.hidden = false; }
-      } else if (msg) { msg.hidden = true; }
-      if (file && input.form && input.dataset.autosubmit !== undefined && !(max && file.size > max)) {
-        input.form.requestSubmit();
-      }
     });
   });
 
