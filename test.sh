@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Run the test suite (README's test command). Arguments go to pytest, e.g.
 #   ./test.sh -m "not slow"      the fast subset
+# The layer contracts (import-linter, [tool.importlinter] in pyproject.toml) run first; a broken
+# contract fails the run.
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
@@ -12,5 +14,7 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   if [ "$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium chromium-driver
   else sudo apt-get update && sudo apt-get install -y chromium chromium-driver; fi
 fi
+echo "==> layer contracts (lint-imports)"
+.venv/bin/lint-imports --no-cache >/dev/null || { .venv/bin/lint-imports --no-cache; exit 1; }
 # pytest exits 5 when it collected no tests: that is a failure here, never a pass.
 exec .venv/bin/python -m pytest "$@"
